@@ -1,0 +1,33 @@
+"""Shared fixtures. Every test checks that no tfdiag hook is left installed after it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+DATA = Path(__file__).resolve().parent / "data"
+
+
+@pytest.fixture(autouse=True)
+def no_hooks_left_behind():
+    from tfdiag.capture import patching
+
+    assert patching.installed() == [], "a tfdiag hook was live before the test"
+    yield
+    assert patching.installed() == [], "a tfdiag hook was left installed after the test"
+
+
+def run_tfdiag(*args: str, env_extra: dict | None = None, cwd: str | None = None, timeout: int = 300):
+    """Run ``python -m tfdiag ARGS`` in a fresh process (needed for TF_USE_LEGACY_KERAS)."""
+    env = dict(os.environ)
+    env.update(env_extra or {})
+    return subprocess.run([sys.executable, "-m", "tfdiag", *args], capture_output=True, text=True,
+                          env=env, cwd=cwd, timeout=timeout)

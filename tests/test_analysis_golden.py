@@ -1,0 +1,108 @@
+"""Analysis and rendering on the saved golden recording: no TensorFlow needed."""
+
+import json
+import subprocess
+import sys
+
+from tfdiag.analysis import analyze, max_user_traces, retracing
+from tfdiag.recording import load
+from tfdiag.renderers import html, text
+
+from .conftest import DATA, ROOT
+
+GOLDEN = DATA / "golden_recording.json"
+
+
+def test_analysis_and_rendering_never_import_tensorflow(tmp_path):
+    code = (
+        "import sys, tfdiag\n"
+        "from tfdiag.analysis import analyze\n"
+        "from tfdiag.renderers import html\n"
+        f"r = tfdiag.load({str(GOLDEN)!r})\n"
+        f"html.write_report(r, analyze(r), {str(tmp_path / 'report.html')!r})\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'tf_keras')]\n"
+        "assert not bad, bad\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "report.html").stat().st_size > 1000
+
+
+def test_findings_from_golden_recording():
+    analysis = analyze(load(GOLDEN))
+    codes = {(f["code"], f["function"]) for f in analysis.findings}
+    assert ("retrace-shape", "encode") in codes
+    assert ("retrace-python-value", "sample") in codes
+    assert ("tfdata-retrace", "predict") in codes
+    assert any(code == "model-rebuilt" for code, _ in codes)
+    assert any(code == "predict-overhead" for code, _ in codes)
+    savings = [f["estimated_savings_s"] for f in analysis.findings]
+    assert savings == sorted(savings, reverse=True)
+
+
+def test_shape_fix_uses_observed_dimensions():
+    analysis = analyze(load(GOLDEN))
+    shape = next(f for f in analysis.findings if f["code"] == "retrace-shape")
+    assert "tokens" in shape["details"]["arguments"]
+    assert "tf.TensorSpec([1, None], tf.int32)" in shape["fix"]["code"]
+    assert any("dimension 1 varies (5, 9, 13)" in e for e in shape["evidence"])
+
+
+def test_python_value_change_is_explained():
+    analysis = analyze(load(GOLDEN))
+    value = next(f for f in analysis.findings if f["code"] == "retrace-python-value")
+    assert any("temperature: Python float 1.0 → 0.95" in e for e in value["evidence"])
+    assert "tf.constant" in value["fix"]["code"]
+
+
+def test_a_function_traced_once_is_never_flagged():
+    recording = load(GOLDEN)
+    once = {f["name"] for f in recording.functions if f["trace_count"] == 1}
+    flagged = {f["function"] for f in analyze(recording).findings}
+    assert not once & flagged
+
+
+def test_gate_counts_user_traces():
+    traces, name = max_user_traces(load(GOLDEN))
+    assert (traces, name) == (3, "encode") or (traces, name) == (3, "sample")
+
+
+def test_report_rerenders_identically():
+    recording = load(GOLDEN)
+    first = html.render_report(recording, analyze(recording))
+    second = html.render_report(load(GOLDEN), analyze(load(GOLDEN)))
+    assert first == second
+    for name in ("encode", "sample", "tfdata-retrace", "predict-overhead"):
+        assert name in first
+
+
+def test_terminal_summary_names_the_files():
+    recording = load(GOLDEN)
+    out = text.summary(recording, analyze(recording), {"report": "out/report.html"})
+    assert "out/report.html" in out and "tfdiag open" in out
+
+
+def test_hostile_strings_are_escaped():
+    data = json.loads(GOLDEN.read_text())
+    evil = "</script><script>alert(1)</script>"
+    data["functions"][0]["name"] = evil
+    data["calls"][0]["call_site"] = evil + ":3"
+    data["run"]["exception"] = evil
+    data["environment"]["command"] = [evil]
+    from tfdiag.recording import Recording
+
+    recording = Recording.from_dict(data)
+    page = html.render_report(recording, analyze(recording))
+    assert "<script>alert(1)" not in page
+    assert "&lt;/script&gt;&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+
+def test_diff_args_names_each_change():
+    old = {"name": "parts", "kind": "list", "length": 2, "items": [{"kind": "tensor", "shape": [3], "dtype": "float32"}] * 2}
+    new = {"name": "parts", "kind": "list", "length": 3, "items": [{"kind": "tensor", "shape": [3], "dtype": "float32"}] * 3}
+    (change,) = retracing.diff_args(old, new, "parts")
+    assert change.cause == "retrace-structure"
+    assert change.text == "parts: list of 2 tensors → 3 tensors"
+    a = {"kind": "tensor", "shape": [2], "dtype": "float64"}
+    b = {"kind": "tensor", "shape": [2], "dtype": "float32"}
+    assert retracing.diff_args(a, b, "x")[0].text == "x: float64 → float32"

@@ -1,0 +1,139 @@
+"""The CLI through main(argv): reports written, exit statuses as DESIGN.md says."""
+
+import json
+import textwrap
+
+import pytest
+
+from tfdiag import cli
+from tfdiag.recording import load
+
+from .conftest import EXAMPLES
+
+pytestmark = pytest.mark.tf
+
+
+def _script(tmp_path, body: str, name: str = "script.py"):
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(body))
+    return str(path)
+
+
+def test_analyze_predict_example_writes_report_and_recording(tmp_path, capsys):
+    out = tmp_path / "out"
+    status = cli.main(["analyze", "-o", str(out), str(EXAMPLES / "predict_loop.py"), "--calls", "4"])
+    assert status == 0
+    recording = load(out / "recording.json")
+    assert recording.environment["keras_flavor"] == "keras3"
+    predict = [c for c in recording.calls if c["api"] == "predict"]
+    assert sum(c["count"] for c in predict) == 8
+    names = {f["name"] for f in recording.functions}
+    assert "one_step_on_data_distributed" in names
+    assert any(n.startswith("Dataset_") for n in names)
+    page = (out / "report.html").read_text()
+    assert "one_step_on_data_distributed" in page and "predict" in page
+    assert (out / "profile.prof").exists()
+    err = capsys.readouterr().err
+    assert str(out / "report.html") in err
+
+
+def test_script_sees_its_own_argv_and_folder(tmp_path):
+    (tmp_path / "helper_mod.py").write_text("VALUE = 7\n")
+    script = _script(tmp_path, """
+        import sys, helper_mod
+        assert sys.argv[1:] == ["--flag", "x"], sys.argv
+        assert __name__ == "__main__"
+        sys.exit(helper_mod.VALUE - 7)
+    """)
+    assert cli.main(["analyze", "-o", str(tmp_path / "o"), script, "--flag", "x"]) == 0
+
+
+def test_sys_exit_status_is_returned_and_report_written(tmp_path):
+    script = _script(tmp_path, """
+        import tensorflow as tf
+        tf.function(lambda x: x + 1)(tf.constant(1))
+        import sys; sys.exit(4)
+    """)
+    out = tmp_path / "o"
+    assert cli.main(["analyze", "-o", str(out), script]) == 4
+    recording = load(out / "recording.json")
+    assert recording.run["ended_by"] == "sys.exit" and recording.run["exit_status"] == 4
+    assert "called sys.exit" in (out / "report.html").read_text()
+
+
+def test_exception_gives_1_and_python_traceback(tmp_path, capsys):
+    script = _script(tmp_path, """
+        def boom():
+            raise ValueError("bad input shape")
+        boom()
+    """)
+    out = tmp_path / "o"
+    assert cli.main(["analyze", "-o", str(out), script]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last):" in err
+    assert "ValueError: bad input shape" in err
+    assert "runner.py" not in err
+    assert load(out / "recording.json").run["exception"] == "ValueError: bad input shape"
+
+
+def test_keyboard_interrupt_gives_130(tmp_path):
+    script = _script(tmp_path, "raise KeyboardInterrupt\n")
+    out = tmp_path / "o"
+    assert cli.main(["analyze", "-o", str(out), script]) == 130
+    assert load(out / "recording.json").run["ended_by"] == "interrupted"
+
+
+def test_no_tensorflow_activity_is_said(tmp_path):
+    script = _script(tmp_path, "print('hello')\n")
+    out = tmp_path / "o"
+    assert cli.main(["analyze", "--no-cprofile", "-o", str(out), script]) == 0
+    assert "No TensorFlow activity was seen" in (out / "report.html").read_text()
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: str(p / "absent.py"), "no such file"),
+    (lambda p: str(p), "is a directory"),
+    (lambda p: _script(p, "def broken(:\n    pass\n", "broken.py"), "broken.py:1: syntax error"),
+])
+def test_usage_errors_give_2_and_one_line(tmp_path, capsys, make, message):
+    assert cli.main(["analyze", "-o", str(tmp_path / "o"), make(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err
+    assert len(err.splitlines()) == 1
+    assert not (tmp_path / "o" / "recording.json").exists()
+
+
+def test_report_command_rerenders_saved_recording(tmp_path, capsys):
+    out = tmp_path / "o"
+    assert cli.main(["analyze", "--no-cprofile", "-o", str(out), str(EXAMPLES / "retracing" / "shape.py")]) == 0
+    first = (out / "report.html").read_text()
+    again = tmp_path / "again"
+    assert cli.main(["report", str(out / "recording.json"), "-o", str(again)]) == 0
+    assert (again / "report.html").read_text() == first
+
+
+def test_report_command_rejects_corrupt_recording(tmp_path, capsys):
+    bad = tmp_path / "recording.json"
+    bad.write_text('{"schema_version": 1, "calls": [')
+    assert cli.main(["report", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "not valid JSON" in err and len(err.splitlines()) == 1
+
+
+def test_fail_on_retrace_gate(tmp_path):
+    shape = str(EXAMPLES / "retracing" / "shape.py")
+    out = tmp_path / "o"
+    assert cli.main(["analyze", "--no-cprofile", "--fail-on-retrace", "2", "-o", str(out), shape]) == 3
+    assert (out / "report.html").exists()
+    assert cli.main(["analyze", "--no-cprofile", "--fail-on-retrace", "5", "-o", str(out), shape]) == 0
+    clean = str(EXAMPLES / "retracing" / "clean.py")
+    assert cli.main(["analyze", "--no-cprofile", "--fail-on-retrace", "1", "-o", str(out), clean]) == 0
+
+
+def test_recording_json_is_plain_json(tmp_path):
+    out = tmp_path / "o"
+    cli.main(["analyze", "--no-cprofile", "-o", str(out), str(EXAMPLES / "retracing" / "python_value.py")])
+    data = json.loads((out / "recording.json").read_text())
+    sample = next(f for f in data["functions"] if f["name"] == "sample")
+    assert sample["trace_count"] == 4 and sample["origin"] == "user"
+    assert sample["defined_at"].endswith("python_value.py:6")

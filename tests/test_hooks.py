@@ -1,0 +1,117 @@
+"""Hooks install and uninstall cleanly: every patched attribute is the original object again."""
+
+import numpy as np
+import pytest
+
+import tfdiag
+from tfdiag.capture import patching
+
+pytestmark = pytest.mark.tf
+
+
+def _originals():
+    import keras
+    from keras.src.backend.tensorflow import trainer
+    from keras.src.models import model as model_module
+    from tensorflow.python.eager.polymorphic_function import polymorphic_function, tracing_compilation
+
+    return {
+        "create": tracing_compilation._create_concrete_function,
+        "init": polymorphic_function.Function.__dict__["__init__"],
+        "predict": trainer.TensorFlowTrainer.__dict__["predict"],
+        "pob": trainer.TensorFlowTrainer.__dict__["predict_on_batch"],
+        "model_has_call": "__call__" in model_module.Model.__dict__,
+        "keras": keras,
+    }
+
+
+def _use_everything():
+    import keras
+    import tensorflow as tf
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    x = np.ones((2, 3), dtype=np.float32)
+    model.predict(x, verbose=0)
+    model.predict_on_batch(x)
+    model(x)
+    tf.function(lambda t: t * 2)(tf.constant(1.0))
+
+
+def _assert_restored(before):
+    after = _originals()
+    for key in ("create", "init", "predict", "pob"):
+        assert after[key] is before[key], key
+    assert after["model_has_call"] is before["model_has_call"] is False
+    assert patching.installed() == []
+
+
+def test_hooks_are_live_inside_and_restored_after_return():
+    before = _originals()
+    with tfdiag.diagnose(cprofile=False) as d:
+        from tensorflow.python.eager.polymorphic_function import tracing_compilation
+
+        assert tracing_compilation._create_concrete_function is not before["create"]
+        _use_everything()
+    _assert_restored(before)
+    apis = {c["api"] for c in d.recording.calls}
+    assert apis == {"predict", "predict_on_batch", "__call__"}
+
+
+def test_hooks_restored_after_raise():
+    before = _originals()
+    with pytest.raises(ZeroDivisionError):
+        with tfdiag.diagnose(cprofile=False) as d:
+            _use_everything()
+            1 / 0
+    _assert_restored(before)
+    assert d.recording.run["ended_by"] == "exception"
+
+
+def test_diagnose_twice_in_a_row_and_as_decorator():
+    before = _originals()
+
+    @tfdiag.diagnose(cprofile=False)
+    def work():
+        _use_everything()
+
+    work()
+    with tfdiag.diagnose(cprofile=False) as second:
+        _use_everything()
+    _assert_restored(before)
+    assert second.recording.calls
+
+
+def test_nesting_fails_with_one_clear_line():
+    with tfdiag.diagnose(cprofile=False):
+        with pytest.raises(tfdiag.DiagnoseError, match="nesting diagnose\\(\\) is not supported"):
+            with tfdiag.diagnose(cprofile=False):
+                pass
+    assert patching.installed() == []
+
+
+def test_hooks_installed_lazily_when_tensorflow_is_imported_later(tmp_path):
+    """A fresh process: diagnose() starts before TensorFlow is imported."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, tfdiag\n"
+        "with tfdiag.diagnose(cprofile=False) as d:\n"
+        "    assert 'tensorflow' not in sys.modules\n"
+        "    import tensorflow as tf\n"
+        "    f = tf.function(lambda x: x * 2)\n"
+        "    f(tf.ones(2)); f(tf.ones(3))\n"
+        "from tensorflow.python.eager.polymorphic_function import tracing_compilation as tc\n"
+        "assert not hasattr(tc._create_concrete_function, '__wrapped__')\n"
+        "print(sum(f['trace_count'] for f in d.recording.functions if f['origin'] == 'user'))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "2"
+
+
+def test_report_method_writes_html(tmp_path):
+    with tfdiag.diagnose(cprofile=False) as d:
+        _use_everything()
+    path = d.report(tmp_path / "r.html")
+    assert "predict_on_batch" in open(path).read()

@@ -1,0 +1,227 @@
+"""Explain each retrace: diff a trace against the closest earlier trace of the same code.
+
+Pure functions over the ``functions`` section of a recording. Each explained
+trace gets a list of changes, each with a ``cause`` (the finding code it leads
+to), the ``argument`` path and a sentence saying exactly what changed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+CAUSE_ORDER = (
+    "retrace-new-function",
+    "retrace-structure",
+    "retrace-dtype",
+    "retrace-shape",
+    "retrace-python-value",
+    "retrace-new-object",
+)
+
+
+@dataclass
+class Change:
+    cause: str
+    argument: str
+    text: str
+
+    def to_dict(self) -> dict:
+        return {"cause": self.cause, "argument": self.argument, "text": self.text}
+
+
+@dataclass
+class TraceExplanation:
+    index: int
+    compared_to: int | None
+    changes: list[Change] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"index": self.index, "compared_to": self.compared_to,
+                "changes": [c.to_dict() for c in self.changes]}
+
+
+def shape_text(shape) -> str:
+    if shape is None:
+        return "unknown rank"
+    inner = ", ".join("None" if d is None else str(d) for d in shape)
+    return f"({inner},)" if len(shape) == 1 else f"({inner})"
+
+
+def describe_value(arg: dict) -> str:
+    kind = arg.get("kind")
+    if kind == "tensor":
+        return f"{arg.get('dtype')} tensor {shape_text(arg.get('shape'))}"
+    if kind == "literal":
+        return f"Python {arg.get('type')} {arg.get('value')}"
+    if kind == "object":
+        return f"a {arg.get('type')} object"
+    if kind in ("list", "tuple", "namedtuple", "dict"):
+        return f"{kind} of {arg.get('length')}"
+    return str(arg.get("type", kind))
+
+
+def _container_items_text(arg: dict) -> str:
+    items = arg.get("items") or []
+    kinds = {i.get("kind") for i in items}
+    noun = "tensors" if kinds == {"tensor"} else "items"
+    return f"{arg.get('length')} {noun}"
+
+
+def diff_args(old: dict, new: dict, path: str) -> list[Change]:
+    """What changed between two descriptions of the same argument."""
+    ok, nk = old.get("kind"), new.get("kind")
+    if ok != nk:
+        cause = "retrace-new-object" if "object" in (ok, nk) else "retrace-structure"
+        if {ok, nk} == {"literal"}:
+            cause = "retrace-python-value"
+        return [Change(cause, path, f"{path}: {describe_value(old)} → {describe_value(new)}")]
+    if ok == "tensor":
+        changes = []
+        if old.get("dtype") != new.get("dtype"):
+            changes.append(Change("retrace-dtype", path, f"{path}: {old.get('dtype')} → {new.get('dtype')}"))
+        if old.get("shape") != new.get("shape"):
+            changes.append(Change("retrace-shape", path,
+                                  f"{path}: shape {shape_text(old.get('shape'))} → {shape_text(new.get('shape'))}"))
+        return changes
+    if ok == "literal":
+        if old.get("value") != new.get("value") or old.get("type") != new.get("type"):
+            if old.get("type") == new.get("type"):
+                text = (f"{path}: Python {new.get('type')} {old.get('value')} → {new.get('value')}"
+                        " — every distinct value is a new trace")
+            else:
+                text = f"{path}: {describe_value(old)} → {describe_value(new)}"
+            return [Change("retrace-python-value", path, text)]
+        return []
+    if ok == "object":
+        if old.get("id") != new.get("id"):
+            if old.get("type") == new.get("type"):
+                text = f"{path}: a new {new.get('type')} object (a different instance, compared by identity)"
+            else:
+                text = f"{path}: {old.get('type')} object → {new.get('type')} object"
+            return [Change("retrace-new-object", path, text)]
+        return []
+    if ok in ("list", "tuple", "namedtuple", "dict", "attrs"):
+        if old.get("length") != new.get("length") or old.get("keys") != new.get("keys"):
+            if ok == "dict" and old.get("length") == new.get("length"):
+                text = f"{path}: dict keys {old.get('keys')} → {new.get('keys')}"
+            else:
+                text = f"{path}: {ok} of {_container_items_text(old)} → {_container_items_text(new)}"
+            return [Change("retrace-structure", path, text)]
+        changes: list[Change] = []
+        keys = old.get("keys") or list(range(len(old.get("items") or [])))
+        for key, (o, n) in zip(keys, zip(old.get("items") or [], new.get("items") or [])):
+            label = f"{path}.{key}" if ok in ("namedtuple", "attrs") else f"{path}[{key}]"
+            changes.extend(diff_args(o, n, label))
+        return changes
+    if old.get("repr") != new.get("repr"):
+        return [Change("retrace-structure", path, f"{path}: {old.get('repr')} → {new.get('repr')}")]
+    return []
+
+
+def diff_traces(old: dict, new: dict) -> list[Change]:
+    old_args = {a["name"]: a for a in old.get("args", [])}
+    new_args = {a["name"]: a for a in new.get("args", [])}
+    changes: list[Change] = []
+    for name, arg in new_args.items():
+        if name not in old_args:
+            changes.append(Change("retrace-structure", name, f"{name}: new argument ({describe_value(arg)})"))
+        else:
+            changes.extend(diff_args(old_args[name], arg, name))
+    for name in old_args:
+        if name not in new_args:
+            changes.append(Change("retrace-structure", name, f"{name}: argument no longer passed"))
+    return changes
+
+
+def explain_function(function: dict) -> list[TraceExplanation]:
+    """One explanation per kept trace after the first, against the closest earlier trace."""
+    traces = function.get("traces", [])
+    explanations: list[TraceExplanation] = []
+    varying = varying_dimensions(traces)
+    for position, trace in enumerate(traces):
+        if position == 0:
+            continue
+        best: tuple[int, int, list[Change]] | None = None
+        for earlier_position in range(position - 1, -1, -1):
+            changes = diff_traces(traces[earlier_position], trace)
+            if best is None or len(changes) < len(best[2]):
+                best = (earlier_position, traces[earlier_position].get("index", earlier_position + 1), changes)
+            if not changes:
+                break
+        assert best is not None
+        _, compared_index, changes = best
+        changes = [_with_varying(c, varying) for c in changes]
+        if not changes and trace.get("new_object"):
+            where = trace.get("created_at") or trace.get("call_site") or "an unknown place"
+            changes = [Change("retrace-new-function", "", f"a new tf.function object for the same code, created at {where}")]
+        elif not changes:
+            changes = [Change("retrace-structure", "", "same argument types as an earlier trace (a context change: "
+                              "device, graph or variable-creation scope)")]
+        explanations.append(TraceExplanation(trace.get("index", position + 1), compared_index, changes))
+    return explanations
+
+
+def varying_dimensions(traces: list[dict]) -> dict[str, dict[int, list]]:
+    """For each top-level tensor argument: the dimensions whose size varied, with the values seen."""
+    seen: dict[str, dict[int, list]] = {}
+    ranks: dict[str, set] = {}
+    for trace in traces:
+        for arg in trace.get("args", []):
+            if arg.get("kind") != "tensor" or arg.get("shape") is None:
+                continue
+            shape = arg["shape"]
+            ranks.setdefault(arg["name"], set()).add(len(shape))
+            dims = seen.setdefault(arg["name"], {})
+            for i, d in enumerate(shape):
+                values = dims.setdefault(i, [])
+                if d not in values:
+                    values.append(d)
+    return {name: {i: v for i, v in dims.items() if len(v) > 1}
+            for name, dims in seen.items() if len(ranks[name]) == 1}
+
+
+def _with_varying(change: Change, varying: dict) -> Change:
+    dims = varying.get(change.argument)
+    if change.cause != "retrace-shape" or not dims:
+        return change
+    parts = []
+    for i, values in sorted(dims.items()):
+        shown = ", ".join(str(v) for v in values[:3]) + (", …" if len(values) > 3 else "")
+        parts.append(f"dimension {i} varies ({shown})")
+    return Change(change.cause, change.argument, f"{change.text}; {'; '.join(parts)}")
+
+
+def generalized_signature(function: dict) -> list[dict] | None:
+    """The ``input_signature`` the observed traces call for: ``None`` where a dimension varied.
+
+    Returns None when an argument is not a tensor (an input_signature cannot hold it) or the
+    ranks or dtypes differ between traces.
+    """
+    traces = function.get("traces", [])
+    if not traces:
+        return None
+    names = [a["name"] for a in traces[0].get("args", [])]
+    signature = []
+    for name in names:
+        shapes, dtypes = [], set()
+        for trace in traces:
+            arg = next((a for a in trace.get("args", []) if a["name"] == name), None)
+            if arg is None or arg.get("kind") != "tensor" or arg.get("shape") is None:
+                return None
+            shapes.append(arg["shape"])
+            dtypes.add(arg.get("dtype"))
+        if len(dtypes) != 1 or len({len(s) for s in shapes}) != 1:
+            return None
+        dims = [shapes[0][i] if all(s[i] == shapes[0][i] for s in shapes) else None
+                for i in range(len(shapes[0]))]
+        signature.append({"name": name, "shape": dims, "dtype": dtypes.pop()})
+    return signature
+
+
+def signature_code(signature: list[dict]) -> str:
+    specs = ", ".join(f"tf.TensorSpec({_list_text(s['shape'])}, tf.{s['dtype']})" for s in signature)
+    return f"input_signature=[{specs}]"
+
+
+def _list_text(shape) -> str:
+    return "[" + ", ".join("None" if d is None else str(d) for d in shape) + "]"

@@ -1,0 +1,200 @@
+"""The Collector: where hooks append what they saw, in bounded memory.
+
+Hooks run on the user's threads, so every mutation takes one lock. Per call
+site only aggregates and a fixed-size reservoir of durations are kept, and
+each function keeps its first ``MAX_TRACES_KEPT`` traces in full, so memory
+stays bounded however long the diagnosed program runs.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from dataclasses import dataclass, field
+
+from ..recording import PHASES
+
+MAX_TRACES_KEPT = 200
+RESERVOIR_SIZE = 512
+MAX_CALL_SAMPLES = 2000
+MAX_WARNINGS = 100
+
+
+@dataclass
+class CallStats:
+    api: str
+    target: str
+    call_site: str
+    input_signature: str
+    count: int = 0
+    total_s: float = 0.0
+    first_s: float = 0.0
+    max_s: float = 0.0
+    reservoir: list = field(default_factory=list)
+    phases: dict = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))
+    excluded: int = 0  # calls made under a profiler, kept out of the statistics
+    profiled_s: list = field(default_factory=list)
+
+    def add(self, duration: float, rng: random.Random, phases: dict | None) -> None:
+        self.count += 1
+        self.total_s += duration
+        if self.count == 1:
+            self.first_s = duration
+        self.max_s = max(self.max_s, duration)
+        if len(self.reservoir) < RESERVOIR_SIZE:
+            self.reservoir.append(duration)
+        else:
+            slot = rng.randrange(self.count)
+            if slot < RESERVOIR_SIZE:
+                self.reservoir[slot] = duration
+        if phases:
+            for name, seconds in phases.items():
+                self.phases[name] = self.phases.get(name, 0.0) + seconds
+
+
+@dataclass
+class FunctionStats:
+    key: tuple
+    name: str
+    qualname: str
+    origin: str
+    defined_at: str
+    trace_count: int = 0
+    trace_s: float = 0.0
+    traces: list = field(default_factory=list)
+    object_count: int = 0
+
+
+class Collector:
+    """Thread-safe, bounded store of raw events from every hook."""
+
+    def __init__(self, seed: int = 0) -> None:
+        self.lock = threading.Lock()
+        self.functions: dict[tuple, FunctionStats] = {}
+        self.calls: dict[tuple, CallStats] = {}
+        self.samples: list[dict] = []
+        self.sample_count = 0
+        self.warnings: dict[str, int] = {}
+        self._rng = random.Random(seed)
+
+    # -- warnings ---------------------------------------------------------------
+    def warn(self, message: str) -> None:
+        """Record a capture problem; the user's program always goes on."""
+        with self.lock:
+            if message in self.warnings or len(self.warnings) < MAX_WARNINGS:
+                self.warnings[message] = self.warnings.get(message, 0) + 1
+
+    # -- traces -------------------------------------------------------------------
+    def function(self, key: tuple, name: str, qualname: str, origin: str, defined_at: str) -> FunctionStats:
+        stats = self.functions.get(key)
+        if stats is None:
+            stats = self.functions[key] = FunctionStats(key, name, qualname, origin, defined_at)
+        return stats
+
+    def add_trace(self, key: tuple, name: str, qualname: str, origin: str, defined_at: str, trace: dict) -> None:
+        with self.lock:
+            stats = self.function(key, name, qualname, origin, defined_at)
+            stats.trace_count += 1
+            stats.trace_s += trace["duration_s"]
+            trace["index"] = stats.trace_count
+            stats.object_count = max(stats.object_count, trace.get("object_index", 0))
+            if len(stats.traces) < MAX_TRACES_KEPT:
+                stats.traces.append(trace)
+
+    # -- calls --------------------------------------------------------------------
+    def add_call(self, api: str, target: str, call_site: str, input_signature: str,
+                 start: float, duration: float, phases: dict | None = None,
+                 thread: str = "", profiled: bool = False) -> None:
+        key = (api, target, call_site, input_signature)
+        with self.lock:
+            stats = self.calls.get(key)
+            if stats is None:
+                stats = self.calls[key] = CallStats(api, target, call_site, input_signature)
+            if profiled:
+                stats.excluded += 1
+                if len(stats.profiled_s) < RESERVOIR_SIZE:
+                    stats.profiled_s.append(duration)
+            else:
+                stats.add(duration, self._rng, phases)
+            self.sample_count += 1
+            sample = {"api": api, "target": target, "call_site": call_site,
+                      "start_s": start, "duration_s": duration, "thread": thread,
+                      "profiled": profiled}
+            if phases:
+                sample["phases"] = dict(phases)
+            if len(self.samples) < MAX_CALL_SAMPLES:
+                self.samples.append(sample)
+            else:
+                slot = self._rng.randrange(self.sample_count)
+                if slot < MAX_CALL_SAMPLES:
+                    self.samples[slot] = sample
+
+    # -- export -------------------------------------------------------------------
+    def sections(self) -> dict:
+        """The recording sections built from what was collected (called once, at the end)."""
+        with self.lock:
+            functions = [_function_section(s) for s in self.functions.values()]
+            calls = [_call_section(s) for s in self.calls.values()]
+            samples = sorted(self.samples, key=lambda s: s["start_s"])
+            warnings = [{"message": m, "count": n} for m, n in self.warnings.items()]
+        totals = dict.fromkeys(PHASES, 0.0)
+        wall = 0.0
+        for call in calls:
+            wall += call["total_s"]
+            for name in PHASES:
+                totals[name] += call["phases"].get(name, 0.0)
+        if samples:
+            origin = samples[0]["start_s"]
+            for sample in samples:
+                sample["start_s"] -= origin
+        return {
+            "functions": functions,
+            "calls": calls,
+            "call_samples": samples,
+            "phases": {"wall_s": wall, **totals},
+            "warnings": warnings,
+            "call_samples_total": self.sample_count,
+        }
+
+
+def _percentile(sorted_values: list, q: float) -> float:
+    if not sorted_values:
+        return 0.0
+    rank = q * (len(sorted_values) - 1)
+    low = int(rank)
+    high = min(low + 1, len(sorted_values) - 1)
+    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (rank - low)
+
+
+def _call_section(stats: CallStats) -> dict:
+    values = sorted(stats.reservoir)
+    return {
+        "api": stats.api,
+        "target": stats.target,
+        "call_site": stats.call_site,
+        "input_signature": stats.input_signature,
+        "count": stats.count + stats.excluded,
+        "measured_count": stats.count,
+        "total_s": stats.total_s,
+        "median_s": _percentile(values, 0.5),
+        "p95_s": _percentile(values, 0.95),
+        "first_s": stats.first_s,
+        "max_s": stats.max_s,
+        "phases": dict(stats.phases),
+        "profiled_calls": stats.excluded,
+        "profiled_median_s": _percentile(sorted(stats.profiled_s), 0.5) if stats.profiled_s else None,
+    }
+
+
+def _function_section(stats: FunctionStats) -> dict:
+    return {
+        "name": stats.name,
+        "qualname": stats.qualname,
+        "origin": stats.origin,
+        "defined_at": stats.defined_at,
+        "trace_count": stats.trace_count,
+        "trace_s": stats.trace_s,
+        "object_count": stats.object_count,
+        "traces": list(stats.traces),
+        "traces_dropped": max(0, stats.trace_count - len(stats.traces)),
+    }

@@ -1,0 +1,126 @@
+"""Time each top-level Keras ``predict`` / ``predict_on_batch`` / model call.
+
+Keras 3 (TensorFlow backend): ``TensorFlowTrainer.predict`` and
+``predict_on_batch`` in ``keras.src.backend.tensorflow.trainer``; ``Model`` has
+no ``__call__`` of its own (it inherits ``Layer.__call__``), so one is added on
+``Model`` only, which leaves the nested layer calls untouched.
+tf-keras: ``Model.predict``, ``predict_on_batch`` and ``__call__`` in
+``tf_keras.src.engine.training``. Calls nested inside an instrumented call
+(the model called inside ``predict``) are part of the outer call.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Callable
+
+from . import callsite
+from .collector import Collector
+from .patching import Patcher
+from .phases import PhaseTracker
+
+KERAS3_TRAINER = "keras.src.backend.tensorflow.trainer"
+KERAS3_MODEL = "keras.src.models.model"
+TF_KERAS_TRAINING = "tf_keras.src.engine.training"
+
+MAX_SIGNATURE_ITEMS = 8
+
+
+def describe_input(value, depth: int = 0) -> str:
+    """A short, stable signature of a model input: ``float32[32, 4]``, ``[float32[1, 5], int64[1]]``."""
+    shape = getattr(value, "shape", None)
+    dtype = getattr(value, "dtype", None)
+    if shape is not None and dtype is not None:
+        dims = ", ".join("None" if d is None else str(int(d)) for d in tuple(shape))
+        return f"{getattr(dtype, 'name', dtype)}[{dims}]"
+    if depth > 3:
+        return "…"
+    if isinstance(value, (list, tuple)):
+        inner = [describe_input(v, depth + 1) for v in value[:MAX_SIGNATURE_ITEMS]]
+        if len(value) > MAX_SIGNATURE_ITEMS:
+            inner.append(f"… {len(value)} items")
+        return "[" + ", ".join(inner) + "]"
+    if isinstance(value, dict):
+        items = list(value.items())[:MAX_SIGNATURE_ITEMS]
+        inner = [f"{k}: {describe_input(v, depth + 1)}" for k, v in items]
+        return "{" + ", ".join(inner) + "}"
+    return type(value).__name__
+
+
+class KerasCallCapture:
+    """Wraps the predict-family entry points; each top-level call becomes one timed call record."""
+
+    def __init__(self, collector: Collector, tracker: PhaseTracker) -> None:
+        self.collector = collector
+        self.tracker = tracker
+        self._local = threading.local()
+        self.profile_gate = None  # set by the cProfile capture: decides which calls it profiles
+
+    def install(self, patcher: Patcher) -> None:
+        patcher.when_imported(KERAS3_TRAINER, lambda m: self._guarded(patcher, m, self._keras3_trainer))
+        patcher.when_imported(KERAS3_MODEL, lambda m: self._guarded(patcher, m, self._keras3_model))
+        patcher.when_imported(TF_KERAS_TRAINING, lambda m: self._guarded(patcher, m, self._tf_keras))
+
+    def _guarded(self, patcher: Patcher, module, install: Callable) -> None:
+        try:
+            install(patcher, module)
+        except Exception as exc:  # Keras internals differ: say so, capture the rest
+            self.collector.warn(f"Keras call timing unavailable ({module.__name__}): {exc.__class__.__name__}: {exc}")
+
+    def _keras3_trainer(self, patcher: Patcher, module) -> None:
+        cls = module.TensorFlowTrainer
+        patcher.patch(cls, "predict", lambda orig: self._wrap(orig, "predict"))
+        patcher.patch(cls, "predict_on_batch", lambda orig: self._wrap(orig, "predict_on_batch"))
+
+    def _keras3_model(self, patcher: Patcher, module) -> None:
+        patcher.patch(module.Model, "__call__", lambda orig: self._wrap(orig, "__call__"))
+
+    def _tf_keras(self, patcher: Patcher, module) -> None:
+        cls = module.Model
+        for api in ("predict", "predict_on_batch", "__call__"):
+            patcher.patch(cls, api, lambda orig, api=api: self._wrap(orig, api))
+
+    def _wrap(self, original: Callable, api: str) -> Callable:
+        capture = self
+        local = self._local
+        tracker = self.tracker
+
+        def instrumented(model, *args, **kwargs):
+            if getattr(local, "active", False):
+                return original(model, *args, **kwargs)
+            local.active = True
+            frame = tracker.begin_call()
+            start = frame.last
+            gate = capture.profile_gate
+            profiler = gate.start(api) if gate is not None else None
+            try:
+                return original(model, *args, **kwargs)
+            finally:
+                if profiler is not None:
+                    gate.stop(profiler)
+                phases = tracker.end_call(frame)
+                local.active = False
+                capture._record(api, model, args, kwargs, start, phases, profiler is not None)
+
+        instrumented.__wrapped__ = original
+        instrumented.__name__ = getattr(original, "__name__", api)
+        instrumented.__qualname__ = getattr(original, "__qualname__", api)
+        instrumented.__doc__ = getattr(original, "__doc__", None)
+        return instrumented
+
+    def _record(self, api, model, args, kwargs, start, phases, profiled) -> None:
+        try:
+            x = args[0] if args else kwargs.get("x", kwargs.get("inputs"))
+            self.collector.add_call(
+                api=api,
+                target=str(getattr(model, "name", type(model).__name__)),
+                call_site=callsite.user_call_site(3),
+                input_signature=describe_input(x),
+                start=start,
+                duration=sum(phases.values()),
+                phases=phases,
+                thread=threading.current_thread().name,
+                profiled=profiled,
+            )
+        except Exception as exc:  # never break the user's call
+            self.collector.warn(f"could not record a {api} call: {exc.__class__.__name__}: {exc}")

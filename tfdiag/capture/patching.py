@@ -1,0 +1,132 @@
+"""Install and remove attribute patches, and run code when a module is first imported.
+
+Every patch tfdiag makes goes through a ``Patcher`` so that ``restore()`` puts
+back the exact original objects (or removes attributes that did not exist),
+whatever route the diagnosed code left by. ``installed()`` lists the patches
+that are live anywhere, for tests that check nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import importlib.util
+import sys
+import threading
+from typing import Any, Callable
+
+_MISSING = object()
+_LIVE: list["Patcher"] = []
+_LIVE_LOCK = threading.Lock()
+
+
+class Patcher:
+    """A stack of (owner, attribute, original) records, undone in reverse order."""
+
+    def __init__(self) -> None:
+        self._records: list[tuple[Any, str, Any]] = []
+        self._import_hook: _PostImportFinder | None = None
+        with _LIVE_LOCK:
+            _LIVE.append(self)
+
+    def patch(self, owner: Any, name: str, make_replacement: Callable[[Any], Any]) -> Any:
+        """Replace ``owner.name`` with ``make_replacement(original)``; returns the original.
+
+        For a class, the original is looked up in the class's own ``__dict__`` so that
+        restoring never turns an inherited method into an own attribute.
+        """
+        if isinstance(owner, type):
+            own = owner.__dict__.get(name, _MISSING)
+            original = getattr(owner, name) if own is _MISSING else own
+        else:
+            own = getattr(owner, name)
+            original = own
+        replacement = make_replacement(original)
+        setattr(owner, name, replacement)
+        self._records.append((owner, name, own))
+        return original
+
+    def when_imported(self, module_name: str, callback: Callable[[Any], None]) -> None:
+        """Call ``callback(module)`` now if the module is loaded, else right after its import."""
+        module = sys.modules.get(module_name)
+        if module is not None and getattr(getattr(module, "__spec__", None), "_initializing", False) is False:
+            callback(module)
+            return
+        if self._import_hook is None:
+            self._import_hook = _PostImportFinder()
+            sys.meta_path.insert(0, self._import_hook)
+        self._import_hook.callbacks.setdefault(module_name, []).append(callback)
+
+    def restore(self) -> None:
+        if self._import_hook is not None:
+            try:
+                sys.meta_path.remove(self._import_hook)
+            except ValueError:
+                pass
+            self._import_hook.callbacks.clear()
+            self._import_hook = None
+        while self._records:
+            owner, name, own = self._records.pop()
+            if own is _MISSING:
+                try:
+                    delattr(owner, name)
+                except AttributeError:
+                    pass
+            else:
+                setattr(owner, name, own)
+        with _LIVE_LOCK:
+            if self in _LIVE:
+                _LIVE.remove(self)
+
+    @property
+    def records(self) -> list[tuple[Any, str, Any]]:
+        return list(self._records)
+
+
+def installed() -> list[tuple[Any, str]]:
+    """Every (owner, attribute) currently patched by any live Patcher, plus import hooks."""
+    with _LIVE_LOCK:
+        live = list(_LIVE)
+    out: list[tuple[Any, str]] = []
+    for patcher in live:
+        out.extend((owner, name) for owner, name, _ in patcher.records)
+    out.extend((sys.meta_path, repr(f)) for f in sys.meta_path if isinstance(f, _PostImportFinder))
+    return out
+
+
+class _PostImportFinder(importlib.abc.MetaPathFinder):
+    """Wraps the loader of watched modules so a callback runs once the module has executed."""
+
+    def __init__(self) -> None:
+        self.callbacks: dict[str, list[Callable[[Any], None]]] = {}
+        self._busy = threading.local()
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname not in self.callbacks or getattr(self._busy, "name", None) == fullname:
+            return None
+        self._busy.name = fullname
+        try:
+            spec = importlib.util.find_spec(fullname)
+        finally:
+            self._busy.name = None
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        spec.loader = _CallbackLoader(spec.loader, self, fullname)
+        return spec
+
+
+class _CallbackLoader(importlib.abc.Loader):
+    def __init__(self, loader, finder: _PostImportFinder, name: str) -> None:
+        self._loader = loader
+        self._finder = finder
+        self._name = name
+
+    def create_module(self, spec):
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module) -> None:
+        self._loader.exec_module(module)
+        for callback in self._finder.callbacks.pop(self._name, []):
+            callback(module)
+
+    def __getattr__(self, name):  # get_source, get_code, ... for tracebacks
+        return getattr(self._loader, name)

@@ -1,0 +1,83 @@
+"""Exclusive-time phase stack: every second of an instrumented call goes to one phase.
+
+Each thread has its own stack. ``begin_call`` opens a call (its base phase is
+``other``); hooks ``enter``/``exit`` phases inside it; the time between two
+switches is charged to the phase on top, so the phases of a call add up to its
+wall time exactly. Innermost wins, except that kernels executed while the data
+adapter builds its pipeline count as ``data_adapter``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Callable
+
+from ..recording import PHASES
+
+# A phase entered inside the key phase is charged to the key phase instead.
+_ABSORBED_BY = {"data_adapter": {"kernel_execution", "input_processing"}}
+
+
+class _CallFrame:
+    __slots__ = ("totals", "stack", "last")
+
+    def __init__(self, now: float) -> None:
+        self.totals = dict.fromkeys(PHASES, 0.0)
+        self.stack = ["other"]
+        self.last = now
+
+
+class PhaseTracker:
+    def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
+        self.clock = clock
+        self._local = threading.local()
+
+    def _frames(self) -> list:
+        frames = getattr(self._local, "frames", None)
+        if frames is None:
+            frames = self._local.frames = []
+        return frames
+
+    def in_call(self) -> bool:
+        return bool(getattr(self._local, "frames", None))
+
+    def begin_call(self) -> _CallFrame:
+        frame = _CallFrame(self.clock())
+        self._frames().append(frame)
+        return frame
+
+    def end_call(self, frame: _CallFrame) -> dict:
+        now = self.clock()
+        frame.totals[frame.stack[-1]] += now - frame.last
+        frame.last = now
+        frames = self._frames()
+        if frames and frames[-1] is frame:
+            frames.pop()
+        elif frame in frames:
+            frames.remove(frame)
+        return frame.totals
+
+    def enter(self, phase: str):
+        """Switch to ``phase``; returns a token for ``exit`` (None outside a call)."""
+        frames = getattr(self._local, "frames", None)
+        if not frames:
+            return None
+        frame = frames[-1]
+        now = self.clock()
+        top = frame.stack[-1]
+        frame.totals[top] += now - frame.last
+        frame.last = now
+        if phase in _ABSORBED_BY.get(top, ()):
+            phase = top
+        frame.stack.append(phase)
+        return (frame, len(frame.stack))
+
+    def exit(self, token) -> None:
+        if token is None:
+            return
+        frame, depth = token
+        now = self.clock()
+        frame.totals[frame.stack[-1]] += now - frame.last
+        frame.last = now
+        del frame.stack[depth - 1:]

@@ -1,0 +1,179 @@
+"""Record every tf.function trace: which function, which arguments, where from, how long.
+
+Hook point (TF 2.16-2.21): ``tracing_compilation._create_concrete_function`` is
+called by ``_maybe_define_function`` only on a cache miss, i.e. exactly once per
+trace, for user functions, Keras's predict/train functions and tf.data's
+``StructuredFunctionWrapper`` alike. Its ``function_type`` holds the trace type
+of every argument (the cache key), and ``tracing_options.function_cache``
+identifies the ``Function`` object. ``Function.__init__`` is wrapped to learn
+where each Function object was created (for "a new tf.function object for the
+same code"). A call that does not trace never reaches these hooks.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import threading
+import time
+import weakref
+from typing import Callable
+
+from . import callsite, trace_types
+from .collector import Collector
+from .patching import Patcher
+
+TRACING_MODULE = "tensorflow.python.eager.polymorphic_function.tracing_compilation"
+FUNCTION_MODULE = "tensorflow.python.eager.polymorphic_function.polymorphic_function"
+
+_DATA_MARK = f"{os.sep}tensorflow{os.sep}python{os.sep}data{os.sep}"
+_KERAS_MARKS = (f"{os.sep}keras{os.sep}", f"{os.sep}tf_keras{os.sep}")
+_TF_MARK = f"{os.sep}tensorflow{os.sep}"
+
+
+def origin_of(filename: str) -> str:
+    if _DATA_MARK in filename:
+        return "tf.data"
+    if any(mark in filename for mark in _KERAS_MARKS):
+        return "keras"
+    if _TF_MARK in filename:
+        return "tensorflow"
+    return "user"
+
+
+class TraceCapture:
+    """Installs the trace hooks on a Patcher and appends each trace to a Collector."""
+
+    def __init__(self, collector: Collector, clock: Callable[[], float] = time.perf_counter,
+                 phase_tracker=None) -> None:
+        self.collector = collector
+        self.clock = clock
+        self.phase_tracker = phase_tracker
+        # Keyed by id() of a Function's cache (FunctionCache takes no weak references);
+        # entries are dropped when their Function object is collected.
+        self._created_at: dict[int, str] = {}
+        self._object_index: dict[int, int] = {}
+        self._objects_per_code: dict[tuple, int] = {}
+        self._local = threading.local()
+
+    def install(self, patcher: Patcher) -> None:
+        patcher.when_imported(FUNCTION_MODULE, lambda m: self._guarded(self._hook_function_init, patcher, m))
+        patcher.when_imported(TRACING_MODULE, lambda m: self._guarded(self._hook_tracing, patcher, m))
+
+    def _guarded(self, install: Callable, patcher: Patcher, module) -> None:
+        try:
+            install(patcher, module)
+        except Exception as exc:  # TF internals differ: say so, capture the rest
+            self.collector.warn(
+                f"trace capture unavailable in this TensorFlow ({module.__name__}): "
+                f"{exc.__class__.__name__}: {exc}"
+            )
+
+    # -- hooks ----------------------------------------------------------------------
+    def _hook_function_init(self, patcher: Patcher, module) -> None:
+        created_at = self._created_at
+        capture = self
+
+        def make(original):
+            def __init__(function_self, *args, **kwargs):
+                original(function_self, *args, **kwargs)
+                try:
+                    cache_id = id(function_self._function_cache)  # pylint: disable=protected-access
+                    created_at[cache_id] = callsite.user_call_site(2)
+                    weakref.finalize(function_self, capture._forget, cache_id)
+                except (AttributeError, TypeError):
+                    pass
+            __init__.__wrapped__ = original
+            return __init__
+
+        patcher.patch(module.Function, "__init__", make)
+
+    def _hook_tracing(self, patcher: Patcher, module) -> None:
+        if not hasattr(module, "_create_concrete_function"):
+            raise AttributeError("no _create_concrete_function to hook")
+        capture = self
+
+        def make(original):
+            def _create_concrete_function(function_type, type_context, func_graph, tracing_options):
+                tracker = capture.phase_tracker
+                token = tracker.enter("graph_creation") if tracker is not None else None
+                start = capture.clock()
+                failed = True
+                try:
+                    result = original(function_type, type_context, func_graph, tracing_options)
+                    failed = False
+                    return result
+                finally:
+                    duration = capture.clock() - start
+                    if token is not None:
+                        tracker.exit(token)
+                    try:
+                        capture._record(function_type, tracing_options, duration, failed)
+                    except Exception as exc:  # never break the user's trace
+                        capture.collector.warn(f"could not describe a trace: {exc.__class__.__name__}: {exc}")
+            _create_concrete_function.__wrapped__ = original
+            return _create_concrete_function
+
+        patcher.patch(module, "_create_concrete_function", make)
+
+    # -- recording ------------------------------------------------------------------
+    def _record(self, function_type, tracing_options, duration: float, failed: bool) -> None:
+        python_function = tracing_options.python_function
+        try:
+            python_function = inspect.unwrap(python_function)
+        except ValueError:
+            pass
+        code = getattr(python_function, "__code__", None)
+        qualname = getattr(python_function, "__qualname__", None) or str(tracing_options.name)
+        if code is not None:
+            defined_at = callsite.code_site(code)
+            # The name is part of the key: tf.data wraps every map function in the same code.
+            key = (code.co_filename, code.co_firstlineno, qualname, str(tracing_options.name))
+            origin = origin_of(code.co_filename)
+        else:
+            defined_at = "<unknown>"
+            key = ("<no code>", 0, qualname, str(tracing_options.name))
+            origin = "user"
+        name = str(tracing_options.name)
+        args = []
+        for parameter in function_type.parameters.values():
+            entry = trace_types.describe(parameter.type_constraint)
+            entry["name"] = parameter.name
+            args.append(entry)
+
+        cache = tracing_options.function_cache
+        object_index, new_object = self._object_of(cache, key)
+        trace = {
+            "call_site": callsite.user_call_site(3),
+            "duration_s": duration,
+            "args": args,
+            "object_index": object_index,
+            "new_object": new_object,
+            "created_at": self._created_at.get(id(cache)),
+            "thread": threading.current_thread().name,
+        }
+        if tracing_options.input_signature is not None:
+            trace["has_input_signature"] = True
+        if tracing_options.reduce_retracing:
+            trace["reduce_retracing"] = True
+        if failed:
+            trace["failed"] = True
+        self.collector.add_trace(key, name, qualname, origin, defined_at, trace)
+
+    def _object_of(self, cache, key: tuple) -> tuple[int, bool]:
+        """Ordinal of the Function object among those seen for this code; True if first seen now."""
+        if cache is None:
+            return 0, False
+        with self.collector.lock:
+            index = self._object_index.get(id(cache))
+            if index is not None:
+                return index, False
+            index = self._objects_per_code.get(key, 0) + 1
+            self._objects_per_code[key] = index
+            if id(cache) in self._created_at:  # only ids whose lifetime we track
+                self._object_index[id(cache)] = index
+        return index, index > 1
+
+    def _forget(self, cache_id: int) -> None:
+        self._created_at.pop(cache_id, None)
+        self._object_index.pop(cache_id, None)

@@ -1,0 +1,171 @@
+"""Command line: argument parsing only; every command calls the library.
+
+Exit statuses: the script's own (0, its sys.exit code, 1 on an uncaught
+exception, 130 on Ctrl-C); 2 for tfdiag's usage errors; 3 when a
+``--fail-on-…`` gate trips.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import webbrowser
+
+USAGE_ERROR = 2
+GATE_TRIPPED = 3
+
+
+class UsageError(Exception):
+    """A problem with what tfdiag was asked to do: one line on stderr, exit 2."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tfdiag", description=(
+        "Where TensorFlow/Keras inference time goes, why each tf.function trace happened, "
+        "and what to change."))
+    from . import __version__
+    parser.add_argument("--version", action="version", version=f"tfdiag {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    analyze = sub.add_parser("analyze", help="run a script under tfdiag and write the report")
+    analyze.add_argument("-o", "--out", default="tfdiag-report", metavar="DIR",
+                         help="output folder (default: tfdiag-report/)")
+    analyze.add_argument("--open", action="store_true", help="open the report in a browser afterwards")
+    analyze.add_argument("--no-cprofile", action="store_true", help="do not run cProfile on sampled calls")
+    analyze.add_argument("--cprofile-calls", type=int, default=None, metavar="N",
+                         help="how many calls cProfile samples at most (default: 8)")
+    analyze.add_argument("--fail-on-retrace", type=int, default=None, metavar="N",
+                         help="exit 3 if a user tf.function traced more than N times")
+    analyze.add_argument("--quiet", action="store_true", help="print only the paths written")
+    analyze.add_argument("script", metavar="SCRIPT", help="the Python script to run")
+    analyze.add_argument("script_args", nargs=argparse.REMAINDER, metavar="SCRIPT_ARGS",
+                         help="arguments passed to the script")
+
+    report = sub.add_parser("report", help="re-render the report from a saved recording.json")
+    report.add_argument("recording", metavar="RECORDING.json")
+    report.add_argument("-o", "--out", default=None, metavar="DIR",
+                        help="output folder (default: the recording's folder)")
+
+    open_ = sub.add_parser("open", help="open a report in the browser")
+    open_.add_argument("path", metavar="DIR|FILE")
+
+    snakeviz = sub.add_parser("snakeviz", help="start snakeviz on the report's cProfile output")
+    snakeviz.add_argument("path", metavar="DIR|FILE")
+    snakeviz.add_argument("--port", type=int, default=8080)
+    snakeviz.add_argument("--host", default="127.0.0.1")
+    snakeviz.add_argument("--no-browser", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
+        return exc.code if isinstance(exc.code, int) else USAGE_ERROR
+    handler = {"analyze": _analyze, "report": _report, "open": _open, "snakeviz": _snakeviz}[args.command]
+    try:
+        return handler(args)
+    except UsageError as exc:
+        print(f"tfdiag: error: {exc}", file=sys.stderr)
+        return USAGE_ERROR
+
+
+def _prepare_out(out: str) -> str:
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create output folder {out}: {exc.strerror or exc}") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise UsageError(f"output folder {out} is not writable")
+    return out
+
+
+def _analyze(args) -> int:
+    from . import runner
+    from .analysis import max_user_traces
+    from .renderers import text
+    from .session import Diagnoser
+
+    try:
+        code = runner.compile_script(args.script)
+    except runner.ScriptError as exc:
+        raise UsageError(str(exc)) from None
+    if args.fail_on_retrace is not None and args.fail_on_retrace < 0:
+        raise UsageError("--fail-on-retrace takes a number of traces, 0 or more")
+    out = _prepare_out(args.out)
+    options = {"cprofile": not args.no_cprofile}
+    if args.cprofile_calls is not None:
+        options["cprofile_calls"] = args.cprofile_calls
+    diagnoser = Diagnoser(None, command=["tfdiag", "analyze", args.script, *args.script_args], **options)
+    with diagnoser:
+        diagnoser.outcome = runner.run_code(code, args.script, args.script_args)
+    try:
+        files = diagnoser.write(out)
+    except OSError as exc:
+        print(f"tfdiag: error: could not write the report to {out}: {exc}", file=sys.stderr)
+        return diagnoser.outcome.get("exit_status", 0) or USAGE_ERROR
+    assert diagnoser.recording is not None and diagnoser.analysis is not None
+    if args.quiet:
+        print("\n".join(files.values()), file=sys.stderr)
+    else:
+        print(text.summary(diagnoser.recording, diagnoser.analysis, files), file=sys.stderr)
+    if args.open:
+        webbrowser.open(_file_url(files["report"]))
+    status = diagnoser.outcome.get("exit_status", 0)
+    if status == 0 and args.fail_on_retrace is not None:
+        traces, name = max_user_traces(diagnoser.recording)
+        if traces > args.fail_on_retrace:
+            print(f"tfdiag: --fail-on-retrace {args.fail_on_retrace}: `{name}` traced {traces} times",
+                  file=sys.stderr)
+            return GATE_TRIPPED
+    return status
+
+
+def _report(args) -> int:
+    from . import recording as recording_module
+    from .analysis import analyze
+    from .renderers import html
+
+    try:
+        recording = recording_module.load(args.recording)
+    except recording_module.RecordingError as exc:
+        raise UsageError(str(exc)) from None
+    out = _prepare_out(args.out or os.path.dirname(os.path.abspath(args.recording)))
+    path = html.write_report(recording, analyze(recording), os.path.join(out, "report.html"))
+    print(path)
+    return 0
+
+
+def _resolve(path: str, filename: str) -> str:
+    if os.path.isdir(path):
+        path = os.path.join(path, filename)
+    if not os.path.isfile(path):
+        raise UsageError(f"{path}: no such file")
+    return path
+
+
+def _file_url(path: str) -> str:
+    from pathlib import Path
+
+    return Path(path).resolve().as_uri()
+
+
+def _open(args) -> int:
+    path = _resolve(args.path, "report.html")
+    if not webbrowser.open(_file_url(path)):
+        print(f"tfdiag: no browser could be started; open {_file_url(path)}", file=sys.stderr)
+    return 0
+
+
+def _snakeviz(args) -> int:
+    path = _resolve(args.path, "profile.prof")
+    command = [sys.executable, "-m", "snakeviz", "--server", "--hostname", args.host, "--port", str(args.port), path]
+    print(f"tfdiag: snakeviz on http://{args.host}:{args.port}/snakeviz/{os.path.abspath(path)}", file=sys.stderr)
+    try:
+        return subprocess.call(command)
+    except KeyboardInterrupt:
+        return 0

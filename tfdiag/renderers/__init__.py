@@ -1,0 +1,1 @@
+"""Rendering: formats a Recording and its Analysis; computes nothing of its own."""

@@ -1,0 +1,89 @@
+"""Run a user's script as ``__main__``: its argv, its folder first on sys.path, its exit status.
+
+The script is read and compiled before any heavy work, so a missing file or a
+syntax error is one clear line (exit 2) rather than a half-started run.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+import types
+
+
+class ScriptError(Exception):
+    """The script cannot be run at all (missing, a directory, a syntax error): one line, exit 2."""
+
+
+def compile_script(path: str) -> types.CodeType:
+    if not os.path.exists(path):
+        raise ScriptError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise ScriptError(f"{path}: is a directory, not a Python script")
+    try:
+        with open(path, "rb") as fh:
+            source = fh.read()
+    except OSError as exc:
+        raise ScriptError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    try:
+        return compile(source, path, "exec", dont_inherit=True)
+    except SyntaxError as exc:
+        return _raise_syntax(path, exc)
+    except ValueError as exc:  # e.g. source with NUL bytes
+        raise ScriptError(f"{path}: cannot compile ({exc})") from None
+
+
+def _raise_syntax(path: str, exc: SyntaxError):
+    where = f"{path}:{exc.lineno}" if exc.lineno else path
+    raise ScriptError(f"{where}: syntax error: {exc.msg}") from None
+
+
+def run_code(code: types.CodeType, path: str, args: list[str]) -> dict:
+    """Execute compiled script code as __main__; returns how it ended (status and cause).
+
+    Exceptions are printed as Python prints them (tfdiag's own frame left out);
+    nothing propagates, so the caller always gets to write its report.
+    """
+    saved_argv = sys.argv
+    saved_path0 = list(sys.path)
+    saved_main = sys.modules.get("__main__")
+    module = types.ModuleType("__main__")
+    module.__dict__.update({"__file__": path, "__builtins__": __builtins__, "__spec__": None,
+                            "__loader__": None, "__package__": None, "__cached__": None})
+    sys.argv = [path, *args]
+    sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
+    sys.modules["__main__"] = module
+    try:
+        exec(code, module.__dict__)
+        return {"ended_by": "returned", "exit_status": 0}
+    except SystemExit as exc:
+        code_value = exc.code
+        if code_value is None:
+            status = 0
+        elif isinstance(code_value, int):
+            status = code_value
+        else:
+            print(code_value, file=sys.stderr)
+            status = 1
+        return {"ended_by": "sys.exit", "exit_status": status}
+    except KeyboardInterrupt:
+        _print_user_traceback(*sys.exc_info())
+        return {"ended_by": "interrupted", "exit_status": 130}
+    except BaseException as exc:  # the user's own exception: print it, keep the report
+        _print_user_traceback(*sys.exc_info())
+        return {"ended_by": "exception", "exit_status": 1, "exception": f"{type(exc).__name__}: {exc}"}
+    finally:
+        sys.argv = saved_argv
+        sys.path[:] = saved_path0
+        if saved_main is not None:
+            sys.modules["__main__"] = saved_main
+
+
+def _print_user_traceback(exc_type, exc, tb) -> None:
+    """Print as the interpreter would, minus the runner's own frame."""
+    if tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+        tb = tb.tb_next
+    sys.stderr.flush()
+    traceback.print_exception(exc_type, exc, tb, file=sys.stderr)
+    sys.stderr.flush()

@@ -1,0 +1,155 @@
+"""``diagnose()``: install capture, run the user's code, uninstall, return a Recording.
+
+Every hook goes through one Patcher, restored in ``__exit__`` whatever route the
+code leaves by, so TensorFlow is never left patched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from typing import Callable
+
+from . import analysis
+from .capture import environment
+from .capture.collector import Collector
+from .capture.cprofile import DEFAULT_MAX_CALLS, ProfileGate
+from .capture.keras_calls import KerasCallCapture
+from .capture.patching import Patcher
+from .capture.phases import PhaseTracker
+from .capture.tracing import TraceCapture
+from .recording import Recording
+
+_ACTIVE_LOCK = threading.Lock()
+_ACTIVE: list["Diagnoser"] = []
+
+
+class DiagnoseError(RuntimeError):
+    """A misuse of diagnose() (the message is one line)."""
+
+
+class Diagnoser(contextlib.ContextDecorator):
+    """Context manager (and decorator) that records what TensorFlow and Keras do inside it."""
+
+    def __init__(self, out: str | os.PathLike | None = None, *, cprofile: bool = True,
+                 cprofile_calls: int = DEFAULT_MAX_CALLS,
+                 clock: Callable[[], float] = time.perf_counter, command: list[str] | None = None) -> None:
+        self.out = os.fspath(out) if out is not None else None
+        self.cprofile = cprofile
+        self.cprofile_calls = cprofile_calls
+        self.clock = clock
+        self.command = command
+        self.recording: Recording | None = None
+        self.analysis: analysis.Analysis | None = None
+        self.outcome: dict = {}
+        self.files: dict[str, str] = {}
+        self._patcher: Patcher | None = None
+
+    # -- lifecycle --------------------------------------------------------------------
+    def __enter__(self) -> "Diagnoser":
+        with _ACTIVE_LOCK:
+            if _ACTIVE:
+                raise DiagnoseError("tfdiag.diagnose() is already active; nesting diagnose() is not supported")
+            _ACTIVE.append(self)
+        self.collector = Collector()
+        self.tracker = PhaseTracker(self.clock)
+        self.gate = ProfileGate(self.collector, self.cprofile_calls) if self.cprofile else None
+        self._patcher = Patcher()
+        try:
+            TraceCapture(self.collector, self.clock, self.tracker).install(self._patcher)
+            calls = KerasCallCapture(self.collector, self.tracker)
+            calls.profile_gate = self.gate
+            calls.install(self._patcher)
+        except BaseException:
+            self._uninstall()
+            raise
+        self._started = self.clock()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        wall = self.clock() - self._started
+        self._uninstall()
+        if not self.outcome:
+            self.outcome = outcome_of(exc_type, exc)
+        self.outcome.setdefault("wall_s", wall)
+        self.recording = self._build_recording()
+        self.analysis = analysis.analyze(self.recording)
+        self.recording.findings = self.analysis.findings
+        if self.out is not None:
+            self.write(self.out)
+        return False
+
+    def _uninstall(self) -> None:
+        if self._patcher is not None:
+            self._patcher.restore()
+            self._patcher = None
+        with _ACTIVE_LOCK:
+            if self in _ACTIVE:
+                _ACTIVE.remove(self)
+
+    def _build_recording(self) -> Recording:
+        sections = self.collector.sections()
+        total_samples = sections.pop("call_samples_total")
+        recording = Recording(environment=environment.collect(self.command), run=dict(self.outcome), **sections)
+        recording.run["call_samples_total"] = total_samples
+        if self.gate is not None:
+            recording.extra["cprofile"] = self.gate.section()
+        return recording
+
+    # -- results ---------------------------------------------------------------------
+    @property
+    def findings(self) -> list[dict]:
+        return self.recording.findings if self.recording is not None else []
+
+    def write(self, out: str) -> dict[str, str]:
+        """Write report.html, recording.json and profile.prof (when cProfile ran) into ``out``."""
+        from .renderers import html
+
+        os.makedirs(out, exist_ok=True)
+        assert self.recording is not None and self.analysis is not None
+        if self.gate is not None:
+            prof = os.path.join(out, "profile.prof")
+            if self.gate.save(prof):
+                self.files["profile"] = prof
+                self.recording.extra["cprofile"]["file"] = "profile.prof"
+        self.files["recording"] = self.recording.save(os.path.join(out, "recording.json"))
+        self.files["report"] = html.write_report(self.recording, self.analysis, os.path.join(out, "report.html"))
+        return dict(self.files)
+
+    def report(self, path: str | os.PathLike | None = None) -> str:
+        """Write the HTML report (to ``path`` or ``<out>/report.html``) and return its path."""
+        from .renderers import html
+
+        if self.recording is None or self.analysis is None:
+            raise DiagnoseError("no recording yet: report() is available after the diagnose() block ends")
+        target = os.fspath(path) if path is not None else os.path.join(self.out or "tfdiag-report", "report.html")
+        os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
+        return html.write_report(self.recording, self.analysis, target)
+
+
+def outcome_of(exc_type, exc) -> dict:
+    """How the diagnosed code ended, as the recording's ``run`` section says it."""
+    if exc_type is None:
+        return {"ended_by": "returned", "exit_status": 0}
+    if issubclass(exc_type, KeyboardInterrupt):
+        return {"ended_by": "interrupted", "exit_status": 130}
+    if issubclass(exc_type, SystemExit):
+        return {"ended_by": "sys.exit", "exit_status": exit_status_of(exc)}
+    return {"ended_by": "exception", "exit_status": 1,
+            "exception": f"{exc_type.__name__}: {exc}"}
+
+
+def exit_status_of(exc: SystemExit) -> int:
+    code = exc.code
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    return 1
+
+
+def diagnose(out: str | os.PathLike | None = None, **options) -> Diagnoser:
+    """``with tfdiag.diagnose(out="dir") as d: ...`` then ``d.findings``, ``d.recording``, ``d.report()``."""
+    return Diagnoser(out, **options)
