@@ -59,9 +59,10 @@ class Diagnoser(contextlib.ContextDecorator):
         self._patcher = Patcher()
         try:
             TraceCapture(self.collector, self.clock, self.tracker).install(self._patcher)
-            calls = KerasCallCapture(self.collector, self.tracker)
-            calls.profile_gate = self.gate
-            calls.install(self._patcher)
+            self.calls = KerasCallCapture(self.collector, self.tracker)
+            if self.gate is not None:
+                self.calls.gates.append(self.gate)
+            self.calls.install(self._patcher)
         except BaseException:
             self._uninstall()
             raise

@@ -54,7 +54,13 @@ class KerasCallCapture:
         self.collector = collector
         self.tracker = tracker
         self._local = threading.local()
-        self.profile_gate = None  # set by the cProfile capture: decides which calls it profiles
+        # Profilers that run on some calls (cProfile, the TF Profiler): ``start(api)`` returns a
+        # token when it takes the call, ``stop(token)`` ends it. Calls any gate took are marked
+        # ``profiled`` and kept out of the timing statistics.
+        self.gates: list = []
+        # ``observer(api, model, args, kwargs)`` after each top-level call (e.g. the what-if
+        # capture keeping the last input per model); errors become capture warnings.
+        self.observers: list = []
 
     def install(self, patcher: Patcher) -> None:
         patcher.when_imported(KERAS3_TRAINER, lambda m: self._guarded(patcher, m, self._keras3_trainer))
@@ -89,18 +95,21 @@ class KerasCallCapture:
             if getattr(local, "active", False):
                 return original(model, *args, **kwargs)
             local.active = True
+            taken = []
+            for gate in capture.gates:
+                token = gate.start(api)
+                if token is not None:
+                    taken.append((gate, token))
             frame = tracker.begin_call()
             start = frame.last
-            gate = capture.profile_gate
-            profiler = gate.start(api) if gate is not None else None
             try:
                 return original(model, *args, **kwargs)
             finally:
-                if profiler is not None:
-                    gate.stop(profiler)
                 phases = tracker.end_call(frame)
+                for gate, token in reversed(taken):
+                    gate.stop(token)
                 local.active = False
-                capture._record(api, model, args, kwargs, start, phases, profiler is not None)
+                capture._record(api, model, args, kwargs, start, phases, bool(taken))
 
         instrumented.__wrapped__ = original
         instrumented.__name__ = getattr(original, "__name__", api)
@@ -124,3 +133,8 @@ class KerasCallCapture:
             )
         except Exception as exc:  # never break the user's call
             self.collector.warn(f"could not record a {api} call: {exc.__class__.__name__}: {exc}")
+        for observer in self.observers:
+            try:
+                observer(api, model, args, kwargs)
+            except Exception as exc:
+                self.collector.warn(f"call observer failed: {exc.__class__.__name__}: {exc}")
