@@ -9,6 +9,25 @@ from tfdiag.capture import patching
 pytestmark = pytest.mark.tf
 
 
+def _phase_point_originals():
+    """Every phase entry point, looked up in its owner's own namespace (None if absent)."""
+    import importlib
+
+    from tfdiag.capture.phase_points import ALL_POINTS
+
+    found = {}
+    for module_name, attribute, _ in ALL_POINTS:
+        try:
+            owner = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        *path, name = attribute.split(".")
+        for part in path:
+            owner = getattr(owner, part)
+        found[(module_name, attribute)] = vars(owner).get(name)
+    return found
+
+
 def _originals():
     import keras
     from keras.src.backend.tensorflow import trainer
@@ -21,6 +40,8 @@ def _originals():
         "predict": trainer.TensorFlowTrainer.__dict__["predict"],
         "pob": trainer.TensorFlowTrainer.__dict__["predict_on_batch"],
         "model_has_call": "__call__" in model_module.Model.__dict__,
+        "function_call": polymorphic_function.Function.__dict__["__call__"],
+        "phase_points": _phase_point_originals(),
         "keras": keras,
     }
 
@@ -39,8 +60,11 @@ def _use_everything():
 
 def _assert_restored(before):
     after = _originals()
-    for key in ("create", "init", "predict", "pob"):
+    for key in ("create", "init", "predict", "pob", "function_call"):
         assert after[key] is before[key], key
+    assert len(before["phase_points"]) >= 15
+    for point, original in before["phase_points"].items():
+        assert after["phase_points"][point] is original, point
     assert after["model_has_call"] is before["model_has_call"] is False
     assert patching.installed() == []
 
@@ -54,7 +78,7 @@ def test_hooks_are_live_inside_and_restored_after_return():
         _use_everything()
     _assert_restored(before)
     apis = {c["api"] for c in d.recording.calls}
-    assert apis == {"predict", "predict_on_batch", "__call__"}
+    assert apis == {"predict", "predict_on_batch", "__call__", "tf.function"}
 
 
 def test_hooks_restored_after_raise():

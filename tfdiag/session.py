@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import threading
 import time
 from typing import Callable
 
 from . import analysis
+from .analysis import profile_rows
 from .capture import environment
 from .capture.collector import Collector
+from .capture import phase_points
 from .capture.cprofile import DEFAULT_MAX_CALLS, ProfileGate
+from .capture.tf_profiler import DEFAULT_CALLS as TF_PROFILER_CALLS, TfProfilerGate
+from .capture.function_calls import FunctionCallCapture
 from .capture.keras_calls import KerasCallCapture
 from .capture.patching import Patcher
 from .capture.phases import PhaseTracker
@@ -35,10 +40,13 @@ class Diagnoser(contextlib.ContextDecorator):
 
     def __init__(self, out: str | os.PathLike | None = None, *, cprofile: bool = True,
                  cprofile_calls: int = DEFAULT_MAX_CALLS,
+                 tf_profiler: bool = True, tf_profiler_calls: int = TF_PROFILER_CALLS,
                  clock: Callable[[], float] = time.perf_counter, command: list[str] | None = None) -> None:
         self.out = os.fspath(out) if out is not None else None
         self.cprofile = cprofile
         self.cprofile_calls = cprofile_calls
+        self.tf_profiler = tf_profiler
+        self.tf_profiler_calls = tf_profiler_calls
         self.clock = clock
         self.command = command
         self.recording: Recording | None = None
@@ -55,13 +63,21 @@ class Diagnoser(contextlib.ContextDecorator):
             _ACTIVE.append(self)
         self.collector = Collector()
         self.tracker = PhaseTracker(self.clock)
-        self.gate = ProfileGate(self.collector, self.cprofile_calls) if self.cprofile else None
+        self.gate = ProfileGate(self.collector, self.cprofile_calls, clock=self.clock) if self.cprofile else None
+        self.tf_gate = (TfProfilerGate(self.collector, self.tf_profiler_calls, clock=self.clock)
+                        if self.tf_profiler and self.tf_profiler_calls > 0 else None)
+        if self.gate is not None and self.tf_gate is not None:
+            self.gate.exclude = self.tf_gate.owns  # no call runs under both profilers
         self._patcher = Patcher()
         try:
             TraceCapture(self.collector, self.clock, self.tracker).install(self._patcher)
+            phase_points.install(self._patcher, self.tracker, self.collector)
+            FunctionCallCapture(self.collector, self.tracker).install(self._patcher)
             self.calls = KerasCallCapture(self.collector, self.tracker)
             if self.gate is not None:
                 self.calls.gates.append(self.gate)
+            if self.tf_gate is not None:
+                self.calls.gates.append(self.tf_gate)
             self.calls.install(self._patcher)
         except BaseException:
             self._uninstall()
@@ -83,6 +99,8 @@ class Diagnoser(contextlib.ContextDecorator):
         return False
 
     def _uninstall(self) -> None:
+        if getattr(self, "tf_gate", None) is not None:
+            self.tf_gate.close()  # never leave the TF Profiler running, whatever route we exit by
         if self._patcher is not None:
             self._patcher.restore()
             self._patcher = None
@@ -91,13 +109,42 @@ class Diagnoser(contextlib.ContextDecorator):
                 _ACTIVE.remove(self)
 
     def _build_recording(self) -> Recording:
+        tf_section = self._tf_profiler_section()  # first: reading the trace back may add warnings
         sections = self.collector.sections()
         total_samples = sections.pop("call_samples_total")
         recording = Recording(environment=environment.collect(self.command), run=dict(self.outcome), **sections)
         recording.run["call_samples_total"] = total_samples
         if self.gate is not None:
-            recording.extra["cprofile"] = self.gate.section()
+            recording.extra["cprofile"] = profile_rows.annotate(self.gate.section(), recording.calls)
+        if tf_section is not None:
+            recording.extra["tf_profiler"] = profile_rows.annotate(tf_section, recording.calls)
         return recording
+
+    def _tf_profiler_section(self) -> dict | None:
+        if self.tf_gate is None:
+            return None
+        try:
+            return self.tf_gate.section()
+        except Exception as exc:  # a broken trace must not cost the rest of the report
+            self.collector.warn(f"TF Profiler results unavailable: {exc.__class__.__name__}: {exc}")
+            return None
+
+    def _write_tensorboard(self, out: str) -> None:
+        """Copy the TF Profiler's logdir to ``out/tensorboard`` (the layout TensorBoard reads)."""
+        section = self.recording.extra.get("tf_profiler") if self.recording is not None else None
+        if self.tf_gate is None or section is None:
+            return
+        target = os.path.join(out, "tensorboard")
+        try:
+            copied = self.tf_gate.copy_to(target)
+        except OSError as exc:
+            self.recording.warnings.append({"message": f"could not copy the TF Profiler trace to {target}: {exc}",
+                                            "count": 1})
+            return
+        if copied:
+            self.files["tensorboard"] = target
+            section["logdir"] = "tensorboard"
+            section["command"] = f"tfdiag tensorboard {shlex.quote(out)}"
 
     # -- results ---------------------------------------------------------------------
     @property
@@ -105,7 +152,8 @@ class Diagnoser(contextlib.ContextDecorator):
         return self.recording.findings if self.recording is not None else []
 
     def write(self, out: str) -> dict[str, str]:
-        """Write report.html, recording.json and profile.prof (when cProfile ran) into ``out``."""
+        """Write report.html, recording.json, profile.prof (when cProfile ran) and tensorboard/ (when the
+        TF Profiler ran) into ``out``."""
         from .renderers import html
 
         os.makedirs(out, exist_ok=True)
@@ -115,6 +163,8 @@ class Diagnoser(contextlib.ContextDecorator):
             if self.gate.save(prof):
                 self.files["profile"] = prof
                 self.recording.extra["cprofile"]["file"] = "profile.prof"
+                self.recording.extra["cprofile"]["command"] = f"tfdiag snakeviz {shlex.quote(out)}"
+        self._write_tensorboard(out)
         self.files["recording"] = self.recording.save(os.path.join(out, "recording.json"))
         self.files["report"] = html.write_report(self.recording, self.analysis, os.path.join(out, "report.html"))
         return dict(self.files)

@@ -32,6 +32,7 @@ class CallStats:
     max_s: float = 0.0
     reservoir: list = field(default_factory=list)
     phases: dict = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))
+    batch: int | None = None  # leading dimension of the input (Keras calls)
     excluded: int = 0  # calls made under a profiler, kept out of the statistics
     profiled_s: list = field(default_factory=list)
 
@@ -104,12 +105,12 @@ class Collector:
     # -- calls --------------------------------------------------------------------
     def add_call(self, api: str, target: str, call_site: str, input_signature: str,
                  start: float, duration: float, phases: dict | None = None,
-                 thread: str = "", profiled: bool = False) -> None:
+                 thread: str = "", profiled: bool = False, batch: int | None = None) -> None:
         key = (api, target, call_site, input_signature)
         with self.lock:
             stats = self.calls.get(key)
             if stats is None:
-                stats = self.calls[key] = CallStats(api, target, call_site, input_signature)
+                stats = self.calls[key] = CallStats(api, target, call_site, input_signature, batch=batch)
             if profiled:
                 stats.excluded += 1
                 if len(stats.profiled_s) < RESERVOIR_SIZE:
@@ -173,6 +174,7 @@ def _call_section(stats: CallStats) -> dict:
         "target": stats.target,
         "call_site": stats.call_site,
         "input_signature": stats.input_signature,
+        "batch": stats.batch,
         "count": stats.count + stats.excluded,
         "measured_count": stats.count,
         "total_s": stats.total_s,

@@ -26,6 +26,19 @@ TF_KERAS_TRAINING = "tf_keras.src.engine.training"
 MAX_SIGNATURE_ITEMS = 8
 
 
+def leading_dim(value, depth: int = 0):
+    """The batch size of a model input: the first dimension of its first array (None if unknown)."""
+    shape = getattr(value, "shape", None)
+    if shape is not None:
+        dims = tuple(shape)
+        return int(dims[0]) if dims and dims[0] is not None else None
+    if depth < 3 and isinstance(value, (list, tuple)) and value:
+        return leading_dim(value[0], depth + 1)
+    if depth < 3 and isinstance(value, dict) and value:
+        return leading_dim(next(iter(value.values())), depth + 1)
+    return None
+
+
 def describe_input(value, depth: int = 0) -> str:
     """A short, stable signature of a model input: ``float32[32, 4]``, ``[float32[1, 5], int64[1]]``."""
     shape = getattr(value, "shape", None)
@@ -125,6 +138,7 @@ class KerasCallCapture:
                 target=str(getattr(model, "name", type(model).__name__)),
                 call_site=callsite.user_call_site(3),
                 input_signature=describe_input(x),
+                batch=leading_dim(x),
                 start=start,
                 duration=sum(phases.values()),
                 phases=phases,

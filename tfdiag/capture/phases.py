@@ -3,8 +3,7 @@
 Each thread has its own stack. ``begin_call`` opens a call (its base phase is
 ``other``); hooks ``enter``/``exit`` phases inside it; the time between two
 switches is charged to the phase on top, so the phases of a call add up to its
-wall time exactly. Innermost wins, except that kernels executed while the data
-adapter builds its pipeline count as ``data_adapter``.
+wall time exactly. Innermost wins, except as ``_ABSORBED_BY`` says.
 """
 
 from __future__ import annotations
@@ -15,8 +14,13 @@ from typing import Callable
 
 from ..recording import PHASES
 
-# A phase entered inside the key phase is charged to the key phase instead.
-_ABSORBED_BY = {"data_adapter": {"kernel_execution", "input_processing"}}
+# A phase entered inside the key phase is charged to the key phase instead: kernels run
+# while the data adapter builds its pipeline are data_adapter time, and everything done
+# while tracing a graph (symbolic ops, conversions) is graph_creation time.
+_ABSORBED_BY = {
+    "data_adapter": {"kernel_execution", "input_processing"},
+    "graph_creation": {"kernel_execution", "input_processing", "data_adapter", "output_processing"},
+}
 
 
 class _CallFrame:

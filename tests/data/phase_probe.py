@@ -1,0 +1,46 @@
+"""Run the phase-attribution scenarios under tfdiag.diagnose() and print the split as JSON.
+
+Run in a fresh process so TF_USE_LEGACY_KERAS (tf-keras) can be chosen before TensorFlow loads:
+    TF_USE_LEGACY_KERAS=1 python tests/data/phase_probe.py
+"""
+
+import json
+import os
+import sys
+import threading
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+
+import tfdiag  # noqa: E402
+
+with tfdiag.diagnose(cprofile=False) as d:
+    import tensorflow as tf
+
+    keras = tf.keras
+    tiny = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2), keras.layers.Dense(1)], name="tiny")
+    small = np.ones((32, 4), np.float32)
+    for _ in range(8):
+        tiny.predict(small, verbose=0)
+
+    mlp = keras.Sequential([keras.Input((256,))] + [keras.layers.Dense(u, activation="relu") for u in (384, 384, 256, 128)]
+                           + [keras.layers.Dense(32)], name="mlp")
+    large = np.random.default_rng(0).random((16384, 256), dtype=np.float32)
+    mlp.predict(large[:4096], batch_size=4096, verbose=0)  # warm-up: traces once
+    for _ in range(3):
+        mlp.predict(large, batch_size=4096, verbose=0)
+
+    def worker(n):
+        for _ in range(n):
+            tiny(small)
+
+    threads = [threading.Thread(target=worker, args=(15,), name=f"worker-{i}") for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+out = {"flavor": d.recording.environment["keras_flavor"], "calls": d.recording.calls,
+       "samples": d.recording.call_samples, "phases": d.recording.phases, "warnings": d.recording.warnings}
+json.dump(out, sys.stdout)

@@ -1,0 +1,84 @@
+"""Phase attribution on real Keras 3 and tf-keras runs (each in a fresh process)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tfdiag.recording import PHASES
+
+from .conftest import DATA
+
+pytestmark = pytest.mark.tf
+
+
+def _probe(legacy: bool) -> dict:
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    if legacy:
+        env["TF_USE_LEGACY_KERAS"] = "1"
+    else:
+        env.pop("TF_USE_LEGACY_KERAS", None)
+    result = subprocess.run([sys.executable, str(DATA / "phase_probe.py")], capture_output=True, text=True,
+                            env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout)
+
+
+@pytest.fixture(scope="module", params=["keras3", "tf-keras"])
+def probe(request):
+    data = _probe(legacy=request.param == "tf-keras")
+    assert data["flavor"] == request.param
+    return data
+
+
+def _call(data, api, target, signature_prefix):
+    matches = [c for c in data["calls"] if c["api"] == api and c["target"] == target
+               and c["input_signature"].startswith(signature_prefix)]
+    assert matches, [(c["api"], c["target"], c["input_signature"]) for c in data["calls"]]
+    return matches[0]
+
+
+def _shares(call):
+    total = sum(call["phases"].values())
+    return {p: call["phases"][p] / total for p in PHASES}
+
+
+def test_phases_add_up_to_wall_time(probe):
+    for call in probe["calls"]:
+        assert set(call["phases"]) == set(PHASES)
+        assert sum(call["phases"].values()) == pytest.approx(call["total_s"], rel=0.01)
+    for sample in probe["samples"]:
+        if "phases" in sample:
+            assert sum(sample["phases"].values()) == pytest.approx(sample["duration_s"], rel=0.01)
+    totals = probe["phases"]
+    assert sum(totals[p] for p in PHASES) == pytest.approx(totals["wall_s"], rel=0.01)
+
+
+def test_small_batch_predict_is_per_call_overhead(probe):
+    shares = _shares(_call(probe, "predict", "tiny", "float32[32, 4]"))
+    assert shares["data_adapter"] + shares["graph_creation"] > 0.5, shares
+    assert shares["kernel_execution"] < 0.25, shares
+
+
+def test_large_batch_predict_is_kernel_bound(probe):
+    call = _call(probe, "predict", "mlp", "float32[16384, 256]")
+    shares = _shares(call)
+    assert max(shares, key=shares.get) == "kernel_execution", shares
+    assert shares["kernel_execution"] > 0.4, shares
+
+
+def test_concurrent_threads_are_attributed_per_thread(probe):
+    call = _call(probe, "__call__", "tiny", "float32[32, 4]")
+    assert call["count"] == 60
+    threads = {s["thread"] for s in probe["samples"] if s["api"] == "__call__" and s["target"] == "tiny"}
+    assert threads == {f"worker-{i}" for i in range(4)}
+    for sample in probe["samples"]:
+        if sample["api"] == "__call__" and "phases" in sample:
+            assert sum(sample["phases"].values()) == pytest.approx(sample["duration_s"], rel=0.01)
+            assert sample["phases"]["kernel_execution"] > 0
+
+
+def test_no_capture_warnings(probe):
+    assert probe["warnings"] == []

@@ -1,0 +1,78 @@
+"""Time each top-level call of a user tf.function, with its phases.
+
+``Function.__call__`` is wrapped; a call is recorded only when it is the user's
+own function (its Python code lives outside TensorFlow, Keras and tfdiag), it
+runs eagerly at the top level (not nested in another instrumented call, not
+while a graph is being traced). Everything else passes straight through.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from . import callsite
+from .collector import Collector
+from .keras_calls import describe_input
+from .patching import Patcher
+from .phases import PhaseTracker
+
+FUNCTION_MODULE = "tensorflow.python.eager.polymorphic_function.polymorphic_function"
+
+
+class FunctionCallCapture:
+    def __init__(self, collector: Collector, tracker: PhaseTracker) -> None:
+        self.collector = collector
+        self.tracker = tracker
+        self._user_code: dict[int, bool] = {}
+
+    def install(self, patcher: Patcher) -> None:
+        patcher.when_imported(FUNCTION_MODULE, lambda m: self._guarded(patcher, m))
+
+    def _guarded(self, patcher: Patcher, module) -> None:
+        try:
+            patcher.patch(module.Function, "__call__", self._wrap)
+        except Exception as exc:  # TF internals differ: say so, capture the rest
+            self.collector.warn(f"tf.function call timing unavailable: {exc.__class__.__name__}: {exc}")
+
+    def _is_user_function(self, function) -> bool:
+        python_function = getattr(function, "_python_function", None)
+        code = getattr(python_function, "__code__", None)
+        if code is None:
+            return False
+        known = self._user_code.get(id(code))
+        if known is None:
+            known = self._user_code[id(code)] = not callsite.is_library_file(code.co_filename)
+        return known
+
+    def _wrap(self, original):
+        capture = self
+        tracker = self.tracker
+
+        def __call__(function, *args, **kwargs):
+            if tracker.in_call() or not capture._is_user_function(function):
+                return original(function, *args, **kwargs)
+            frame = tracker.begin_call()
+            start = frame.last
+            try:
+                return original(function, *args, **kwargs)
+            finally:
+                phases = tracker.end_call(frame)
+                capture._record(function, args, start, phases)
+
+        __call__.__wrapped__ = original
+        return __call__
+
+    def _record(self, function, args, start, phases) -> None:
+        try:
+            self.collector.add_call(
+                api="tf.function",
+                target=str(getattr(function, "_name", None) or getattr(function, "__name__", "?")),
+                call_site=callsite.user_call_site(3),
+                input_signature=describe_input(list(args)) if args else "()",
+                start=start,
+                duration=sum(phases.values()),
+                phases=phases,
+                thread=threading.current_thread().name,
+            )
+        except Exception as exc:  # never break the user's call
+            self.collector.warn(f"could not record a tf.function call: {exc.__class__.__name__}: {exc}")

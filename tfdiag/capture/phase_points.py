@@ -1,0 +1,96 @@
+"""Where each phase starts: the TensorFlow and Keras entry points wrapped to switch phase.
+
+A table says which function, in which module, marks which phase; ``install``
+wraps each one (when its module is imported) so that while it runs, the
+current call's time goes to that phase. Outside an instrumented call the
+wrapper costs one thread-local lookup. Entry points were read off the sources
+of TF 2.21, Keras 3.15 and tf-keras 2.21; one that is missing in another
+version becomes a capture warning, and the rest still work.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from .collector import Collector
+from .patching import Patcher
+from .phases import PhaseTracker
+
+# (module, "Class.attribute" or "function", phase)
+TENSORFLOW_POINTS = (
+    # tf.data builds a tf.function per map/flat_map: tracing and concrete-function creation.
+    ("tensorflow.python.data.ops.structured_function", "StructuredFunctionWrapper.__init__", "graph_creation"),
+    # Creating a tf.data iterator (~20 ms per Keras 3 predict() call) and fetching batches from it.
+    ("tensorflow.python.data.ops.dataset_ops", "DatasetV2.__iter__", "data_adapter"),
+    ("tensorflow.python.data.ops.iterator_ops", "OwnedIterator.__next__", "data_adapter"),
+    ("tensorflow.python.data.ops.iterator_ops", "OwnedIterator.get_next", "data_adapter"),
+    # Running a traced graph function, and eager ops (generated op wrappers' fast path and fallback).
+    ("tensorflow.python.eager.polymorphic_function.concrete_function", "ConcreteFunction._call_flat",
+     "kernel_execution"),
+    ("tensorflow.python.pywrap_tfe", "TFE_Py_FastPathExecute", "kernel_execution"),
+    ("tensorflow.python.eager.execute", "execute", "kernel_execution"),
+    # Waiting for kernels still running asynchronously (Keras 3 predict() syncs after the last batch).
+    ("tensorflow.python.eager.context", "async_wait", "kernel_execution"),
+    # Turning Python/NumPy inputs into tensors.
+    ("tensorflow.python.framework.tensor_conversion_registry", "convert", "input_processing"),
+)
+
+KERAS3_POINTS = (
+    # Choosing and building the data adapter and its tf.data pipeline.
+    ("keras.src.backend.tensorflow.trainer", "TFEpochIterator.__init__", "data_adapter"),
+    ("keras.src.backend.tensorflow.trainer", "TFEpochIterator.__next__", "data_adapter"),
+    ("keras.src.backend.tensorflow.trainer", "convert_to_np_if_not_ragged", "output_processing"),
+    ("keras.src.backend.tensorflow.trainer", "potentially_ragged_concat", "output_processing"),
+    ("keras.src.models.functional", "Functional._standardize_inputs", "input_processing"),
+)
+
+TF_KERAS_POINTS = (
+    ("tf_keras.src.engine.data_adapter", "get_data_handler", "data_adapter"),
+    ("tf_keras.src.engine.training", "potentially_ragged_concat", "output_processing"),
+    ("tf_keras.src.utils.tf_utils", "sync_to_numpy_or_python_type", "output_processing"),
+    ("tf_keras.src.engine.functional", "Functional._conform_to_reference_input", "input_processing"),
+)
+
+ALL_POINTS = TENSORFLOW_POINTS + KERAS3_POINTS + TF_KERAS_POINTS
+
+
+def phase_wrapper(original: Callable, phase: str, tracker: PhaseTracker) -> Callable:
+    enter = tracker.enter
+    leave = tracker.exit
+
+    def in_phase(*args, **kwargs):
+        token = enter(phase)
+        if token is None:
+            return original(*args, **kwargs)
+        try:
+            return original(*args, **kwargs)
+        finally:
+            leave(token)
+
+    in_phase.__wrapped__ = original
+    in_phase.__name__ = getattr(original, "__name__", "in_phase")
+    in_phase.__qualname__ = getattr(original, "__qualname__", in_phase.__name__)
+    in_phase.__doc__ = getattr(original, "__doc__", None)
+    return in_phase
+
+
+def install(patcher: Patcher, tracker: PhaseTracker, collector: Collector, points=ALL_POINTS) -> None:
+    by_module: dict[str, list[tuple[str, str]]] = {}
+    for module_name, attribute, phase in points:
+        by_module.setdefault(module_name, []).append((attribute, phase))
+    for module_name, entries in by_module.items():
+        patcher.when_imported(module_name, lambda module, entries=entries: _wrap_all(
+            patcher, tracker, collector, module, entries))
+
+
+def _wrap_all(patcher: Patcher, tracker: PhaseTracker, collector: Collector, module, entries) -> None:
+    for attribute, phase in entries:
+        owner = module
+        *path, name = attribute.split(".")
+        try:
+            for part in path:
+                owner = getattr(owner, part)
+            patcher.patch(owner, name, lambda original, phase=phase: phase_wrapper(original, phase, tracker))
+        except AttributeError:
+            collector.warn(f"phase entry point {module.__name__}.{attribute} not found in this version; "
+                           f"its time is attributed to the enclosing phase")
