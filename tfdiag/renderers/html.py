@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import base64
 import functools
+import hashlib
 import os
+import re
 from pathlib import Path
 
 import jinja2
+import markupsafe
 
 from .. import __version__
 from ..analysis import Analysis
 from ..analysis.findings import ms, short_site
+from ..analysis.timeline import timeline
 from ..recording import PHASES, Recording
 
 PHASE_COLORS = {
@@ -45,7 +50,84 @@ def environment() -> jinja2.Environment:
     env.filters["ms"] = ms
     env.filters["short_site"] = short_site
     env.filters["pct"] = lambda v: f"{100 * v:.0f}%"
+    env.filters["code_spans"] = code_spans
+    env.filters["http_url"] = http_url
     return env
+
+
+# How much of each list the page shows at most; the rest is counted ("and K more") and stays in
+# recording.json. Keeps a recording with 100,000 calls and 10,000 traces to a page of a few MB.
+LIMITS = {
+    "findings": 50,
+    "evidence": 8,
+    "phase_rows": 25,
+    "retracing_functions": 25,
+    "traces_per_function": 40,
+    "functions": 100,
+    "calls": 100,
+    "warnings": 50,
+    "cprofile_rows": 15,
+}
+
+# The page's only script: adds a Copy button to each code snippet. It is a constant (no data
+# is ever put inside a <script> element); the Content-Security-Policy allows exactly this
+# script by its hash, so nothing else on the page can run.
+COPY_SCRIPT = """
+(function () {
+  function copied(button, ok) {
+    button.textContent = ok ? "Copied" : "Press Ctrl+C";
+    setTimeout(function () { button.textContent = "Copy"; }, 1500);
+  }
+  function selectAndCopy(pre, button) {
+    var range = document.createRange();
+    range.selectNodeContents(pre);
+    var selection = window.getSelection();
+    selection.removeAllRanges();
+    selection.addRange(range);
+    var ok = false;
+    try { ok = document.execCommand("copy"); } catch (e) { ok = false; }
+    copied(button, ok);
+  }
+  var snippets = document.querySelectorAll("div.snippet");
+  for (var i = 0; i < snippets.length; i++) {
+    (function (snippet) {
+      var pre = snippet.querySelector("pre");
+      if (!pre) { return; }
+      var button = document.createElement("button");
+      button.type = "button";
+      button.className = "copy";
+      button.textContent = "Copy";
+      button.setAttribute("aria-label", "Copy this code");
+      button.addEventListener("click", function () {
+        var text = pre.textContent;
+        if (navigator.clipboard && navigator.clipboard.writeText) {
+          navigator.clipboard.writeText(text).then(function () { copied(button, true); },
+                                                   function () { selectAndCopy(pre, button); });
+        } else {
+          selectAndCopy(pre, button);
+        }
+      });
+      snippet.insertBefore(button, pre);
+    })(snippets[i]);
+  }
+})();
+"""
+COPY_SCRIPT_HASH = "sha256-" + base64.b64encode(hashlib.sha256(COPY_SCRIPT.encode("utf-8")).digest()).decode("ascii")
+
+_CODE_SPAN = re.compile(r"`([^`\n]+)`")
+_HTTP_URL = re.compile(r"https?://[^\s\"'<>`]+")
+
+
+def code_spans(value) -> markupsafe.Markup:
+    """Escape ``value``, then show its `backticked` parts as <code> (escaping comes first)."""
+    escaped = str(markupsafe.escape("" if value is None else str(value)))
+    return markupsafe.Markup(_CODE_SPAN.sub(r"<code>\1</code>", escaped))
+
+
+def http_url(value) -> str:
+    """``value`` if it is a plain http(s) URL, else "" (no javascript: or data: links)."""
+    text = str(value or "")
+    return text if _HTTP_URL.fullmatch(text) else ""
 
 
 def render_report(recording: Recording, analysis: Analysis) -> str:
@@ -57,6 +139,10 @@ def render_report(recording: Recording, analysis: Analysis) -> str:
         phase_colors=PHASE_COLORS,
         version=__version__,
         max_row_s=max((row["per_call_s"] for row in analysis.phase_rows), default=0.0),
+        timeline=timeline(recording),
+        limits=LIMITS,
+        copy_script=markupsafe.Markup(COPY_SCRIPT),
+        script_hash=COPY_SCRIPT_HASH,
     )
 
 
