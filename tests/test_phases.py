@@ -82,3 +82,16 @@ def test_concurrent_threads_are_attributed_per_thread(probe):
 
 def test_no_capture_warnings(probe):
     assert probe["warnings"] == []
+
+
+def test_findings_follow_the_phase_split(probe):
+    from tfdiag.analysis import analyze
+    from tfdiag.recording import Recording
+
+    recording = Recording(calls=probe["calls"], environment={"keras_flavor": probe["flavor"]})
+    found = analyze(recording).findings
+    overhead = [f for f in found if f["code"] == "predict-overhead"]
+    assert [f["function"] for f in overhead] == ["tiny"], found
+    assert any("data_adapter" in e for e in overhead[0]["evidence"])
+    assert "Unverified" in overhead[0]["fix"]["text"]
+    assert not [f for f in found if f["code"] in ("predict-overhead", "eager-loop") and f["function"] == "mlp"]

@@ -23,6 +23,11 @@ GUIDES = {
 
 SEVERITY_RANK = {"high": 0, "medium": 1, "low": 2}
 
+SMALL_BATCH = 256        # predict-overhead: per-call cost matters on batches up to this size
+LARGE_BATCH = 1024       # input-bound: "large-batch work" starts here
+INPUT_BOUND_SHARE = 0.2  # XProf's input-bound threshold
+EAGER_LOOP_CALLS = 20    # eager-loop: a hot loop has at least this many calls
+
 
 @dataclass
 class Finding:
@@ -228,7 +233,11 @@ def call_findings(recording: Recording) -> list[Finding]:
         overhead = max(0.0, median - kernel)
         advice, code = _fastest_path_advice(flavor)
         suffix = "" if verified else " Unverified on your model: run `tfdiag analyze --verify` to time each path."
-        if call.get("api") in ("predict", "predict_on_batch") and median >= 0.005:
+        per_call = sum(split.values())
+        shares = {p: (v / per_call if per_call > 0 else 0.0) for p, v in split.items()}
+        small_batch = call.get("batch") is None or call.get("batch") <= SMALL_BATCH
+        if (call.get("api") in ("predict", "predict_on_batch") and median >= 0.002 and small_batch
+                and shares.get("kernel_execution", 0.0) < 0.5):
             fixed = sum(split.get(p, 0.0) for p in ("data_adapter", "graph_creation", "other", "input_processing", "output_processing"))
             savings = fixed * count if fixed > 0 else overhead * count * 0.5
             evidence = [f"{count} calls of {call['api']}() on {call.get('input_signature')}, median {ms(median)} per call"]
@@ -243,14 +252,17 @@ def call_findings(recording: Recording) -> list[Finding]:
                 fix={"text": f"In a loop of small batches, {advice}.{suffix}", "code": code,
                      "guide": GUIDES["predict"], "verified": verified},
             ))
-        elif call.get("api") == "__call__" and count >= 20 and flavor != "tf-keras" and median >= 0.001:
-            savings = overhead * count * 0.5
+        elif (call.get("api") == "__call__" and count >= EAGER_LOOP_CALLS
+              and shares.get("other", 0.0) + shares.get("input_processing", 0.0) >= 0.5):
+            savings = (split.get("other", 0.0) + split.get("input_processing", 0.0)) * count * 0.5
             findings.append(Finding(
                 code="eager-loop", severity=severity_for(savings, 0),
                 title=(f"model(x) at {short_site(call.get('call_site', ''))} runs eagerly {count} times, "
                        f"{ms(median)} per call"),
                 function=call.get("target", ""), call_site=call.get("call_site", ""),
-                evidence=[f"{count} eager calls on {call.get('input_signature')}, median {ms(median)}"],
+                evidence=[f"{count} eager calls on {call.get('input_signature')}, median {ms(median)}",
+                          f"per call: Python/Keras overhead {ms(split.get('other', 0.0))} and input conversion "
+                          f"{ms(split.get('input_processing', 0.0))} vs kernels {ms(split.get('kernel_execution', 0.0))}"],
                 estimated_savings_s=savings,
                 fix={"text": ("Wrap the call in a tf.function with a fixed input_signature so the Python "
                               f"layer code runs once, not per call.{suffix}"),
@@ -261,7 +273,39 @@ def call_findings(recording: Recording) -> list[Finding]:
     return findings
 
 
-RULES = (retrace_findings, tfdata_findings, call_findings)
+def input_bound_findings(recording: Recording) -> list[Finding]:
+    """Large-batch predict work whose input side takes >= 20% of the call (XProf's threshold)."""
+    findings: list[Finding] = []
+    for call in recording.calls:
+        batch = call.get("batch")
+        if call.get("api") not in ("predict", "predict_on_batch") or not batch or batch < LARGE_BATCH:
+            continue
+        split = call_phase_split(call)
+        per_call = sum(split.values())
+        input_side = split.get("data_adapter", 0.0) + split.get("input_processing", 0.0)
+        if per_call <= 0 or input_side / per_call < INPUT_BOUND_SHARE:
+            continue
+        count = call.get("count", 0)
+        findings.append(Finding(
+            code="input-bound", severity=severity_for(input_side * count * 0.5, 0),
+            title=(f"{call['api']}() at {short_site(call.get('call_site', ''))} is input-bound: "
+                   f"{100 * input_side / per_call:.0f}% of each call prepares data"),
+            function=call.get("target", ""), call_site=call.get("call_site", ""),
+            evidence=[f"{count} call(s) on {call.get('input_signature')}, {ms(per_call)} per call",
+                      f"per call: data adapter {ms(split.get('data_adapter', 0.0))}, input conversion "
+                      f"{ms(split.get('input_processing', 0.0))}, kernels {ms(split.get('kernel_execution', 0.0))}"],
+            estimated_savings_s=input_side * count * 0.5,
+            fix={"text": ("Build the input pipeline once and let it overlap with the model: a tf.data.Dataset "
+                          "with batch() and prefetch(), converted to tensors once, passed to predict(). "
+                          "Unverified on your model."),
+                 "code": ("ds = tf.data.Dataset.from_tensor_slices(x).batch(4096).prefetch(tf.data.AUTOTUNE)\n"
+                          "y = model.predict(ds, verbose=0)"),
+                 "guide": GUIDES["tfdata"]},
+        ))
+    return findings
+
+
+RULES = (retrace_findings, tfdata_findings, call_findings, input_bound_findings)
 
 
 def run_rules(recording: Recording) -> list[dict]:
