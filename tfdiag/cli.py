@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
+import socket
 import subprocess
 import sys
+import threading
 import webbrowser
+from urllib.parse import quote
 
 USAGE_ERROR = 2
 GATE_TRIPPED = 3
@@ -35,6 +39,10 @@ def _parser() -> argparse.ArgumentParser:
                          help="output folder (default: tfdiag-report/)")
     analyze.add_argument("--open", action="store_true", help="open the report in a browser afterwards")
     analyze.add_argument("--no-cprofile", action="store_true", help="do not run cProfile on sampled calls")
+    analyze.add_argument("--no-tf-profiler", action="store_true",
+                         help="do not run the TF Profiler (no tensorboard/ folder)")
+    analyze.add_argument("--tf-profiler-calls", type=int, default=None, metavar="N",
+                         help="how many calls the TF Profiler window covers, from call 3 (default: 3)")
     analyze.add_argument("--cprofile-calls", type=int, default=None, metavar="N",
                          help="how many calls cProfile samples at most (default: 8)")
     analyze.add_argument("--fail-on-retrace", type=int, default=None, metavar="N",
@@ -57,6 +65,11 @@ def _parser() -> argparse.ArgumentParser:
     snakeviz.add_argument("--port", type=int, default=8080)
     snakeviz.add_argument("--host", default="127.0.0.1")
     snakeviz.add_argument("--no-browser", action="store_true")
+
+    tensorboard = sub.add_parser("tensorboard", help="start TensorBoard on the report's TF Profiler trace")
+    tensorboard.add_argument("path", metavar="DIR", help="the report folder (or its tensorboard/ logdir)")
+    tensorboard.add_argument("--port", type=int, default=6006)
+    tensorboard.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     return parser
 
 
@@ -66,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
         return exc.code if isinstance(exc.code, int) else USAGE_ERROR
-    handler = {"analyze": _analyze, "report": _report, "open": _open, "snakeviz": _snakeviz}[args.command]
+    handler = {"analyze": _analyze, "report": _report, "open": _open, "snakeviz": _snakeviz,
+               "tensorboard": _tensorboard}[args.command]
     try:
         return handler(args)
     except UsageError as exc:
@@ -100,6 +114,12 @@ def _analyze(args) -> int:
     options = {"cprofile": not args.no_cprofile}
     if args.cprofile_calls is not None:
         options["cprofile_calls"] = args.cprofile_calls
+    if args.no_tf_profiler:
+        options["tf_profiler"] = False
+    if args.tf_profiler_calls is not None:
+        if args.tf_profiler_calls < 0:
+            raise UsageError("--tf-profiler-calls takes a number of calls, 0 or more")
+        options["tf_profiler_calls"] = args.tf_profiler_calls
     diagnoser = Diagnoser(None, command=["tfdiag", "analyze", args.script, *args.script_args], **options)
     with diagnoser:
         diagnoser.outcome = runner.run_code(code, args.script, args.script_args)
@@ -162,10 +182,50 @@ def _open(args) -> int:
 
 
 def _snakeviz(args) -> int:
-    path = _resolve(args.path, "profile.prof")
+    path = os.path.abspath(_resolve(args.path, "profile.prof"))
     command = [sys.executable, "-m", "snakeviz", "--server", "--hostname", args.host, "--port", str(args.port), path]
-    print(f"tfdiag: snakeviz on http://{args.host}:{args.port}/snakeviz/{os.path.abspath(path)}", file=sys.stderr)
+    return _serve(command, args.host, args.port, f"/snakeviz/{quote(path, safe='')}", "snakeviz")
+
+
+def _tensorboard(args) -> int:
+    logdir = os.path.join(args.path, "tensorboard")
+    if not os.path.isdir(logdir):
+        logdir = args.path  # given the logdir itself
+    if not os.path.isdir(os.path.join(logdir, "plugins", "profile")):
+        raise UsageError(f"{args.path}: no TF Profiler trace here (expected tensorboard/plugins/profile/; "
+                         "was the report made with --no-tf-profiler?)")
+    command = [sys.executable, "-m", "tensorboard.main", "--logdir", os.path.abspath(logdir),
+               "--host", args.host, "--port", str(args.port)]
+    return _serve(command, args.host, args.port, "/#profile", "TensorBoard")
+
+
+def _serve(command: list[str], host: str, port: int, path: str, name: str) -> int:
+    """Run a viewer server in the foreground; Ctrl-C or SIGTERM stops it (never left orphaned)."""
     try:
-        return subprocess.call(command)
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+    except OSError as exc:
+        raise UsageError(f"cannot serve {name} on {host}:{port} ({exc.strerror or exc}); choose another --port")
+    shown = f"[{host}]" if ":" in host else host
+    print(f"tfdiag: starting {name}; stop it with Ctrl-C", file=sys.stderr)
+    print(f"http://{shown}:{port}{path}", flush=True)
+    child = subprocess.Popen(command)
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, lambda *_: child.terminate())
+    try:
+        status = child.wait()
     except KeyboardInterrupt:
-        return 0
+        status = 0
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+        if child.poll() is None:
+            child.terminate()
+            try:
+                child.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+    return status if status > 0 else 0

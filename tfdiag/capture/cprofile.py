@@ -12,7 +12,10 @@ import cProfile
 import pstats
 import sys
 import threading
+import time
+from typing import Callable
 
+from . import callsite
 from .collector import Collector
 
 DEFAULT_MAX_CALLS = 8
@@ -28,22 +31,35 @@ def is_scheduled(call_number: int) -> bool:
 class ProfileGate:
     """Decides which calls run under cProfile and merges what they measured."""
 
-    def __init__(self, collector: Collector, max_calls: int = DEFAULT_MAX_CALLS) -> None:
+    def __init__(self, collector: Collector, max_calls: int = DEFAULT_MAX_CALLS,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
         self.collector = collector
         self.max_calls = max_calls
+        self.clock = clock
         self.calls_seen = 0
         self.calls_profiled = 0
         self.stats: pstats.Stats | None = None
         self.blocked_by: str | None = None
+        # Call numbers another profiler owns (the TF Profiler's window): a scheduled call
+        # that falls there moves to the next free call, so no call runs under two profilers.
+        self.exclude: Callable[[int], bool] | None = None
+        # Each profiled call's own duration and call site, to measure cProfile's overhead.
+        self.profiled: list[dict] = []
+        self._deferred = False
         self._busy = False
         self._lock = threading.Lock()
 
     def start(self, api: str):
         with self._lock:
             self.calls_seen += 1
-            if (self._busy or self.blocked_by or self.calls_profiled >= self.max_calls
-                    or not is_scheduled(self.calls_seen)):
+            number = self.calls_seen
+            if self.exclude is not None and self.exclude(number):
+                self._deferred = self._deferred or is_scheduled(number)
                 return None
+            if (self._busy or self.blocked_by or self.calls_profiled >= self.max_calls
+                    or not (self._deferred or is_scheduled(number))):
+                return None
+            self._deferred = False
             holder = sys.getprofile()
             if holder is not None:
                 self.blocked_by = _describe(holder)
@@ -53,6 +69,7 @@ class ProfileGate:
                 return None
             self._busy = True
             self.calls_profiled += 1
+        site = callsite.user_call_site(2)
         profiler = cProfile.Profile()
         try:
             profiler.enable()
@@ -62,12 +79,15 @@ class ProfileGate:
                 self.blocked_by = str(exc)
             self.collector.warn(f"cProfile skipped: {exc}")
             return None
-        return profiler
+        return profiler, api, site, number, self.clock()
 
-    def stop(self, profiler: cProfile.Profile) -> None:
+    def stop(self, token) -> None:
+        profiler, api, site, number, started = token
+        elapsed = self.clock() - started
         profiler.disable()
         with self._lock:
             self._busy = False
+            self.profiled.append({"api": api, "call_site": site, "call_number": number, "duration_s": elapsed})
             try:
                 if self.stats is None:
                     self.stats = pstats.Stats(profiler)
@@ -89,6 +109,7 @@ class ProfileGate:
             "calls_profiled": self.calls_profiled,
             "max_calls": self.max_calls,
             "blocked_by": self.blocked_by,
+            "profiled": list(self.profiled),
             "top_cumulative": sorted(rows, key=lambda r: r["cumulative_s"], reverse=True)[:TOP_ROWS],
             "top_own": sorted(rows, key=lambda r: r["own_s"], reverse=True)[:TOP_ROWS],
         }

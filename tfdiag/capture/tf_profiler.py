@@ -1,0 +1,307 @@
+"""The TF Profiler over a short window of predict-family calls, for TensorBoard's Profile tab.
+
+Why a window: the TF Profiler's trace grows with every op it sees, so it runs over a few
+calls after warm-up (calls 3, 4, 5 by default), each marked as a step
+(``Trace(api, step_num=n, _r=1)``) so the Profile tab shows steps even on CPU. The report
+folder is only known when the report is written, so the trace goes to a private temporary
+logdir and ``copy_to`` puts it under ``<out>/tensorboard/`` in the layout TensorBoard reads
+(``plugins/profile/<run>/<host>.xplane.pb``). ``read_trace`` turns it into op statistics
+with xprof's converter. A TF Profiler the user's code already runs is left alone.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+import tempfile
+import threading
+import time
+import weakref
+from typing import Callable
+
+from . import callsite
+from .collector import Collector
+
+DEFAULT_FIRST_CALL = 3
+DEFAULT_CALLS = 3
+TOP_OPS = 20
+CONVERTER_MODULES = ("xprof.convert.raw_to_tool_data", "tensorboard_plugin_profile.convert.raw_to_tool_data")
+
+
+class _Token:
+    __slots__ = ("api", "call_site", "number", "trace", "started")
+
+    def __init__(self, api: str, call_site: str, number: int, trace, started: float) -> None:
+        self.api, self.call_site, self.number, self.trace, self.started = api, call_site, number, trace, started
+
+
+class TfProfilerGate:
+    """Runs one TF Profiler session over calls ``first_call .. first_call + calls - 1``."""
+
+    def __init__(self, collector: Collector, calls: int = DEFAULT_CALLS, first_call: int = DEFAULT_FIRST_CALL,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
+        self.collector = collector
+        self.calls = max(0, int(calls))
+        self.first_call = max(1, int(first_call))
+        self.clock = clock
+        self.calls_seen = 0
+        self.state = "waiting"  # waiting -> open -> done, or blocked
+        self.blocked_by: str | None = None
+        self.logdir: str | None = None
+        self.start_s: float | None = None  # cost of starting the profiler session
+        self.stop_s: float | None = None  # cost of stopping it and writing the trace
+        self.profiled: list[dict] = []
+        self._in_flight = 0
+        self._finished = 0
+        self._lock = threading.Lock()
+        self._cleanup: weakref.finalize | None = None
+
+    # -- the window ---------------------------------------------------------------------
+    def owns(self, call_number: int) -> bool:
+        """True for call numbers in this profiler's window (cProfile leaves those to it)."""
+        return (self.state in ("waiting", "open") and self.calls > 0
+                and self.first_call <= call_number < self.first_call + self.calls)
+
+    def start(self, api: str):
+        with self._lock:
+            self.calls_seen += 1
+            number = self.calls_seen
+            if not self.owns(number):
+                return None
+            if self.state == "waiting" and not self._open():
+                return None
+            self._in_flight += 1
+        site = callsite.user_call_site(2)
+        trace = None
+        try:
+            import tensorflow as tf
+
+            trace = tf.profiler.experimental.Trace(api, step_num=number, _r=1)
+            trace.__enter__()
+        except Exception as exc:  # the call is still profiled, just not marked as a step
+            trace = None
+            self.collector.warn(f"TF Profiler step marker unavailable: {exc.__class__.__name__}: {exc}")
+        return _Token(api, site, number, trace, self.clock())
+
+    def stop(self, token: _Token) -> None:
+        elapsed = self.clock() - token.started
+        if token.trace is not None:
+            try:
+                token.trace.__exit__(None, None, None)
+            except Exception as exc:
+                self.collector.warn(f"TF Profiler step marker failed: {exc.__class__.__name__}: {exc}")
+        with self._lock:
+            self.profiled.append({"api": token.api, "call_site": token.call_site, "call_number": token.number,
+                                  "duration_s": elapsed})
+            self._in_flight -= 1
+            self._finished += 1
+            done = self.state == "open" and self._finished >= self.calls and self._in_flight == 0
+            if done:
+                self._close()
+
+    def close(self) -> None:
+        """Stop the profiler if the window is still open (diagnose() is exiting)."""
+        with self._lock:
+            if self.state == "open":
+                self._close()
+
+    def _open(self) -> bool:
+        """Start the profiler session (under the lock); False if it cannot run."""
+        try:
+            import tensorflow as tf
+            from tensorflow.python.framework import errors
+        except ImportError as exc:
+            return self._block(f"TensorFlow's profiler is not importable ({exc})")
+        self.logdir = tempfile.mkdtemp(prefix="tfdiag-tensorboard-")
+        self._cleanup = weakref.finalize(self, shutil.rmtree, self.logdir, True)
+        started = self.clock()
+        try:
+            tf.profiler.experimental.start(self.logdir)
+        except errors.AlreadyExistsError:
+            return self._block("another TF Profiler session was already running (started by the diagnosed code); "
+                               "tfdiag left it alone")
+        except Exception as exc:
+            return self._block(f"the TF Profiler could not start ({exc.__class__.__name__}: {exc})")
+        self.start_s = self.clock() - started
+        self.state = "open"
+        return True
+
+    def _close(self) -> None:
+        """Stop the session and write the trace (under the lock)."""
+        self.state = "done"
+        started = self.clock()
+        try:
+            import tensorflow as tf
+            from tensorflow.python.framework import errors
+
+            try:
+                tf.profiler.experimental.stop()
+            except errors.UnavailableError:
+                self.collector.warn("the diagnosed code stopped the TF Profiler inside tfdiag's window; "
+                                    "its trace may be incomplete")
+        except Exception as exc:
+            self.collector.warn(f"the TF Profiler failed to stop: {exc.__class__.__name__}: {exc}")
+        self.stop_s = self.clock() - started
+
+    def _block(self, reason: str) -> bool:
+        self.state = "blocked"
+        self.blocked_by = reason
+        self.collector.warn(f"TF Profiler skipped: {reason}")
+        return False
+
+    # -- results --------------------------------------------------------------------------
+    def trace_files(self) -> list[dict]:
+        """The ``.xplane.pb`` files written, relative to the logdir, with their sizes."""
+        if not self.logdir:
+            return []
+        found = sorted(glob.glob(os.path.join(self.logdir, "plugins", "profile", "*", "*.xplane.pb")))
+        return [{"path": os.path.relpath(p, self.logdir).replace(os.sep, "/"), "bytes": os.path.getsize(p)}
+                for p in found]
+
+    def section(self) -> dict:
+        """The ``tf_profiler`` section of the recording (op statistics read back from the trace)."""
+        files = self.trace_files()
+        section = {
+            "first_call": self.first_call,
+            "window_calls": self.calls,
+            "calls_profiled": len(self.profiled),
+            "blocked_by": self.blocked_by,
+            "start_s": self.start_s,
+            "stop_s": self.stop_s,
+            "profiled": list(self.profiled),
+            "trace_files": files,
+            "trace_bytes": sum(f["bytes"] for f in files),
+            "run": files[0]["path"].split("/")[2] if files else None,
+            "logdir": None,
+            "top_ops": [],
+            "self_s_by_where": {},
+            "steps": [],
+            "summary": {},
+            "converter": None,
+        }
+        if files and self.logdir:
+            section.update(read_trace([os.path.join(self.logdir, f["path"]) for f in files], self.collector))
+        return section
+
+    def copy_to(self, target: str) -> bool:
+        """Copy the logdir into ``target`` (merging with earlier runs there); False if no trace."""
+        if not self.trace_files():
+            return False
+        shutil.copytree(self.logdir, target, dirs_exist_ok=True)
+        return True
+
+
+# -- reading the trace back ------------------------------------------------------------------
+def _converter(collector: Collector):
+    import importlib
+
+    for name in CONVERTER_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        if hasattr(module, "xspace_to_tool_data"):
+            return name, module
+    collector.warn("TF Profiler trace not read back: xprof (tensorboard-plugin-profile) with "
+                   "raw_to_tool_data.xspace_to_tool_data is not installed")
+    return None, None
+
+
+def _tool_json(module, name: str, paths: list[str], tool: str, collector: Collector):
+    """One xprof tool's output as parsed JSON, or None with a warning."""
+    try:
+        result = module.xspace_to_tool_data(paths, tool, {})
+        data = result[0] if isinstance(result, tuple) else result
+        if data is None:
+            collector.warn(f"xprof ({name}) produced no {tool} data for the TF Profiler trace")
+            return None
+        if isinstance(data, bytes):
+            data = data.decode("utf-8")
+        return json.loads(data)
+    except Exception as exc:  # converter API or output format differs in this version
+        collector.warn(f"xprof ({name}) could not convert the trace to {tool}: {exc.__class__.__name__}: {exc}")
+        return None
+
+
+def read_trace(paths: list[str], collector: Collector) -> dict:
+    """Top TF ops by self time (host vs device) and per-step times, via xprof's converter."""
+    name, module = _converter(collector)
+    if module is None:
+        return {}
+    out: dict = {"converter": name}
+    tables = _tool_json(module, name, paths, "framework_op_stats", collector)
+    if tables is not None:
+        try:
+            ops = op_rows(tables)
+            out["top_ops"] = sorted(ops, key=lambda r: r["self_s"], reverse=True)[:TOP_OPS]
+            by_where: dict = {}
+            for row in ops:
+                by_where[row["where"]] = by_where.get(row["where"], 0.0) + row["self_s"]
+            out["self_s_by_where"] = by_where
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            collector.warn(f"xprof framework_op_stats had an unexpected layout: {exc.__class__.__name__}: {exc}")
+    overview = _tool_json(module, name, paths, "overview_page", collector)
+    if overview is not None:
+        try:
+            out["steps"], out["summary"] = overview_rows(overview)
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            collector.warn(f"xprof overview_page had an unexpected layout: {exc.__class__.__name__}: {exc}")
+    return out
+
+
+def _table_dicts(table: dict) -> list[dict]:
+    """A Google-Charts DataTable (``cols`` + ``rows``) as one dict per row."""
+    ids = [c["id"] for c in table["cols"]]
+    return [dict(zip(ids, (cell.get("v") if isinstance(cell, dict) else None for cell in row["c"])))
+            for row in table.get("rows", [])]
+
+
+def op_rows(tables) -> list[dict]:
+    """framework_op_stats rows (the table without IDLE time) as plain op records, in seconds."""
+    tables = tables if isinstance(tables, list) else [tables]
+    table = tables[-1]  # xprof emits [with IDLE, without IDLE]; IDLE is not an op
+    rows = []
+    for row in _table_dicts(table):
+        if row.get("type") == "IDLE":
+            continue
+        rows.append({
+            "op": str(row["operation"]),
+            "type": str(row["type"]),
+            "where": str(row["host_or_device"]),
+            "occurrences": int(row.get("occurrences") or 0),
+            "self_s": float(row.get("total_self_time") or 0.0) / 1e6,
+            "total_s": float(row.get("total_time") or 0.0) / 1e6,
+            "mode": str(row.get("eager") or ""),
+        })
+    return rows
+
+
+_STEP_FIELDS = {"hostComputeTimeMs": "host_compute_s", "deviceComputeTimeMs": "device_compute_s",
+                "infeedTimeMs": "input_s", "outfeedTimeMs": "output_s", "kernelLaunchTimeMs": "kernel_launch_s",
+                "compileTimeMs": "compile_s", "otherTimeMs": "other_s", "stepTimeMs": "step_s"}
+_SUMMARY_FIELDS = ("hardware_type", "steptime_ms_average", "input_conclusion", "all_other_statement",
+                   "host_tf_op_percent", "host_op_time_eager_percent")
+
+
+def overview_rows(tables) -> tuple[list[dict], dict]:
+    """overview_page's step-time table (one row per marked step) and its one-line conclusions."""
+    steps: list[dict] = []
+    summary: dict = {}
+    for table in tables if isinstance(tables, list) else [tables]:
+        if not isinstance(table, dict) or "cols" not in table:
+            continue
+        ids = {c.get("id") for c in table["cols"]}
+        if "stepnum" in ids and "stepTimeMs" in ids:
+            for row in _table_dicts(table):
+                step = {"step": str(row["stepnum"])}
+                for key, field_name in _STEP_FIELDS.items():
+                    if isinstance(row.get(key), (int, float)):
+                        step[field_name] = float(row[key]) / 1000.0
+                steps.append(step)
+        props = table.get("p") or {}
+        for key in _SUMMARY_FIELDS:
+            if props.get(key) and key not in summary:
+                summary[key] = str(props[key])
+    return steps, summary
