@@ -16,4 +16,11 @@ def render(recording: Recording, path: str) -> str:
     return write_report(recording, analyze(recording), path)
 
 
+def load_ipython_extension(ipython) -> None:
+    """``%load_ext tfdiag`` in Jupyter/IPython: adds the ``%%tfdiag`` cell magic (see tfdiag.jupyter)."""
+    from .jupyter import load_ipython_extension as load
+
+    load(ipython)
+
+
 __all__ = ["Diagnoser", "DiagnoseError", "Recording", "RecordingError", "diagnose", "load", "render", "__version__"]

@@ -60,11 +60,16 @@ PHASE_LABELS = {
 }
 
 
-def _batch_text(signature: str) -> str:
-    """``float32[32, 4]`` -> ``batches of 32 (float32[32, 4])``; anything else is quoted as is."""
-    match = re.fullmatch(r"\w+\[(\d+)(?:,[^\]]*)?\]", signature or "")
-    if match:
-        return f"batches of {match.group(1)} ({signature})"
+def _batch_text(call: dict) -> str:
+    """``batches of 32 (float32[32, 4])`` from the call's ``batch`` or its input signature."""
+    signature = str(call.get("input_signature") or "")
+    batch = call.get("batch")
+    if not isinstance(batch, int) or isinstance(batch, bool):
+        match = re.fullmatch(r"\w+\[(\d+)(?:,[^\]]*)?\]", signature)
+        batch = int(match.group(1)) if match else None
+    if batch is not None:
+        noun = "batches of 1" if batch == 1 else f"batches of {batch}"
+        return f"{noun} ({signature})" if signature else noun
     return signature or "its input"
 
 
@@ -133,7 +138,7 @@ def verdict_for(recording: Recording, found: list[dict]) -> str:
     if call is not None:
         api = "model(x)" if call.get("api") == "__call__" else f"{call.get('api')}()"
         count = call.get("count", 0) or 0
-        return (f"`{api}` on {_batch_text(call.get('input_signature', ''))} at `{site}` costs "
+        return (f"`{api}` on {_batch_text(call)} at `{site}` costs "
                 f"{ms(call.get('median_s', 0.0))} per call × {count} calls{_phase_clause(call)}; "
                 f"fixing it would save about {ms(savings)} in this run{share}"
                 f"{_measured_gain(recording, top)} — see the fix below.{tail}")

@@ -1,34 +1,79 @@
-"""The terminal summary printed after ``tfdiag analyze``."""
+"""The terminal summary printed after ``tfdiag analyze``: the verdict, the top findings, the
+files written and how to open them. Formatting only; the numbers come from the Analysis."""
 
 from __future__ import annotations
+
+import os
+import textwrap
 
 from ..analysis import Analysis
 from ..analysis.findings import ms
 from ..recording import Recording
 
 TOP_FINDINGS = 3
+WIDTH = 100
+
+_ENDED = {"exception": "raised an exception", "interrupted": "was interrupted (Ctrl-C)",
+          "terminated": "was terminated", "sys.exit": "called sys.exit"}
+
+
+def _wrap(text: str, indent: str, first: str = "") -> list[str]:
+    return textwrap.wrap(text, WIDTH, initial_indent=first or indent, subsequent_indent=indent,
+                         break_long_words=False, break_on_hyphens=False) or [first or indent]
 
 
 def summary(recording: Recording, analysis: Analysis, files: dict[str, str]) -> str:
-    lines = ["", "tfdiag: " + analysis.verdict]
-    for finding in analysis.findings[:TOP_FINDINGS]:
-        lines.append(f"  [{finding['severity']}] {finding['code']}: {finding['title']} "
-                     f"(≈{ms(finding['estimated_savings_s'])} to save)")
+    lines = [""]
+    lines += _wrap(analysis.verdict, "        ", "tfdiag: ")
+    run = recording.run if isinstance(recording.run, dict) else {}
+    ended = run.get("ended_by")
+    if ended in _ENDED and (ended != "sys.exit" or run.get("exit_status") not in (0, None)):
+        how = f"  the code {_ENDED[ended]}"
+        if run.get("exit_status") is not None:
+            how += f" (exit status {run.get('exit_status')})"
+        if run.get("exception"):
+            how += f": {run.get('exception')}"
+        lines.append(how + "; the report covers what ran before that")
+    for rank, finding in enumerate(analysis.findings[:TOP_FINDINGS], 1):
+        lines += _wrap(f"[{finding['severity']}] {finding['code']}: {finding['title']} "
+                       f"(≈{ms(finding['estimated_savings_s'])} to save)", "     ", f"  {rank}. ")
+        code = (finding.get("fix") or {}).get("code") or ""
+        first_line = next((line.strip() for line in code.splitlines() if line.strip()), "")
+        if first_line:
+            lines.append(f"     fix: {first_line}" + (" …" if code.strip().count("\n") else ""))
     if len(analysis.findings) > TOP_FINDINGS:
         lines.append(f"  … and {len(analysis.findings) - TOP_FINDINGS} more in the report")
     for warning in recording.warnings[:3]:
-        lines.append(f"  warning: {warning.get('message')}")
+        if isinstance(warning, dict):
+            lines.append(f"  warning: {warning.get('message')}")
+    if len(recording.warnings) > 3:
+        lines.append(f"  … and {len(recording.warnings) - 3} more capture warnings in the report")
     lines.append(paths(files))
     return "\n".join(lines)
 
 
 def paths(files: dict[str, str]) -> str:
-    lines = []
-    labels = {"report": "report", "recording": "recording", "profile": "cProfile (tfdiag snakeviz)",
-              "tensorboard": "TF Profiler (tfdiag tensorboard)"}
+    """The files written, then the commands that open each of them."""
+    lines = ["files written:"]
+    labels = {"report": "report", "recording": "recording", "profile": "cProfile",
+              "tensorboard": "TF Profiler"}
     for key, label in labels.items():
         if key in files:
-            lines.append(f"  {label}: {files[key]}")
+            lines.append(f"  {label + ':':<13}{files[key]}")
+    for key, value in files.items():
+        if key not in labels:
+            lines.append(f"  {key + ':':<13}{value}")
+    opens = []
     if "report" in files:
-        lines.append(f"  open it with: tfdiag open {files['report']}")
+        opens.append(f"  tfdiag open {files['report']}")
+    folder = os.path.dirname(files.get("report") or files.get("recording") or "") or "."
+    if "profile" in files:
+        opens.append(f"  tfdiag snakeviz {files['profile']}")
+    if "tensorboard" in files:
+        opens.append(f"  tfdiag tensorboard {folder}")
+    if "recording" in files:
+        opens.append(f"  tfdiag report {files['recording']}   # re-render the page from the recording")
+    if opens:
+        lines.append("open them with:")
+        lines += opens
     return "\n".join(lines)
