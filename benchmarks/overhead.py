@@ -3,7 +3,7 @@
     python benchmarks/overhead.py [--rounds 15] [--calls 20]
 
 Each round times a block of ``predict()`` calls on the tiny Dense(2)->Dense(1) model
-(batch 32) and a block of ``model(x)`` calls, once with ``tfdiag.diagnose(cprofile=False)``
+(batch 32) and a block of ``model(x)`` calls, once with ``tfdiag.diagnose(cprofile=False, tf_profiler=False)``
 active and once without, in alternating order; the ratio of medians is printed.
 Target (issue 4): ratio <= 1.03.
 """
@@ -55,7 +55,7 @@ def main() -> None:
         for name, fn in workloads.items():
             for mode in order:
                 if mode == "on":
-                    with tfdiag.diagnose(cprofile=False):
+                    with tfdiag.diagnose(cprofile=False, tf_profiler=False):
                         results[name]["on"].append(block(fn, args.calls))
                 else:
                     results[name]["off"].append(block(fn, args.calls))

@@ -36,6 +36,53 @@ _SECTIONS: dict[str, type] = {
 }
 
 
+_NUMBER = (int, float)
+
+# Fields each entry of a section must have, with their types: checked on load so analysis and
+# rendering can trust a recording they did not make.
+_ENTRY_FIELDS: dict[str, dict[str, tuple]] = {
+    "calls": {"api": (str,), "target": (str,), "call_site": (str,), "input_signature": (str,),
+              "count": (int,), "median_s": _NUMBER, "p95_s": _NUMBER, "first_s": _NUMBER,
+              "total_s": _NUMBER, "phases": (dict,)},
+    "functions": {"name": (str,), "origin": (str,), "defined_at": (str,), "trace_count": (int,),
+                  "trace_s": _NUMBER, "traces": (list,)},
+    "findings": {"code": (str,), "severity": (str,), "title": (str,), "function": (str,),
+                 "call_site": (str,), "evidence": (list,), "estimated_savings_s": _NUMBER, "fix": (dict,)},
+    "call_samples": {"api": (str,), "start_s": _NUMBER, "duration_s": _NUMBER},
+    "warnings": {"message": (str,)},
+}
+_TRACE_FIELDS = {"duration_s": _NUMBER, "args": (list,)}
+
+
+def _check_entries(section: str, entries: list) -> None:
+    fields = _ENTRY_FIELDS.get(section)
+    if fields is None:
+        return
+    for index, entry in enumerate(entries):
+        _check_fields(f"{section}[{index}]", entry, fields)
+        if section == "functions":
+            for t_index, trace in enumerate(entry["traces"]):
+                _check_fields(f"{section}[{index}].traces[{t_index}]", trace, _TRACE_FIELDS)
+                for a_index, arg in enumerate(trace["args"]):
+                    if not isinstance(arg, dict) or not isinstance(arg.get("name"), str):
+                        raise RecordingError(f"corrupt recording: {section}[{index}].traces[{t_index}]"
+                                             f".args[{a_index}] has no name")
+        if section == "calls":
+            for name, value in entry["phases"].items():
+                if not isinstance(value, _NUMBER) or isinstance(value, bool):
+                    raise RecordingError(f"corrupt recording: {section}[{index}].phases.{name} is not a number")
+
+
+def _check_fields(where: str, entry, fields: dict) -> None:
+    if not isinstance(entry, dict):
+        raise RecordingError(f"corrupt recording: {where} should be an object")
+    for name, kinds in fields.items():
+        value = entry.get(name)
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            raise RecordingError(f"corrupt recording: {where}.{name} is missing or not a "
+                                 f"{' or '.join(k.__name__ for k in kinds)}")
+
+
 class RecordingError(ValueError):
     """A file that cannot be read as a tfdiag recording (the message is one line)."""
 
@@ -89,7 +136,12 @@ class Recording:
                     f"corrupt recording: {name!r} should be a {kind.__name__}, "
                     f"found {type(value).__name__}"
                 )
+            if isinstance(value, list):
+                _check_entries(name, value)
             kwargs[name] = value
+        phases = kwargs["phases"]
+        if any(not isinstance(v, _NUMBER) or isinstance(v, bool) for v in phases.values()):
+            raise RecordingError("corrupt recording: 'phases' should map phase names to seconds")
         extra = {k: v for k, v in data.items() if k not in _SECTIONS and k != "schema_version"}
         return cls(schema_version=version, extra=extra, **kwargs)
 

@@ -7,9 +7,17 @@ syntax error is one clear line (exit 2) rather than a half-started run.
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 import traceback
 import types
+
+SIGTERM_STATUS = 128 + signal.SIGTERM
+
+
+class Terminated(BaseException):
+    """Raised in the script's main thread on SIGTERM, so the report of what ran is still written."""
 
 
 class ScriptError(Exception):
@@ -54,9 +62,13 @@ def run_code(code: types.CodeType, path: str, args: list[str]) -> dict:
     sys.argv = [path, *args]
     sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
     sys.modules["__main__"] = module
+    previous_handler = _install_sigterm_handler()
     try:
         exec(code, module.__dict__)
         return {"ended_by": "returned", "exit_status": 0}
+    except Terminated:
+        print("Terminated (SIGTERM)", file=sys.stderr)
+        return {"ended_by": "terminated", "exit_status": SIGTERM_STATUS}
     except SystemExit as exc:
         code_value = exc.code
         if code_value is None:
@@ -74,6 +86,8 @@ def run_code(code: types.CodeType, path: str, args: list[str]) -> dict:
         _print_user_traceback(*sys.exc_info())
         return {"ended_by": "exception", "exit_status": 1, "exception": f"{type(exc).__name__}: {exc}"}
     finally:
+        if previous_handler is not None:
+            signal.signal(signal.SIGTERM, previous_handler)
         sys.argv = saved_argv
         sys.path[:] = saved_path0
         if saved_main is not None:
@@ -87,3 +101,18 @@ def _print_user_traceback(exc_type, exc, tb) -> None:
     sys.stderr.flush()
     traceback.print_exception(exc_type, exc, tb, file=sys.stderr)
     sys.stderr.flush()
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+def _install_sigterm_handler():
+    """Turn SIGTERM into an exception in the script (main thread only); returns the old handler."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous not in (signal.SIG_DFL, None):
+        return None  # the embedding program handles SIGTERM itself: leave it alone
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    return previous

@@ -15,7 +15,7 @@ import numpy as np  # noqa: E402
 
 import tfdiag  # noqa: E402
 
-with tfdiag.diagnose(cprofile=False) as d:
+with tfdiag.diagnose(cprofile=False, tf_profiler=False) as d:
     import tensorflow as tf
 
     keras = tf.keras

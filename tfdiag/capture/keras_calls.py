@@ -44,8 +44,10 @@ def describe_input(value, depth: int = 0) -> str:
     shape = getattr(value, "shape", None)
     dtype = getattr(value, "dtype", None)
     if shape is not None and dtype is not None:
-        dims = ", ".join("None" if d is None else str(int(d)) for d in tuple(shape))
-        return f"{getattr(dtype, 'name', dtype)}[{dims}]"
+        fast = getattr(value, "_shape_tuple", None)  # EagerTensor: a plain tuple, no TensorShape
+        dims = fast() if fast is not None else tuple(shape)
+        text = ", ".join("None" if d is None else str(int(d)) for d in dims)
+        return f"{getattr(dtype, 'name', dtype)}[{text}]"
     if depth > 3:
         return "…"
     if isinstance(value, (list, tuple)):

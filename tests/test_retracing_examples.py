@@ -1,0 +1,99 @@
+"""Every retracing example through `tfdiag analyze`: the right code, function and argument."""
+
+import pytest
+
+from tfdiag import cli
+from tfdiag.recording import load
+
+from .conftest import EXAMPLES, run_tfdiag
+
+pytestmark = pytest.mark.tf
+
+CASES = [
+    ("shape.py", "retrace-shape", "encode", "tokens", "dimension 1 varies (5, 9, 13, …)"),
+    ("dtype.py", "retrace-dtype", "normalize", "x", "x: float64 → float32"),
+    ("python_value.py", "retrace-python-value", "sample", "temperature",
+     "temperature: Python float 1.0 → 0.95 — every distinct value is a new trace"),
+    ("new_object.py", "retrace-new-object", "apply", "cfg", "cfg: a new Scale object"),
+    ("structure.py", "retrace-structure", "total", "parts", "parts: list of 2 tensors → 3 tensors"),
+    ("new_function.py", "retrace-new-function", "scaled", None, "a new tf.function object for the same code, created at"),
+    ("model_rebuilt.py", "model-rebuilt", "one_step_on_data_distributed", None, "a new tf.function object"),
+]
+
+
+def _analyze(tmp_path, script):
+    out = tmp_path / "out"
+    status = cli.main(["analyze", "--no-cprofile", "--no-tf-profiler", "-o", str(out),
+                       str(EXAMPLES / "retracing" / script)])
+    assert status == 0
+    return load(out / "recording.json"), (out / "report.html").read_text()
+
+
+@pytest.mark.parametrize("script, code, function, argument, evidence", CASES, ids=[c[0] for c in CASES])
+def test_each_cause_is_named(tmp_path, script, code, function, argument, evidence):
+    recording, page = _analyze(tmp_path, script)
+    matches = [f for f in recording.findings if f["code"] == code and f["function"] == function]
+    assert matches, [(f["code"], f["function"]) for f in recording.findings]
+    finding = matches[0]
+    if argument is not None:
+        assert argument in finding["details"]["arguments"]
+        assert f"`{argument}`" in finding["title"]
+    assert any(evidence in e for e in finding["evidence"]), finding["evidence"]
+    assert finding["fix"]["code"]
+    assert finding["estimated_savings_s"] > 0
+    other_retrace_codes = {f["code"] for f in recording.findings
+                           if f["function"] == function and f["code"] != code and f["code"].startswith("retrace")}
+    assert not other_retrace_codes
+    assert function in page and code in page
+
+
+def test_clean_script_gets_no_retrace_finding(tmp_path):
+    recording, _ = _analyze(tmp_path, "clean.py")
+    assert [f for f in recording.findings if f["code"].startswith("retrace")] == []
+    score = next(f for f in recording.functions if f["name"] == "score")
+    assert score["trace_count"] == 1
+
+
+def test_shape_fix_is_a_signature_with_none_where_it_varied(tmp_path):
+    recording, _ = _analyze(tmp_path, "shape.py")
+    finding = next(f for f in recording.findings if f["code"] == "retrace-shape")
+    assert "input_signature=[tf.TensorSpec([1, None], tf.int32)]" in finding["fix"]["code"]
+
+
+def test_trace_records_call_site_and_duration(tmp_path):
+    recording, _ = _analyze(tmp_path, "python_value.py")
+    sample = next(f for f in recording.functions if f["name"] == "sample")
+    assert sample["origin"] == "user"
+    for trace in sample["traces"]:
+        assert trace["call_site"].endswith("python_value.py:13")
+        assert trace["duration_s"] > 0
+        assert [a["name"] for a in trace["args"]] == ["logits", "temperature"]
+
+
+def test_tf_data_functions_are_labelled(tmp_path):
+    out = tmp_path / "o"
+    assert cli.main(["analyze", "--no-cprofile", "--no-tf-profiler", "-o", str(out),
+                     str(EXAMPLES / "predict_loop.py"), "--calls", "3"]) == 0
+    recording = load(out / "recording.json")
+    origins = {f["name"]: f["origin"] for f in recording.functions}
+    data = [n for n, o in origins.items() if o == "tf.data"]
+    assert len(data) == 3, origins
+    assert origins["one_step_on_data_distributed"] == "keras"
+    codes = {f["code"] for f in recording.findings}
+    assert {"tfdata-retrace", "model-rebuilt", "predict-overhead"} <= codes
+
+
+@pytest.mark.parametrize("script, code, function", [
+    ("shape.py", "retrace-shape", "encode"),
+    ("model_rebuilt.py", "model-rebuilt", "predict_function"),
+])
+def test_tf_keras(tmp_path, script, code, function):
+    out = tmp_path / "o"
+    result = run_tfdiag("analyze", "--no-cprofile", "--no-tf-profiler", "-o", str(out),
+                        str(EXAMPLES / "retracing" / script), env_extra={"TF_USE_LEGACY_KERAS": "1"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    recording = load(out / "recording.json")
+    if script == "model_rebuilt.py":
+        assert recording.environment["keras_flavor"] == "tf-keras"
+    assert any(f["code"] == code and f["function"] == function for f in recording.findings), \
+        [(f["code"], f["function"]) for f in recording.findings]

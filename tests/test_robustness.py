@@ -1,0 +1,172 @@
+"""Faults in the user's script, signals, threads, other profilers, bad input and long runs."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import tfdiag
+from tfdiag import cli
+from tfdiag.capture.collector import MAX_CALL_SAMPLES, RESERVOIR_SIZE
+from tfdiag.recording import load
+
+pytestmark = pytest.mark.tf
+
+LOOPING_SCRIPT = """
+    import pathlib, sys
+    import tensorflow as tf
+    step = tf.function(lambda x: x * 2.0)
+    for i in range(5):
+        step(tf.ones((1, i + 1)))
+    pathlib.Path(sys.argv[1]).write_text("ready")
+    while True:
+        step(tf.ones((1, 1)))
+"""
+
+
+def _start_looping(tmp_path):
+    script = tmp_path / "loop.py"
+    script.write_text(textwrap.dedent(LOOPING_SCRIPT))
+    ready = tmp_path / "ready"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    process = subprocess.Popen([sys.executable, "-m", "tfdiag", "analyze", "--no-cprofile", "--no-tf-profiler",
+                                "-o", str(tmp_path / "out"), str(script), str(ready)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 240
+    while not ready.exists():
+        assert process.poll() is None, process.communicate()[1][-2000:]
+        assert time.monotonic() < deadline, "the script never became ready"
+        time.sleep(0.1)
+    time.sleep(0.3)
+    return process
+
+
+@pytest.mark.parametrize("sig, status, ended_by", [(signal.SIGTERM, 143, "terminated"),
+                                                    (signal.SIGINT, 130, "interrupted")])
+def test_signal_flushes_a_partial_report(tmp_path, sig, status, ended_by):
+    process = _start_looping(tmp_path)
+    try:
+        process.send_signal(sig)
+        _, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == status, err[-2000:]
+    recording = load(tmp_path / "out" / "recording.json")
+    assert recording.run["ended_by"] == ended_by
+    step = [f for f in recording.functions if f["origin"] == "user"]
+    assert step and step[0]["trace_count"] >= 5
+    calls = sum(c["count"] for c in recording.calls if c["api"] == "tf.function")
+    assert calls > 5
+    assert "report.html" in err
+
+
+def test_eight_threads_exact_counts_and_per_thread_phases():
+    import tensorflow as tf
+
+    keras = tf.keras
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2), keras.layers.Dense(1)], name="shared")
+    x = np.ones((4, 4), np.float32)
+    step = tf.function(lambda t: t * 2.0)
+    model(x)
+    errors = []
+
+    def worker(index):
+        try:
+            for i in range(200):
+                model(x)
+                step(tf.ones((2,)))
+                if i % 20 == 0:
+                    model.predict(x, verbose=0)
+        except Exception as exc:  # surfaced by the assertion below
+            errors.append(exc)
+
+    with tfdiag.diagnose(cprofile=False, tf_profiler=False) as d:
+        threads = [threading.Thread(target=worker, args=(i,), name=f"t{i}") for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert errors == []
+    counts = {}
+    for call in d.recording.calls:
+        counts[call["api"]] = counts.get(call["api"], 0) + call["count"]
+    assert counts == {"__call__": 1600, "tf.function": 1600, "predict": 80}
+    traced = [f for f in d.recording.functions if f["origin"] == "user"]
+    assert sum(f["trace_count"] for f in traced) == 1
+    threads_seen = {s["thread"] for s in d.recording.call_samples}
+    assert threads_seen == {f"t{i}" for i in range(8)}
+    for sample in d.recording.call_samples:
+        assert sum(sample["phases"].values()) == pytest.approx(sample["duration_s"], rel=0.01)
+
+
+def test_sys_setprofile_already_held_is_reported_and_left_alone():
+    import tensorflow as tf
+
+    keras = tf.keras
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    x = np.ones((2, 4), np.float32)
+    seen = []
+
+    def other_profiler(frame, event, arg):
+        seen.append(event)
+
+    sys.setprofile(other_profiler)
+    try:
+        with tfdiag.diagnose(tf_profiler=False) as d:
+            for _ in range(4):
+                model.predict_on_batch(x)
+        assert sys.getprofile() is other_profiler
+    finally:
+        sys.setprofile(None)
+    assert any("sys.setprofile" in w["message"] for w in d.recording.warnings)
+    assert d.recording.extra["cprofile"]["calls_profiled"] == 0
+    assert sum(c["count"] for c in d.recording.calls) == 4
+    assert seen
+
+
+def test_unwritable_output_folder_is_a_usage_error(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    script = tmp_path / "s.py"
+    script.write_text("print('never runs')\n")
+    assert cli.main(["analyze", "-o", str(blocker / "out"), str(script)]) == 2
+    captured = capsys.readouterr()
+    assert "never runs" not in captured.out
+    assert "cannot create output folder" in captured.err and len(captured.err.strip().splitlines()) == 1
+
+
+def test_script_that_never_imports_tensorflow(tmp_path):
+    script = tmp_path / "plain.py"
+    script.write_text("print(sum(range(10)))\n")
+    env = dict(os.environ)
+    result = subprocess.run([sys.executable, "-m", "tfdiag", "analyze", "-o", str(tmp_path / "o"), str(script)],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "45" in result.stdout
+    assert "the code never imported TensorFlow" in (tmp_path / "o" / "report.html").read_text()
+
+
+def test_long_run_keeps_memory_bounded(tmp_path):
+    import tensorflow as tf
+
+    step = tf.function(lambda t: t + 1.0)
+    x = tf.ones((2,))
+    with tfdiag.diagnose(cprofile=False, tf_profiler=False) as d:
+        for _ in range(MAX_CALL_SAMPLES * 3):
+            step(x)
+    (call,) = [c for c in d.recording.calls if c["api"] == "tf.function"]
+    assert call["count"] == MAX_CALL_SAMPLES * 3
+    assert len(d.recording.call_samples) == MAX_CALL_SAMPLES
+    assert d.recording.run["call_samples_total"] == MAX_CALL_SAMPLES * 3
+    assert len(d.collector.calls[next(iter(d.collector.calls))].reservoir) == RESERVOIR_SIZE
+    path = d.report(tmp_path / "r.html")
+    assert os.path.getsize(path) < 3_000_000
+    assert len(json.dumps(d.recording.to_dict())) < 2_000_000
