@@ -94,6 +94,18 @@ def test_report_states_each_profilers_measured_overhead(predict_run):
     assert 'id="tf-profiler"' in page and "Iterator::Root" in page
 
 
+def test_saved_recording_re_renders_the_same_profilers_section(predict_run, tmp_path):
+    out, _ = predict_run
+    assert cli.main(["report", str(out / "recording.json"), "-o", str(tmp_path)]) == 0
+
+    def section(path):
+        page = path.read_text()
+        start = page.index('<section id="profilers">')
+        return page[start:page.index("</section>", start)]
+
+    assert section(tmp_path / "report.html") == section(out / "report.html")
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -168,6 +180,17 @@ def test_snakeviz_and_tensorboard_serve_the_report_on_loopback(predict_run, tmp_
     assert snakeviz.returncode == 0 and board.returncode == 0
 
 
+def test_viewer_on_a_busy_port_is_a_usage_error(predict_run, capsys):
+    out, _ = predict_run
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = str(busy.getsockname()[1])
+        assert cli.main(["snakeviz", str(out), "--port", port]) == 2
+        assert cli.main(["tensorboard", str(out), "--port", port]) == 2
+    assert "choose another --port" in capsys.readouterr().err
+
+
 def test_tensorboard_on_a_folder_without_a_trace_is_a_usage_error(tmp_path, capsys):
     assert cli.main(["tensorboard", str(tmp_path)]) == 2
     assert "no TF Profiler trace" in capsys.readouterr().err
@@ -213,6 +236,25 @@ def test_user_code_already_running_the_tf_profiler(tmp_path):
     assert "The TF Profiler did not run: another TF Profiler session was already running" in page
     assert "Measured overhead of cProfile in this run" in page
     assert recording.findings
+
+
+def test_user_starting_the_tf_profiler_inside_the_window_ends_it(tmp_path):
+    user_logdir = tmp_path / "users-own-logdir"
+    script = _script(tmp_path, MODEL + f"""
+    for step in range(6):
+        if step == 3:  # the usual "profile after warm-up": tfdiag's window (calls 3..5) is open here
+            with tf.profiler.experimental.Profile({str(user_logdir)!r}):
+                model.predict(x, verbose=0)
+        else:
+            model.predict(x, verbose=0)
+    """)
+    out = tmp_path / "out"
+    assert cli.main(["analyze", "-o", str(out), script]) == 0
+    assert list(user_logdir.glob("plugins/profile/*/*.xplane.pb"))
+    recording = load(out / "recording.json")
+    tp = recording.extra["tf_profiler"]
+    assert [p["call_number"] for p in tp["profiled"]] == [3] and tp["trace_bytes"] > 0
+    assert any("started its own TF Profiler inside tfdiag's window" in w["message"] for w in recording.warnings)
 
 
 def test_no_tf_profiler_option(tmp_path):

@@ -211,12 +211,19 @@ def _serve(command: list[str], host: str, port: int, path: str, name: str) -> in
     print(f"tfdiag: starting {name}; stop it with Ctrl-C", file=sys.stderr)
     print(f"http://{shown}:{port}{path}", flush=True)
     child = subprocess.Popen(command)
+    stopping = []
+
+    def stop(*_):
+        stopping.append(True)
+        child.terminate()
+
     previous = None
     if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, lambda *_: child.terminate())
+        previous = signal.signal(signal.SIGTERM, stop)
     try:
         status = child.wait()
     except KeyboardInterrupt:
+        stopping.append(True)
         status = 0
     finally:
         if previous is not None:
@@ -228,4 +235,6 @@ def _serve(command: list[str], host: str, port: int, path: str, name: str) -> in
             except subprocess.TimeoutExpired:
                 child.kill()
                 child.wait()
-    return status if status > 0 else 0
+    if stopping:  # stopped on request (Ctrl-C, SIGTERM): a clean end
+        return 0
+    return status if status >= 0 else 1  # the server died of a signal nobody sent through tfdiag

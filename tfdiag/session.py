@@ -78,6 +78,7 @@ class Diagnoser(contextlib.ContextDecorator):
                 self.calls.gates.append(self.gate)
             if self.tf_gate is not None:
                 self.calls.gates.append(self.tf_gate)
+                self.tf_gate.install(self._patcher)
             self.calls.install(self._patcher)
         except BaseException:
             self._uninstall()

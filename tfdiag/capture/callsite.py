@@ -28,7 +28,7 @@ def is_library_file(filename: str) -> bool:
     known = _is_library.get(filename)
     if known is None:
         known = (
-            filename.startswith("<")
+            filename.startswith(("<frozen", "<built-in"))
             or any(marker in filename for marker in _LIBRARY_MARKERS)
             or (filename.startswith(_STDLIB) and f"{os.sep}site-packages{os.sep}" not in filename)
         )

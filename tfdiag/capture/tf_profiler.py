@@ -23,11 +23,15 @@ from typing import Callable
 
 from . import callsite
 from .collector import Collector
+from .patching import Patcher
 
 DEFAULT_FIRST_CALL = 3
 DEFAULT_CALLS = 3
 TOP_OPS = 20
 CONVERTER_MODULES = ("xprof.convert.raw_to_tool_data", "tensorboard_plugin_profile.convert.raw_to_tool_data")
+# Where ``tf.profiler.experimental.start`` is looked up (the implementation, tf.* and tf.compat.v2.*).
+PROFILER_START_MODULES = ("tensorflow.python.profiler.profiler_v2", "tensorflow._api.v2.profiler.experimental",
+                          "tensorflow._api.v2.compat.v2.profiler.experimental")
 
 
 class _Token:
@@ -57,6 +61,46 @@ class TfProfilerGate:
         self._finished = 0
         self._lock = threading.Lock()
         self._cleanup: weakref.finalize | None = None
+        self._real_start: Callable | None = None
+
+    def install(self, patcher: Patcher) -> None:
+        """Let the user's own TF Profiler win: starting one while tfdiag's window is open ends the
+        window first (keeping its trace), so the user's ``start()`` never fails because of tfdiag."""
+        for name in PROFILER_START_MODULES:
+            patcher.when_imported(name, lambda module: self._guard_start(patcher, module))
+
+    def _guard_start(self, patcher: Patcher, module) -> None:
+        if not callable(getattr(module, "start", None)):
+            return
+        gate = self
+
+        def wrap(original: Callable) -> Callable:
+            if gate._real_start is None:
+                gate._real_start = original
+
+            def start(*args, **kwargs):
+                gate.yield_to_user()
+                return original(*args, **kwargs)
+
+            start.__wrapped__ = original
+            start.__name__, start.__qualname__ = original.__name__, original.__qualname__
+            start.__doc__ = original.__doc__
+            return start
+
+        patcher.patch(module, "start", wrap)
+
+    def yield_to_user(self) -> None:
+        """The diagnosed code is starting a TF Profiler: end tfdiag's window if it is open."""
+        try:
+            with self._lock:
+                if self.state != "open":
+                    return
+                self._close()
+                ended_at = self.calls_seen
+            self.collector.warn(f"the diagnosed code started its own TF Profiler inside tfdiag's window; "
+                                f"tfdiag's TF Profiler trace ends at call {ended_at}")
+        except Exception as exc:  # the user's start() goes ahead whatever happens here
+            self.collector.warn(f"could not end tfdiag's TF Profiler window: {exc.__class__.__name__}: {exc}")
 
     # -- the window ---------------------------------------------------------------------
     def owns(self, call_number: int) -> bool:
@@ -118,7 +162,7 @@ class TfProfilerGate:
         self._cleanup = weakref.finalize(self, shutil.rmtree, self.logdir, True)
         started = self.clock()
         try:
-            tf.profiler.experimental.start(self.logdir)
+            (self._real_start or tf.profiler.experimental.start)(self.logdir)
         except errors.AlreadyExistsError:
             return self._block("another TF Profiler session was already running (started by the diagnosed code); "
                                "tfdiag left it alone")
