@@ -3,6 +3,7 @@
     python scripts/screenshot.py                       # runs examples/predict_loop.py, writes docs/report.png
     python scripts/screenshot.py --report DIR|FILE     # screenshot an existing report instead
     python scripts/screenshot.py --full-page -o docs/report-full.png
+    python scripts/screenshot.py --selector '#phases' --out-for docs/report-phases.png   # also one section
 
 The run happens in a fresh process (``python -m tfdiag analyze``), exactly as a user would
 start it; the page is opened from its file:// URL with the network off.
@@ -40,7 +41,8 @@ def run_example(out: Path, script: str, script_args: list[str]) -> Path:
     return out / "report.html"
 
 
-def screenshot(report: Path, target: Path, width: int = 1280, height: int = 1500, full_page: bool = False) -> Path:
+def screenshot(report: Path, target: Path, width: int = 1280, height: int = 1500, full_page: bool = False,
+               selector: str | None = None) -> Path:
     from playwright.sync_api import sync_playwright
 
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -52,7 +54,10 @@ def screenshot(report: Path, target: Path, width: int = 1280, height: int = 1500
                        else route.abort())
             page.goto(report.resolve().as_uri())
             page.wait_for_load_state("load")
-            page.screenshot(path=str(target), full_page=full_page)
+            if selector:
+                page.locator(selector).screenshot(path=str(target))
+            else:
+                page.screenshot(path=str(target), full_page=full_page)
         finally:
             browser.close()
     return target
@@ -66,6 +71,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--width", type=int, default=1280)
     parser.add_argument("--height", type=int, default=1500, help="viewport height (ignored with --full-page)")
     parser.add_argument("--full-page", action="store_true")
+    parser.add_argument("--selector", action="append", default=[], metavar="CSS",
+                        help="also screenshot this element (e.g. '#phases'); repeatable, see --out-for")
+    parser.add_argument("--out-for", action="append", default=[], metavar="PNG",
+                        help="where the element of the matching --selector goes (default: OUT with a suffix)")
     parser.add_argument("script_args", nargs="*", default=None,
                         help="arguments for the example (default for predict_loop.py: --calls 20)")
     args = parser.parse_args(argv)
@@ -76,8 +85,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             script_args = args.script_args or (["--calls", "20"] if args.script.endswith("predict_loop.py") else [])
             report = run_example(Path(tmp) / "report", args.script, script_args)
-        target = screenshot(report, Path(args.out), args.width, args.height, args.full_page)
-    print(target)
+        print(screenshot(report, Path(args.out), args.width, args.height, args.full_page))
+        for i, selector in enumerate(args.selector):
+            out = Path(args.out_for[i]) if i < len(args.out_for) else Path(args.out).with_suffix(f".{i}.png")
+            print(screenshot(report, out, args.width, args.height, selector=selector))
     return 0
 
 

@@ -97,6 +97,55 @@ def test_hostile_strings_are_escaped():
     assert "&lt;/script&gt;&lt;script&gt;alert(1)&lt;/script&gt;" in page
 
 
+def hostile_data(evil: str) -> dict:
+    """The golden recording with ``evil`` in every kind of user-derived string the report shows."""
+    data = json.loads(GOLDEN.read_text())
+    user = [f for f in data["functions"] if f["origin"] == "user"]
+    user[0]["name"] = evil  # function name (findings, retracing, functions table)
+    user[0]["defined_at"] = f"/home/{evil}/model.py:3"  # path
+    for trace in user[0]["traces"]:
+        trace["call_site"] = f"/srv/{evil}.py:9"
+    sample = next(f for f in data["functions"] if f["name"] == "sample")
+    for trace in sample["traces"][1:]:
+        for arg in trace["args"]:
+            if arg["kind"] == "literal":
+                arg["value"] = evil  # argument value (evidence, retracing table)
+    sample["traces"][1]["args"][0]["name"] = evil  # argument name
+    data["calls"][0]["call_site"] = evil + ":3"
+    data["calls"][0]["target"] = evil
+    data["calls"][1]["input_signature"] = evil
+    for s in data["call_samples"]:
+        s["call_site"] = evil + ":3"  # timeline tooltips and legend
+        s["target"] = evil
+    data["run"] = dict(data["run"], ended_by="exception", exception=f"ValueError: {evil}")
+    data["environment"]["command"] = [evil]
+    data["environment"]["devices"] = [evil]
+    data["warnings"] = [{"message": f"could not record a call: {evil}", "count": 2}]
+    for row in (data.get("cprofile") or {}).get("top_cumulative", [])[:1]:
+        row["function"] = evil
+    return data
+
+
+def test_hostile_strings_in_every_field_are_escaped():
+    from tfdiag.recording import Recording
+
+    evil = "</script><script>alert(1)</script>"
+    recording = Recording.from_dict(hostile_data(evil))
+    analysis = analyze(recording)
+    page = html.render_report(recording, analysis)
+    assert "<script>alert(1)" not in page and "alert(1)</script>" not in page
+    escaped = "&lt;/script&gt;&lt;script&gt;alert(1)&lt;/script&gt;"
+    assert page.count(escaped) >= 10
+    assert page.count("<script") == 1  # the page's own constant script, nothing else
+    sections = {chunk.split('"', 1)[0]: chunk for chunk in page.split('<section id="')[1:]}
+    for name in ("verdict", "findings", "phases", "retracing", "functions", "calls", "environment"):
+        assert escaped in sections[name], name
+    timeline_svg = page.split('id="timeline"', 1)[1].split("</svg>", 1)[0]
+    assert escaped in timeline_svg
+    out = text.summary(recording, analysis, {"report": "r.html"})
+    assert evil in out  # the terminal shows the text as it is
+
+
 def test_diff_args_names_each_change():
     old = {"name": "parts", "kind": "list", "length": 2, "items": [{"kind": "tensor", "shape": [3], "dtype": "float32"}] * 2}
     new = {"name": "parts", "kind": "list", "length": 3, "items": [{"kind": "tensor", "shape": [3], "dtype": "float32"}] * 3}

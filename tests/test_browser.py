@@ -53,6 +53,27 @@ def test_report_in_headless_chromium(real_report, browser):
     assert findings.count() >= 2
     assert findings.first.is_visible()
     assert page.locator("#phases svg.bar rect").count() >= 1
+    # the timeline of calls: one dot per call, the first call marked
+    timeline = page.locator("#timeline svg.timeline-chart")
+    assert timeline.is_visible()
+    assert page.locator("#timeline circle.pt").count() >= 8  # 2 loops × 4 calls
+    assert page.locator("#timeline circle.pt.first").count() >= 1
+    assert "first call" in page.locator("#timeline").inner_text()
+    # each finding's fix as a visible code snippet with a Copy button (the one inline script,
+    # allowed by its CSP hash: had the hash not matched, there would be no button and a console error)
+    snippet = page.locator("#finding-1 div.snippet pre.code")
+    assert snippet.is_visible() and snippet.inner_text().strip()
+    assert page.locator("div.snippet button.copy").count() == page.locator("div.snippet").count() >= 2
+    button = page.locator("#finding-1 button.copy")
+    assert button.is_visible()
+    button.click()
+    page.wait_for_function("document.querySelector('#finding-1 button.copy').textContent !== 'Copy'")
+    assert button.inner_text() in ("Copied", "Press Ctrl+C")
+    assert page.locator("#finding-1 .badge.sev").inner_text().lower() in ("high", "medium", "low")
+    guide = page.locator("#finding-1 .guide a")
+    assert guide.count() == 1 and guide.get_attribute("href").startswith("https://")
+    assert console_errors == []
+    assert [u for u in requests if not u.startswith("file://")] == []
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "report-1280.png"), full_page=True)
     assert (ARTIFACTS / "report-1280.png").stat().st_size > 10_000
@@ -60,20 +81,27 @@ def test_report_in_headless_chromium(real_report, browser):
 
 
 def test_hostile_strings_run_nothing_in_the_browser(tmp_path, browser):
-    import json
-
     from tfdiag import Recording, render
 
-    from .conftest import DATA
+    from .test_analysis_golden import hostile_data
 
-    data = json.loads((DATA / "golden_recording.json").read_text())
     evil = "</script><script>window.pwned=1</script><img src=x onerror=window.pwned=2>"
-    data["functions"][0]["name"] = evil
-    data["run"]["exception"] = evil
-    data["calls"][0]["target"] = evil
-    path = render(Recording.from_dict(data), str(tmp_path / "evil.html"))
-    page = browser.new_page()
+    path = render(Recording.from_dict(hostile_data(evil)), str(tmp_path / "evil.html"))
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    dialogs, requests, errors = [], [], []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    page.on("request", lambda r: requests.append(r.url))
+    page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto("file://" + path)
+    page.wait_for_load_state("load")
     assert page.evaluate("window.pwned === undefined")
-    assert evil in page.locator("body").inner_text()
+    assert dialogs == [] and errors == []
+    assert [u for u in requests if not u.startswith("file://")] == []
+    assert page.locator("img").count() == 0
+    assert page.locator("script").count() == 1
+    body = page.locator("body").inner_text()
+    assert body.count(evil) >= 5  # shown as text: function name, argument value, exception, warning, command
+    for section in ("#findings", "#retracing", "#environment"):
+        assert evil in page.locator(section).inner_text(), section
+    assert page.locator("div.snippet button.copy").count() >= 1  # the page's own script still runs
     page.close()

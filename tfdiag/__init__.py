@@ -6,6 +6,7 @@ __version__ = "0.1.0"
 
 from .recording import Recording, RecordingError, load  # noqa: E402
 from .session import Diagnoser, DiagnoseError, diagnose  # noqa: E402
+from .capture.whatif import measure_alternatives  # noqa: E402
 
 
 def render(recording: Recording, path: str) -> str:
@@ -23,4 +24,5 @@ def load_ipython_extension(ipython) -> None:
     load(ipython)
 
 
-__all__ = ["Diagnoser", "DiagnoseError", "Recording", "RecordingError", "diagnose", "load", "render", "__version__"]
+__all__ = ["Diagnoser", "DiagnoseError", "Recording", "RecordingError", "diagnose", "load", "measure_alternatives",
+           "render", "__version__"]

@@ -47,6 +47,11 @@ def _parser() -> argparse.ArgumentParser:
                          help="how many calls cProfile samples at most (default: 8)")
     analyze.add_argument("--fail-on-retrace", type=int, default=None, metavar="N",
                          help="exit 3 if a user tf.function traced more than N times")
+    analyze.add_argument("--verify", action="store_true",
+                         help="after the script, time predict, predict_on_batch, model(x), tf.function, XLA "
+                              "and LiteRT on each model's own input, and recommend what was measured")
+    analyze.add_argument("--verify-budget", type=float, default=None, metavar="SECONDS",
+                         help="time budget for --verify over all models (default: 20)")
     analyze.add_argument("--quiet", action="store_true", help="print only the paths written")
     analyze.add_argument("script", metavar="SCRIPT", help="the Python script to run")
     analyze.add_argument("script_args", nargs=argparse.REMAINDER, metavar="SCRIPT_ARGS",
@@ -120,6 +125,12 @@ def _analyze(args) -> int:
         if args.tf_profiler_calls < 0:
             raise UsageError("--tf-profiler-calls takes a number of calls, 0 or more")
         options["tf_profiler_calls"] = args.tf_profiler_calls
+    if args.verify_budget is not None and not args.verify_budget > 0:
+        raise UsageError("--verify-budget takes a number of seconds, more than 0")
+    if args.verify:
+        options["verify"] = True
+        if args.verify_budget is not None:
+            options["verify_budget"] = args.verify_budget
     diagnoser = Diagnoser(None, command=["tfdiag", "analyze", args.script, *args.script_args], **options)
     with diagnoser:
         diagnoser.outcome = runner.run_code(code, args.script, args.script_args)

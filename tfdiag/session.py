@@ -21,6 +21,7 @@ from .capture import phase_points
 from .capture.cprofile import DEFAULT_MAX_CALLS, ProfileGate
 from .capture.tf_profiler import DEFAULT_CALLS as TF_PROFILER_CALLS, TfProfilerGate
 from .capture.function_calls import FunctionCallCapture
+from .capture import whatif
 from .capture.keras_calls import KerasCallCapture
 from .capture.patching import Patcher
 from .capture.phases import PhaseTracker
@@ -41,7 +42,8 @@ class Diagnoser(contextlib.ContextDecorator):
     def __init__(self, out: str | os.PathLike | None = None, *, cprofile: bool = True,
                  cprofile_calls: int = DEFAULT_MAX_CALLS,
                  tf_profiler: bool = True, tf_profiler_calls: int = TF_PROFILER_CALLS,
-                 clock: Callable[[], float] = time.perf_counter, command: list[str] | None = None) -> None:
+                 clock: Callable[[], float] = time.perf_counter, command: list[str] | None = None,
+                 verify: bool = False, verify_budget: float = whatif.DEFAULT_BUDGET_S) -> None:
         self.out = os.fspath(out) if out is not None else None
         self.cprofile = cprofile
         self.cprofile_calls = cprofile_calls
@@ -49,6 +51,9 @@ class Diagnoser(contextlib.ContextDecorator):
         self.tf_profiler_calls = tf_profiler_calls
         self.clock = clock
         self.command = command
+        self.verify = verify
+        self.verify_budget = verify_budget
+        self.keeper: whatif.InputKeeper | None = None
         self.recording: Recording | None = None
         self.analysis: analysis.Analysis | None = None
         self.outcome: dict = {}
@@ -74,6 +79,9 @@ class Diagnoser(contextlib.ContextDecorator):
             phase_points.install(self._patcher, self.tracker, self.collector)
             FunctionCallCapture(self.collector, self.tracker).install(self._patcher)
             self.calls = KerasCallCapture(self.collector, self.tracker)
+            if self.verify:  # keeps each model's last input for the what-if timing after exit
+                self.keeper = whatif.InputKeeper()
+                self.calls.observers.append(self.keeper)
             if self.gate is not None:
                 self.calls.gates.append(self.gate)
             if self.tf_gate is not None:
@@ -89,15 +97,35 @@ class Diagnoser(contextlib.ContextDecorator):
     def __exit__(self, exc_type, exc, tb) -> bool:
         wall = self.clock() - self._started
         self._uninstall()
+        alternatives = self._verify(exc_type)  # after uninstall: its calls stay out of the recording
         if not self.outcome:
             self.outcome = outcome_of(exc_type, exc)
         self.outcome.setdefault("wall_s", wall)
         self.recording = self._build_recording()
+        if alternatives is not None:
+            self.recording.extra["alternatives"] = alternatives
         self.analysis = analysis.analyze(self.recording)
         self.recording.findings = self.analysis.findings
         if self.out is not None:
             self.write(self.out)
         return False
+
+    def _verify(self, exc_type) -> list[dict] | None:
+        """--verify: time the alternative call paths on each model seen (None when not asked)."""
+        keeper, self.keeper = self.keeper, None
+        if keeper is None:
+            return None
+        if (exc_type is not None and issubclass(exc_type, KeyboardInterrupt)) or \
+                self.outcome.get("ended_by") == "interrupted":
+            self.collector.warn("--verify skipped: the run was interrupted")
+            return []
+        try:
+            return keeper.measure_all(self.verify_budget, warn=self.collector.warn)
+        except KeyboardInterrupt:
+            self.collector.warn("--verify interrupted: no alternatives measured")
+        except Exception as exc:  # verification must never cost the user the report
+            self.collector.warn(f"--verify failed: {exc.__class__.__name__}: {exc}")
+        return []
 
     def _uninstall(self) -> None:
         if getattr(self, "tf_gate", None) is not None:

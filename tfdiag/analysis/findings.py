@@ -220,10 +220,14 @@ def _fastest_path_advice(flavor: str | None) -> tuple[str, str]:
 
 
 def call_findings(recording: Recording) -> list[Finding]:
+    from . import alternatives  # measured paths (--verify) decide the fix when present
+
     findings: list[Finding] = []
     flavor = recording.environment.get("keras_flavor")
-    verified = bool(recording.extra.get("alternatives"))
+    measured_any = bool(alternatives.entries(recording))
+    chosen: list[dict] = []
     for call in recording.calls:
+        before = len(findings)
         count = call.get("count", 0)
         median = call.get("median_s", 0.0)
         if count < 3 or median <= 0:
@@ -232,7 +236,15 @@ def call_findings(recording: Recording) -> list[Finding]:
         kernel = split.get("kernel_execution", 0.0)
         overhead = max(0.0, median - kernel)
         advice, code = _fastest_path_advice(flavor)
-        suffix = "" if verified else " Unverified on your model: run `tfdiag analyze --verify` to time each path."
+        target_entries = alternatives.entries_for(recording, call.get("target", ""))
+        choice = alternatives.choose(target_entries, call.get("api", ""))
+        verified = choice is not None
+        if verified or not measured_any:
+            suffix = "" if verified else " Unverified on your model: run `tfdiag analyze --verify` to time each path."
+        elif target_entries:
+            suffix = alternatives.unmeasured_note(target_entries, call.get("api", ""))
+        else:
+            suffix = " Not verified: --verify did not measure this model."
         per_call = sum(split.values())
         shares = {p: (v / per_call if per_call > 0 else 0.0) for p, v in split.items()}
         small_batch = call.get("batch") is None or call.get("batch") <= SMALL_BATCH
@@ -270,6 +282,10 @@ def call_findings(recording: Recording) -> list[Finding]:
                              "                    input_signature=[tf.TensorSpec([None, ...], tf.float32)])\ny = serve(x)",
                      "guide": GUIDES["performance"], "verified": verified},
             ))
+        if choice is not None and len(findings) > before:
+            alternatives.apply(findings[-1], choice, call)
+            chosen.append(choice["entry"])
+    alternatives.mark_recommended(recording, chosen)
     return findings
 
 

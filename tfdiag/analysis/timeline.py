@@ -9,11 +9,14 @@ Marks, from what the recording holds:
 * ``first``: the first call of a call site (its duration equals the call entry's ``first_s``
   and no earlier sample of that site exists);
 * ``traced``: a graph was traced during the call (its ``graph_creation`` phase is non-zero);
-* ``profiled``: the call ran under cProfile and is kept out of the timings.
+* ``profiled``: the call ran under cProfile and is kept out of the timings;
+* ``spike``: a later call at least ``SPIKE_RATIO`` times its call site's median (a retrace,
+  a rebuilt model, a pause).
 """
 
 from __future__ import annotations
 
+import heapq
 import math
 
 from .findings import ms, short_site
@@ -24,6 +27,8 @@ WIDTH = 960
 HEIGHT = 240
 MARGIN = {"left": 64, "right": 16, "top": 12, "bottom": 34}
 MIN_DURATION_S = 1e-6
+SPIKE_RATIO = 2.0
+MAX_LABELS = 6
 
 
 def _series_key(sample: dict) -> tuple:
@@ -54,17 +59,31 @@ def _seconds_label(value: float, step: float) -> str:
     return f"{value:.{decimals}f} s"
 
 
-def _select(samples: list[dict], marks: list[set], max_points: int) -> list[int]:
+class _Sample:
+    """One call sample, normalised once (the recording may hold any number of them)."""
+
+    __slots__ = ("start", "duration", "key", "graph", "profiled", "thread", "first", "spike")
+
+    def __init__(self, raw: dict) -> None:
+        self.start = _number(raw.get("start_s"))
+        self.duration = max(MIN_DURATION_S, _number(raw.get("duration_s"), MIN_DURATION_S))
+        self.key = _series_key(raw)
+        phases = raw.get("phases")
+        self.graph = _number(phases.get("graph_creation")) if isinstance(phases, dict) else 0.0
+        self.profiled = bool(raw.get("profiled"))
+        self.thread = str(raw.get("thread", ""))
+        self.first = False
+        self.spike = False
+
+
+def _select(samples: list[_Sample], max_points: int) -> list[int]:
     """Indices of the samples to draw: first calls, the slowest calls, then an even spread."""
     if len(samples) <= max_points:
         return list(range(len(samples)))
     quarter = max(1, max_points // 4)
-    chosen: set[int] = set([i for i, m in enumerate(marks) if "first" in m][:quarter])
-    budget = len(chosen) + quarter
-    for i in sorted(range(len(samples)), key=lambda i: (-samples[i]["duration_s"], i)):
-        if len(chosen) >= budget:
-            break
-        chosen.add(i)
+    chosen: set[int] = set([i for i, s in enumerate(samples) if s.first][:quarter])
+    slowest = heapq.nlargest(quarter, range(len(samples)), key=lambda i: (samples[i].duration, -i))
+    chosen.update(slowest)
     remaining = max_points - len(chosen)
     rest = [i for i in range(len(samples)) if i not in chosen]
     if remaining > 0 and rest:
@@ -75,23 +94,22 @@ def _select(samples: list[dict], marks: list[set], max_points: int) -> list[int]
 
 def timeline(recording, max_points: int = MAX_POINTS, width: int = WIDTH, height: int = HEIGHT) -> dict:
     """Chart-ready view of ``recording.call_samples``; ``points`` is empty when there are none."""
-    raw = [s for s in recording.call_samples if isinstance(s, dict)]
-    samples = []
-    for s in raw:
-        samples.append(dict(s, start_s=_number(s.get("start_s")),
-                            duration_s=max(MIN_DURATION_S, _number(s.get("duration_s"), MIN_DURATION_S))))
-    samples.sort(key=lambda s: s["start_s"])
-    total = recording.run.get("call_samples_total", len(samples)) if isinstance(recording.run, dict) else len(samples)
+    samples = [_Sample(s) for s in recording.call_samples if isinstance(s, dict)]
+    samples.sort(key=lambda s: s.start)
+    run = recording.run if isinstance(recording.run, dict) else {}
+    total = run.get("call_samples_total", len(samples))
     view = {"points": [], "series": [], "x_ticks": [], "y_ticks": [], "width": width, "height": height,
-            "plot": {}, "sampled": len(samples), "total": total if isinstance(total, int) else len(samples),
-            "shown": 0, "traced": 0, "first": 0, "profiled": 0, "max_points": max_points}
+            "plot": {}, "sampled": len(samples),
+            "total": total if isinstance(total, int) and not isinstance(total, bool) else len(samples),
+            "shown": 0, "traced": 0, "first": 0, "profiled": 0, "spikes": 0, "labels": [],
+            "max_points": max_points}
     if not samples:
         return view
 
     # Series: one per call site, busiest first; past MAX_SERIES they share the last colour.
     counts: dict[tuple, int] = {}
     for s in samples:
-        counts[_series_key(s)] = counts.get(_series_key(s), 0) + 1
+        counts[s.key] = counts.get(s.key, 0) + 1
     ordered = sorted(counts, key=lambda k: (-counts[k], k))
     series_index = {key: min(i, MAX_SERIES) for i, key in enumerate(ordered)}
     for i, key in enumerate(ordered[:MAX_SERIES]):
@@ -104,40 +122,40 @@ def timeline(recording, max_points: int = MAX_POINTS, width: int = WIDTH, height
                                "label": f"{len(ordered) - MAX_SERIES} other call sites",
                                "count": sum(counts[k] for k in ordered[MAX_SERIES:])})
 
+    # First calls: the earliest sample of a call site, when it is the call entry's first call.
     first_s: dict[tuple, set] = {}
     for call in recording.calls:
         if isinstance(call, dict):
             key = (str(call.get("api", "")), str(call.get("target", "")), str(call.get("call_site", "")))
             first_s.setdefault(key, set()).add(_number(call.get("first_s"), -1.0))
     seen: set[tuple] = set()
-    marks: list[set] = []
     for s in samples:
-        key = _series_key(s)
-        m = set()
-        if key not in seen:
-            seen.add(key)
-            if s["duration_s"] in first_s.get(key, ()) or not first_s.get(key):
-                m.add("first")
-        phases = s.get("phases") if isinstance(s.get("phases"), dict) else {}
-        if _number(phases.get("graph_creation")) > 0:
-            m.add("traced")
-        if s.get("profiled"):
-            m.add("profiled")
-        marks.append(m)
+        if s.key not in seen:
+            seen.add(s.key)
+            known = first_s.get(s.key)
+            s.first = not known or s.duration in known
 
-    keep = _select(samples, marks, max_points)
+    # Spikes: later calls at least SPIKE_RATIO times their call site's median.
+    by_series: dict[tuple, list] = {}
+    for s in samples:
+        if not s.profiled:
+            by_series.setdefault(s.key, []).append(s.duration)
+    medians = {k: sorted(v)[len(v) // 2] for k, v in by_series.items()}
+    for s in samples:
+        median = medians.get(s.key)
+        s.spike = bool(median) and not s.first and not s.profiled and s.duration >= SPIKE_RATIO * median
+
+    keep = _select(samples, max_points)
 
     left, right, top, bottom = MARGIN["left"], width - MARGIN["right"], MARGIN["top"], height - MARGIN["bottom"]
     view["plot"] = {"left": left, "right": right, "top": top, "bottom": bottom,
                     "width": right - left, "height": bottom - top}
-    t_end = max(s["start_s"] + s["duration_s"] for s in samples)
+    t_end = max(s.start + s.duration for s in samples)
     t_end = t_end if t_end > 0 else 1.0
-    durations = [s["duration_s"] for s in samples]
-    lo = math.floor(math.log10(min(durations)))
-    hi = math.ceil(math.log10(max(durations)))
+    lo = math.floor(math.log10(min(s.duration for s in samples) / 1.3))  # keep the dots off the axis lines
+    hi = math.ceil(math.log10(max(s.duration for s in samples) * 1.3))
     if hi <= lo:
         hi = lo + 1
-
     pad = 8  # keeps the first and last dots clear of the axis labels
 
     def x_of(t: float) -> float:
@@ -155,21 +173,34 @@ def timeline(recording, max_points: int = MAX_POINTS, width: int = WIDTH, height
         view["y_ticks"].append({"y": y_of(10.0 ** power), "label": ms(10.0 ** power)})
 
     for i in keep:
-        s, m = samples[i], marks[i]
-        phases = s.get("phases") if isinstance(s.get("phases"), dict) else {}
+        s = samples[i]
+        api, target, site = s.key
         view["points"].append({
-            "x": x_of(s["start_s"]), "y": y_of(s["duration_s"]),
-            "series": series_index[_series_key(s)],
-            "api": str(s.get("api", "")), "target": str(s.get("target", "")),
-            "call_site": str(s.get("call_site", "")), "thread": str(s.get("thread", "")),
-            "start_s": s["start_s"], "duration_s": s["duration_s"],
-            "graph_s": _number(phases.get("graph_creation")),
-            "first": "first" in m, "traced": "traced" in m, "profiled": "profiled" in m,
+            "x": x_of(s.start), "y": y_of(s.duration), "series": series_index[s.key],
+            "api": api, "target": target, "call_site": site, "thread": s.thread,
+            "start_s": s.start, "duration_s": s.duration, "graph_s": s.graph,
+            "first": s.first, "traced": s.graph > 0, "profiled": s.profiled, "spike": s.spike,
         })
+
+    # Labels for the first calls and the biggest spikes, so the chart says what it shows.
+    labelled = sorted((p for p in view["points"] if p["first"] or p["spike"]),
+                      key=lambda p: (not p["first"], -p["duration_s"]))[:MAX_LABELS]
+    for p in sorted(labelled, key=lambda p: p["x"]):
+        median = medians.get((p["api"], p["target"], p["call_site"]))
+        if p["first"]:
+            text = f"first call {ms(p['duration_s'])}"
+        else:
+            text = f"{ms(p['duration_s'])}, {p['duration_s'] / median:.1f}× median" if median else ms(p["duration_s"])
+        if p["graph_s"] > 0:
+            text += f" (tracing {ms(p['graph_s'])})"
+        anchor = "start" if p["x"] < left + (right - left) * 0.75 else "end"
+        view["labels"].append({"x": round(p["x"] + (7 if anchor == "start" else -7), 1),
+                               "y": round(max(top + 10, p["y"] - 6), 1), "text": text, "anchor": anchor})
     view["shown"] = len(view["points"])
-    view["traced"] = sum(1 for m in marks if "traced" in m)
-    view["first"] = sum(1 for m in marks if "first" in m)
-    view["profiled"] = sum(1 for m in marks if "profiled" in m)
+    view["first"] = sum(1 for s in samples if s.first)
+    view["traced"] = sum(1 for s in samples if s.graph > 0)
+    view["profiled"] = sum(1 for s in samples if s.profiled)
+    view["spikes"] = sum(1 for s in samples if s.spike)
     # Draw plain points first and marked ones last, so spikes and traces stay on top.
-    view["points"].sort(key=lambda p: (p["first"] or p["traced"], p["x"]))
+    view["points"].sort(key=lambda p: (p["first"] or p["spike"], p["traced"], p["x"]))
     return view

@@ -1,0 +1,396 @@
+"""--verify: the alternatives are timed on the user's own model, and the advice follows them.
+
+The recommendation logic is tested on crafted ``alternatives`` (deterministic); the
+measurement itself on real Keras 3 models in-process and on tf-keras in a subprocess
+(TF_USE_LEGACY_KERAS must be set before TensorFlow is imported). Speed ratios are not
+asserted here: benchmarks/whatif.py prints them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import textwrap
+
+import numpy as np
+import pytest
+
+from tfdiag import Recording, load, render
+from tfdiag.analysis import alternatives as alt
+from tfdiag.analysis import analyze
+from tfdiag.capture import whatif
+
+from .conftest import EXAMPLES, run_tfdiag
+
+DESIGN_KEYS = {"target", "path", "median_s", "speedup", "max_abs_diff", "recommended"}
+
+
+# -- crafted recordings ------------------------------------------------------------------
+def _entry(path, median_ms, *, diff=0.0, equivalent=True, error=None, user_path="predict", target="tiny",
+           tolerance=1e-3):
+    return {"target": target, "path": path, "user_path": user_path,
+            "median_s": None if median_ms is None else median_ms / 1000, "speedup": None,
+            "first_s": None if median_ms is None else 3 * median_ms / 1000,
+            "max_abs_diff": diff, "equivalent": equivalent, "recommended": False, "calls": 100,
+            "error": error, "tolerance": tolerance,
+            "signature": {"shape": [None, 4], "dtype": "float32"}}
+
+
+def _table(ms_by_path, user_path="predict", **overrides):
+    entries = [_entry(path, ms, user_path=user_path, **overrides.get(path, {})) for path, ms in ms_by_path.items()]
+    base = next(e for e in entries if e["path"] == user_path)["median_s"]
+    for e in entries:
+        if e["median_s"]:
+            e["speedup"] = base / e["median_s"]
+    return entries
+
+
+def _recording(entries=None, api="predict", median_ms=75.0, count=20, flavor="keras3"):
+    median = median_ms / 1000
+    total = median * count
+    if api == "__call__":  # eager-loop: Python overhead dominates
+        phases = {"other": 0.7 * total, "input_processing": 0.1 * total, "kernel_execution": 0.2 * total}
+    else:  # predict-overhead: fixed per-call cost dominates
+        phases = {"data_adapter": 0.55 * total, "graph_creation": 0.1 * total, "other": 0.3 * total,
+                  "kernel_execution": 0.05 * total}
+    call = {"api": api, "target": "tiny", "call_site": "/work/loop.py:12", "input_signature": "float32[32, 4]",
+            "count": count, "measured_count": count, "total_s": total, "median_s": median, "p95_s": median,
+            "first_s": median, "max_s": median, "batch": 32,
+            "phases": {p: phases.get(p, 0.0) for p in ("input_processing", "data_adapter", "graph_creation",
+                                                       "kernel_execution", "output_processing", "other")}}
+    extra = {} if entries is None else {"alternatives": entries}
+    return Recording(environment={"keras_flavor": flavor, "tensorflow": "2.21.0"}, calls=[call], extra=extra)
+
+
+def _call_finding(recording, code="predict-overhead"):
+    found = [f for f in analyze(recording).findings if f["code"] == code]
+    assert len(found) == 1, [f["code"] for f in analyze(recording).findings]
+    return found[0]
+
+
+def _recommended(recording):
+    return [e["path"] for e in recording.extra["alternatives"] if e["recommended"]]
+
+
+KERAS3 = {"predict": 75.0, "predict_on_batch": 0.76, "__call__": 2.75, "tf.function": 0.43}
+TF_KERAS = {"predict": 82.0, "predict_on_batch": 9.5, "__call__": 1.4, "tf.function": None}
+
+
+# -- the recommendation follows the measurement -------------------------------------------
+@pytest.mark.parametrize("fastest", ["predict_on_batch", "__call__", "tf.function", "tf.function_xla", "litert"])
+def test_the_fastest_equivalent_path_is_recommended_whichever_it_is(fastest):
+    times = {"predict": 80.0, "predict_on_batch": 6.0, "__call__": 5.0, "tf.function": 4.0,
+             "tf.function_xla": 3.0, "litert": 2.0}
+    times[fastest] = 0.5
+    recording = _recording(_table(times))
+    finding = _call_finding(recording)
+    assert finding["fix"]["verified"] is True
+    assert finding["fix"]["measured"]["path"] == fastest
+    assert finding["fix"]["measured"]["speedup"] == pytest.approx(160.0)
+    assert "160× faster" in finding["fix"]["text"]
+    assert _recommended(recording) == [fastest]
+    assert alt.snippet({"path": fastest, "signature": {"shape": [None, 4], "dtype": "float32"}}) \
+        in finding["fix"]["code"]
+
+
+def test_keras3_and_tf_keras_measurements_give_different_advice():
+    """DESIGN.md's figures: tf.function wins on Keras 3, model(x) on tf-keras (its tf.function failed here)."""
+    k3 = _recording(_table(KERAS3), flavor="keras3")
+    tk_entries = _table({k: (v if v is not None else 1.0) for k, v in TF_KERAS.items()},
+                        **{"tf.function": {"error": "failed: ValueError: crafted"}})
+    tk = _recording(tk_entries, flavor="tf-keras")
+    assert _call_finding(k3)["fix"]["measured"]["path"] == "tf.function"
+    assert _call_finding(tk)["fix"]["measured"]["path"] == "__call__"
+    # not a rule per Keras flavour: the same numbers under the other flavour give the same advice
+    swapped = _recording(_table(KERAS3), flavor="tf-keras")
+    assert _call_finding(swapped)["fix"]["measured"]["path"] == "tf.function"
+
+
+def test_a_non_equivalent_path_is_never_recommended():
+    times = {"predict": 80.0, "predict_on_batch": 6.0, "__call__": 5.0, "tf.function": 4.0,
+             "tf.function_xla": 0.2, "litert": 0.1}
+    entries = _table(times, **{
+        "litert": {"diff": 0.5, "equivalent": False},              # flagged different
+        "tf.function_xla": {"diff": 0.5, "equivalent": True},      # flag says same, diff says not
+        "__call__": {"error": "failed: crafted"},                  # errored paths neither
+    })
+    recording = _recording(entries)
+    finding = _call_finding(recording)
+    assert finding["fix"]["measured"]["path"] == "tf.function"
+    assert _recommended(recording) == ["tf.function"]
+    assert not alt.is_equivalent(entries[-1]) and not alt.is_equivalent(entries[-2])
+
+
+def test_no_faster_equivalent_path_means_no_recommendation():
+    times = {"predict": 80.0, "predict_on_batch": 6.0, "tf.function": 4.0}
+    entries = _table(times, **{p: {"diff": 1.0, "equivalent": False} for p in ("predict_on_batch", "tf.function")})
+    recording = _recording(entries)
+    finding = _call_finding(recording)
+    assert finding["fix"]["verified"] is False
+    assert "no alternative path was both faster and equivalent" in finding["fix"]["text"]
+    assert _recommended(recording) == []
+
+
+def test_ties_go_to_the_simpler_path():
+    recording = _recording(_table({"predict": 80.0, "tf.function": 0.50, "tf.function_xla": 0.47}))
+    assert _call_finding(recording)["fix"]["measured"]["path"] == "tf.function"
+
+
+def test_eager_loop_recommendation_is_against_model_call():
+    recording = _recording(_table({"__call__": 2.75, "predict": 75.0, "tf.function": 0.43}, user_path="__call__"),
+                           api="__call__", median_ms=2.75, count=50)
+    finding = _call_finding(recording, "eager-loop")
+    assert finding["fix"]["measured"]["path"] == "tf.function"
+    assert finding["fix"]["measured"]["base_path"] == "__call__"
+    assert "input_signature=[tf.TensorSpec([None, 4], tf.float32)]" in finding["fix"]["code"]
+
+
+def test_without_verify_the_fix_says_it_is_unverified_and_how_to_verify():
+    finding = _call_finding(_recording(None))
+    assert finding["fix"]["verified"] is False
+    assert "Unverified" in finding["fix"]["text"] and "tfdiag analyze --verify" in finding["fix"]["text"]
+
+
+def test_a_model_verify_could_not_measure_says_why():
+    entries = [whatif._failed_entry("tiny", "predict", "not measured: input is a _BatchDataset, which cannot be replayed")]
+    finding = _call_finding(_recording(entries))
+    assert finding["fix"]["verified"] is False
+    assert "_BatchDataset" in finding["fix"]["text"]
+
+
+def test_recommended_flag_round_trips_and_reanalysis_agrees(tmp_path):
+    recording = _recording(_table(KERAS3))
+    analyze(recording)
+    recording.save(tmp_path / "r.json")
+    again = load(tmp_path / "r.json")
+    assert _recommended(again) == ["tf.function"]
+    again.extra["alternatives"][0]["recommended"] = True  # stale flag: analysis puts it right
+    analyze(again)
+    assert _recommended(again) == ["tf.function"]
+
+
+def test_report_shows_the_measured_table_with_equivalence(tmp_path):
+    entries = _table({"predict": 80.0, "predict_on_batch": 1.0, "tf.function": 0.4, "litert": 0.05},
+                     **{"litert": {"diff": 0.25, "equivalent": False}})
+    recording = _recording(entries)
+    page = open(render(recording, str(tmp_path / "report.html")), encoding="utf-8").read()
+    assert "Measured alternatives" in page
+    rows = re.findall(r'<tr class="alt[^"]*".*?</tr>', page, flags=re.S)
+    assert len(rows) == 4
+    by_path = {re.search(r"<code>(.*?)</code>", row).group(1): row for row in rows}
+    assert "recommended" in by_path["tf.function + input_signature"]
+    assert 'class="alt recommended"' not in by_path["LiteRT (ai-edge-litert)"]
+    assert re.search(r'class="equivalent"><strong>no</strong>', by_path["LiteRT (ai-edge-litert)"])
+    assert 'class="equivalent">yes' in by_path["model.predict_on_batch(x)"]
+    assert "your path" in by_path["model.predict(x)"]
+    plain = open(render(_recording(None), str(tmp_path / "plain.html")), encoding="utf-8").read()
+    assert "tfdiag analyze --verify" in plain and 'class="alt' not in plain
+
+
+# -- pure helpers of the capture ---------------------------------------------------------
+def test_compare_outputs():
+    a = [np.array([[1.0, np.nan], [3.0, 4.0]], dtype=np.float32)]
+    assert whatif.compare(a, [a[0].copy()]) == (0.0, None)
+    b = [a[0] + np.array([[1e-3, 0.0], [0.0, -2e-3]], dtype=np.float32)]
+    diff, why = whatif.compare(a, b)
+    assert why is None and diff == pytest.approx(2e-3, rel=1e-3)
+    assert whatif.compare(a, [np.zeros((2, 2), np.float32)])[0] is None  # NaN where the reference has a number
+    assert "shape" in whatif.compare(a, [np.zeros((2, 3), np.float32)])[1]
+    assert "outputs" in whatif.compare(a, a + a)[1]
+    assert whatif.compare([np.array([1, 2])], [np.array([1, 5])]) == (3.0, None)
+
+
+def test_specs_merge_to_none_where_shapes_varied():
+    s1 = {"shape": [32, 4, 7], "dtype": "float32"}
+    s2 = {"shape": [5, 4, 9], "dtype": "float32"}
+    merged = whatif.merge_specs(s1, s2)
+    assert merged == {"shape": [None, 4, None], "dtype": "float32"}
+    assert whatif.signature_of({"shape": [32, 4], "dtype": "float32"}) == {"shape": [None, 4], "dtype": "float32"}
+    nested = whatif.merge_specs([s1, {"shape": [32], "dtype": "int64"}], [s2, {"shape": [5], "dtype": "int64"}])
+    assert nested == [{"shape": [None, 4, None], "dtype": "float32"}, {"shape": [None], "dtype": "int64"}]
+    assert whatif.describe_spec(whatif.signature_of(nested)) == "[float32[None, 4, None], int64[None]]"
+    assert alt.snippet({"path": "tf.function", "signature": whatif.signature_of(nested)}).count("tf.TensorSpec") == 2
+
+
+# -- real Keras 3, in this process --------------------------------------------------------
+def _tiny_model(name="tiny"):
+    import keras
+
+    return keras.Sequential([keras.Input((4,)), keras.layers.Dense(2), keras.layers.Dense(1)], name=name)
+
+
+def _x(batch=32):
+    return np.random.default_rng(0).random((batch, 4), dtype=np.float32)
+
+
+@pytest.mark.tf
+def test_measure_alternatives_times_every_path_on_the_same_input(tmp_path):
+    import tfdiag
+
+    model = _tiny_model()
+    x = _x()
+    model.predict(x, verbose=0)
+    entries = tfdiag.measure_alternatives(model, x, user_path="predict", budget_s=4.0)
+    assert [e["path"] for e in entries] == list(whatif.PATHS)
+    for e in entries:
+        assert DESIGN_KEYS <= set(e) and e["target"] == "tiny"
+        if e["path"] == "litert" and e["error"]:
+            assert e["error"].startswith("skipped:"), e["error"]  # not installed / not convertible: said so
+            continue
+        assert e["error"] is None, e
+        assert e["median_s"] > 0 and e["first_s"] > 0 and e["calls"] >= 1
+        assert e["equivalent"] is True and e["max_abs_diff"] <= e["tolerance"]
+        assert e["recommended"] is False  # capture measures; analysis recommends
+    user = entries[0]
+    assert user["path"] == "predict" and user["speedup"] == pytest.approx(1.0) and user["max_abs_diff"] == 0.0
+    counts = {e["calls"] for e in entries if not e["error"]}
+    assert len(counts) == 1  # round-robin: every path was called as often as the others
+    assert entries[3]["input_signature"] == "float32[None, 4]"
+    Recording(extra={"alternatives": entries}).save(tmp_path / "r.json")  # JSON-safe (no NaN/inf)
+
+
+@pytest.mark.tf
+def test_no_side_effects_on_the_users_model():
+    import keras
+
+    trained = _tiny_model()
+    x = _x()
+    trained.compile(optimizer="adam", loss="mse")
+    trained.fit(x, x[:, :1], epochs=1, verbose=0)
+    trained.predict(x, verbose=0)
+    fresh = _tiny_model()
+    fresh(x)  # only ever called directly: predict() must not leave a predict function behind
+    for model in (trained, fresh):
+        weights = [v.numpy().copy() for v in model.variables]
+        attrs = dict(vars(model))
+        compiled = model.compiled
+        optimizer = getattr(model, "optimizer", None)
+        iterations = int(optimizer.iterations.numpy()) if optimizer is not None else None
+        predict_function = model.predict_function
+        entries = whatif.measure_alternatives(model, x, user_path="predict", budget_s=2.0)
+        assert any(e["median_s"] for e in entries)
+        assert all(np.array_equal(w, v.numpy()) for w, v in zip(weights, model.variables))
+        assert model.compiled is compiled
+        assert getattr(model, "optimizer", None) is optimizer
+        if optimizer is not None:
+            assert int(optimizer.iterations.numpy()) == iterations
+        assert model.predict_function is predict_function
+        now = vars(model)
+        assert set(now) == set(attrs)
+        assert [k for k in attrs if now[k] is not attrs[k]] == []
+    assert fresh.predict_function is None and fresh.compiled is False
+    assert isinstance(trained.optimizer, keras.optimizers.Adam)
+
+
+@pytest.mark.tf
+def test_diagnose_verify_measures_after_the_run_and_outside_the_recording():
+    import tfdiag
+
+    model = _tiny_model()
+    x = _x()
+    with tfdiag.diagnose(verify=True, verify_budget=4.0, cprofile=False, tf_profiler=False) as d:
+        for _ in range(5):
+            model.predict(x, verbose=0)
+    recording = d.recording
+    assert {c["api"] for c in recording.calls} == {"predict"}  # the what-if calls were not recorded
+    assert sum(c["count"] for c in recording.calls) == 5
+    assert not recording.user_functions()  # nor its tf.function traces
+    entries = recording.extra["alternatives"]
+    assert {e["target"] for e in entries} == {"tiny"} and entries[0]["path"] == "predict"
+    finding = next(f for f in d.findings if f["code"] == "predict-overhead")
+    recommended = [e for e in entries if e["recommended"]]
+    assert len(recommended) == 1 and alt.is_equivalent(recommended[0])
+    assert finding["fix"]["verified"] is True
+    assert finding["fix"]["measured"]["path"] == recommended[0]["path"]
+    assert recommended[0] is alt.choose(entries, "predict")["entry"]
+
+
+@pytest.mark.tf
+def test_verify_skips_symbolic_calls_and_says_why_a_dataset_input_was_not_measured():
+    import tensorflow as tf
+
+    import tfdiag
+
+    inner = _tiny_model("inner")
+    other = _tiny_model("other")
+    serve = tf.function(lambda t: inner(t, training=False))
+    data = tf.data.Dataset.from_tensor_slices(_x()).batch(16)
+    with tfdiag.diagnose(verify=True, verify_budget=2.0, cprofile=False, tf_profiler=False) as d:
+        for _ in range(3):
+            serve(tf.constant(_x()))   # inner is called while tracing only: nothing replayable
+            other.predict(data, verbose=0)
+    entries = d.recording.extra["alternatives"]
+    assert {e["target"] for e in entries} == {"other"}
+    assert len(entries) == 1 and "cannot be replayed" in entries[0]["error"]
+    assert entries[0]["median_s"] is None and entries[0]["recommended"] is False
+
+
+def test_verify_budget_must_be_positive(tmp_path):
+    from tfdiag import cli
+
+    script = tmp_path / "s.py"
+    script.write_text("pass\n")
+    assert cli.main(["analyze", "--verify", "--verify-budget", "0", "-o", str(tmp_path / "o"), str(script)]) == 2
+
+
+# -- tf-keras (Keras 2), in a subprocess ---------------------------------------------------
+@pytest.mark.tf
+def test_tf_keras_verify_writes_the_table_and_recommends_what_it_measured(tmp_path):
+    out = tmp_path / "out"
+    result = run_tfdiag("analyze", "-o", str(out), "--verify", "--verify-budget", "5", "--no-cprofile",
+                        "--no-tf-profiler", str(EXAMPLES / "predict_loop.py"), "--calls", "4",
+                        env_extra={"TF_USE_LEGACY_KERAS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    recording = load(out / "recording.json")
+    assert recording.environment["keras_flavor"] == "tf-keras"
+    entries = recording.extra["alternatives"]
+    assert [e["path"] for e in entries][:5] == list(whatif.PATHS)[:5]
+    assert all(DESIGN_KEYS <= set(e) for e in entries)
+    assert all(e["error"] is None for e in entries if e["path"] in alt.IN_TENSORFLOW), entries
+    choice = alt.choose(entries, "predict")
+    assert [e["path"] for e in entries if e["recommended"]] == ([choice["entry"]["path"]] if choice else [])
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert "Measured alternatives" in page and page.count('<tr class="alt') == len(entries)
+
+
+@pytest.mark.tf
+def test_no_side_effects_on_a_tf_keras_model(tmp_path):
+    """tf-keras predict() replaces model.history and resets a counter variable: both are put back
+    (as they were just before the measurement)."""
+    script = tmp_path / "check.py"
+    script.write_text(textwrap.dedent("""
+        import json, numpy as np, tensorflow as tf
+        from tfdiag.capture import whatif
+        keras = tf.keras
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2), keras.layers.Dense(1)])
+        x = np.random.default_rng(0).random((32, 4), dtype=np.float32)
+        model.compile(optimizer="adam", loss="mse")
+        model.fit(x, x[:, :1], epochs=2, verbose=0)
+        model.predict(x, verbose=0)
+        weights = [v.numpy().copy() for v in model.variables]
+        attrs = dict(vars(model))
+        counter = int(model._predict_counter.numpy())
+        iterations = int(model.optimizer.iterations.numpy())
+        entries = whatif.measure_alternatives(model, x, budget_s=2.0, paths=whatif.PATHS[:4])
+        now = vars(model)
+        print(json.dumps({
+            "module": type(model).__module__,
+            "timed": [e["path"] for e in entries if e["median_s"]],
+            "weights": all(np.array_equal(w, v.numpy()) for w, v in zip(weights, model.variables)),
+            "changed": sorted(set(now) ^ set(attrs)) + [k for k in attrs if now.get(k) is not attrs[k]],
+            "history": model.history is attrs["history"] is not None, "compiled": model._is_compiled,
+            "counter": int(model._predict_counter.numpy()) == counter,
+            "iterations": int(model.optimizer.iterations.numpy()) == iterations,
+        }))
+    """))
+    import subprocess
+    import sys
+
+    env = dict(__import__("os").environ, TF_USE_LEGACY_KERAS="1")
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["module"].startswith("tf_keras")
+    assert report == {**report, "weights": True, "changed": [], "history": True, "compiled": True,
+                      "counter": True, "iterations": True}
+    assert report["timed"] == list(whatif.PATHS[:4])

@@ -1,0 +1,208 @@
+"""Which measured call path to recommend, from a recording's ``alternatives`` (``--verify``).
+
+Pure functions, no TensorFlow: the capture only times the paths; the choice is made here
+so that a saved recording re-renders the same advice. The rule is the measurement: the
+fastest path whose outputs matched the user's own, never a fixed preference per Keras
+version. A path whose outputs differ beyond the tolerance is shown, never recommended.
+"""
+
+from __future__ import annotations
+
+from ..recording import Recording
+
+MIN_SPEEDUP = 1.1  # closer than this to the user's own path is within timing noise
+TIE = 0.10  # paths within 10% of the fastest are a tie: the simpler one (PATH_ORDER) wins
+PATH_ORDER = ("predict", "predict_on_batch", "__call__", "tf.function", "tf.function_xla", "litert")
+
+LABELS = {
+    "predict": "model.predict(x)",
+    "predict_on_batch": "model.predict_on_batch(x)",
+    "__call__": "model(x, training=False)",
+    "tf.function": "tf.function with an input_signature",
+    "tf.function_xla": "tf.function with an input_signature and jit_compile=True (XLA)",
+    "litert": "LiteRT (ai-edge-litert)",
+}
+IN_TENSORFLOW = ("predict", "predict_on_batch", "__call__", "tf.function", "tf.function_xla")
+
+
+def label(path: str) -> str:
+    return LABELS.get(path, path)
+
+
+def entries(recording: Recording) -> list[dict]:
+    value = recording.extra.get("alternatives")
+    return [e for e in value if isinstance(e, dict)] if isinstance(value, list) else []
+
+
+def entries_for(recording: Recording, target: str) -> list[dict]:
+    return [e for e in entries(recording) if e.get("target") == target]
+
+
+def timed(entry: dict) -> bool:
+    median = entry.get("median_s")
+    return not entry.get("error") and isinstance(median, (int, float)) and median > 0
+
+
+def is_equivalent(entry: dict) -> bool:
+    """Same outputs as the user's path: flagged so, and the difference within its tolerance."""
+    if entry.get("equivalent") is not True or entry.get("error"):
+        return False
+    diff = entry.get("max_abs_diff")
+    if not isinstance(diff, (int, float)):
+        return False
+    tolerance = entry.get("tolerance")
+    return not isinstance(tolerance, (int, float)) or diff <= tolerance
+
+
+def choose(target_entries: list[dict], base_path: str) -> dict | None:
+    """The recommendation against ``base_path``: fastest equivalent path, if clearly faster.
+
+    Returns ``{"entry", "base", "speedup", "in_tensorflow"}`` (``in_tensorflow``: the fastest
+    equivalent path that stays in TensorFlow, when the winner is LiteRT), or None.
+    """
+    base = next((e for e in target_entries if e.get("path") == base_path and timed(e)), None)
+    if base is None:
+        return None
+    candidates = [e for e in target_entries if e is not base and timed(e) and is_equivalent(e)
+                  and base["median_s"] / e["median_s"] >= MIN_SPEEDUP]
+    if not candidates:
+        return None
+    best = _fastest(candidates)
+    in_tf = None
+    if best.get("path") not in IN_TENSORFLOW:
+        in_tf = _fastest([e for e in candidates if e.get("path") in IN_TENSORFLOW])
+    return {"entry": best, "base": base, "speedup": base["median_s"] / best["median_s"], "in_tensorflow": in_tf}
+
+
+def _fastest(candidates: list[dict]) -> dict | None:
+    """The fastest entry; among those within TIE of it, the simplest path."""
+    if not candidates:
+        return None
+    floor = min(e["median_s"] for e in candidates)
+    close = [e for e in candidates if e["median_s"] <= floor * (1 + TIE)]
+    return min(close, key=lambda e: (PATH_ORDER.index(e["path"]) if e.get("path") in PATH_ORDER else len(PATH_ORDER),
+                                     e["median_s"]))
+
+
+def mark_recommended(recording: Recording, chosen: list[dict]) -> None:
+    """Set ``recommended`` on the entries the findings recommend (and only those).
+
+    The one write analysis makes: it keeps recording.json's ``recommended`` column in step
+    with the findings, and it is idempotent, so re-analysing a saved recording agrees.
+    """
+    ids = {id(e) for e in chosen}
+    for entry in entries(recording):
+        entry["recommended"] = id(entry) in ids
+
+
+def not_measured_reason(target_entries: list[dict]) -> str | None:
+    """Why a model has no timings (unsupported input, budget spent), from its entries."""
+    if any(timed(e) for e in target_entries):
+        return None
+    errors = [e.get("error") for e in target_entries if e.get("error")]
+    return errors[0] if errors else None
+
+
+# -- the fix text and snippet ---------------------------------------------------------
+def _spec_code(spec) -> str:
+    if isinstance(spec, dict) and set(spec) == {"shape", "dtype"}:
+        dims = ", ".join("None" if d is None else str(d) for d in spec.get("shape", []))
+        return f"tf.TensorSpec([{dims}], tf.{spec.get('dtype', 'float32')})"
+    if isinstance(spec, dict):
+        return "{" + ", ".join(f"{k!r}: {_spec_code(v)}" for k, v in spec.items()) + "}"
+    if isinstance(spec, list):
+        return "[" + ", ".join(_spec_code(v) for v in spec) + "]"
+    return "tf.TensorSpec([None, ...], tf.float32)"
+
+
+def snippet(entry: dict) -> str:
+    """Code for the path, with the input_signature generated from the observed shapes."""
+    path = entry.get("path")
+    if path == "predict_on_batch":
+        return "y = model.predict_on_batch(x)  # no tf.data pipeline per call"
+    if path == "__call__":
+        return "y = model(x, training=False)  # a tensor; .numpy() if you need an array"
+    if path == "predict":
+        return "y = model.predict(x, verbose=0)"
+    signature = _spec_code(entry.get("signature"))
+    if path in ("tf.function", "tf.function_xla"):
+        jit = ", jit_compile=True" if path == "tf.function_xla" else ""
+        return ("serve = tf.function(lambda x: model(x, training=False),  # once, outside the loop\n"
+                f"                    input_signature=[{signature}]{jit})\n"
+                + ("y = serve(x)  # traces once; XLA compiles once per distinct input shape"
+                   if jit else "y = serve(x)  # traces once, on the first call"))
+    if path == "litert":
+        return ("# pip install ai-edge-litert; convert once, outside the loop (single input and output)\n"
+                "from ai_edge_litert.interpreter import Interpreter\n"
+                "serve = tf.function(lambda x: model(x, training=False),\n"
+                f"                    input_signature=[{signature}])\n"
+                "holder = tf.Module()  # tracks the weights so the converter freezes them\n"
+                "holder.serve = serve\n"
+                "holder.weights_ = [v if isinstance(v, tf.Variable) else v.value for v in model.variables]\n"
+                "converter = tf.lite.TFLiteConverter.from_concrete_functions([serve.get_concrete_function()], holder)\n"
+                "interpreter = Interpreter(model_content=converter.convert())\n"
+                "inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]\n"
+                "interpreter.resize_tensor_input(inp['index'], x.shape)\n"
+                "interpreter.allocate_tensors()\n"
+                "# per call:\n"
+                "interpreter.set_tensor(inp['index'], x)\n"
+                "interpreter.invoke()\n"
+                "y = interpreter.get_tensor(out['index'])")
+    return ""
+
+
+def _ms(seconds: float) -> str:
+    if seconds >= 1:
+        return f"{seconds:.2f} s"
+    if seconds >= 0.01:
+        return f"{seconds * 1000:.0f} ms"
+    return f"{seconds * 1000:.2f} ms"
+
+
+def _times(speedup: float) -> str:
+    return f"{speedup:.0f}×" if speedup >= 10 else f"{speedup:.1f}×"
+
+
+def measured_fix(choice: dict, guide: str) -> dict:
+    """The fix of a predict-overhead / eager-loop finding, from a ``choose`` result."""
+    best, base = choice["entry"], choice["base"]
+    diff = best.get("max_abs_diff") or 0.0
+    text = (f"Measured on your model and input ({best.get('calls', 0)} interleaved calls per path): "
+            f"{label(best['path'])} takes {_ms(best['median_s'])} per call against {_ms(base['median_s'])} for "
+            f"{label(base['path'])}, {_times(choice['speedup'])} faster, with the same outputs "
+            f"(largest difference {diff:.1e}).")
+    first = best.get("first_s")
+    if isinstance(first, (int, float)) and first > 2 * best["median_s"]:
+        text += f" Its first call costs {_ms(first)} once (tracing/compiling/converting)."
+    alt = choice.get("in_tensorflow")
+    if alt is not None:
+        text += (f" Staying in TensorFlow: {label(alt['path'])} at {_ms(alt['median_s'])} "
+                 f"({_times(base['median_s'] / alt['median_s'])} faster).")
+    code = snippet(best)
+    if alt is not None:
+        code += "\n\n# or, staying in TensorFlow:\n" + snippet(alt)
+    return {"text": text, "code": code, "guide": guide, "verified": True,
+            "measured": {"path": best["path"], "speedup": choice["speedup"], "median_s": best["median_s"],
+                         "base_path": base["path"], "base_median_s": base["median_s"]}}
+
+
+def unmeasured_note(target_entries: list[dict], base_path: str) -> str:
+    """What the report says when --verify ran but could not recommend for this model."""
+    reason = not_measured_reason(target_entries)
+    if reason:
+        return f" Not verified on this model ({reason})."
+    if not any(e.get("path") == base_path and timed(e) for e in target_entries):
+        return f" Not verified: {label(base_path)} could not be timed on this model."
+    return (" Measured on your model: no alternative path was both faster and equivalent, "
+            "so tfdiag recommends none (see Measured alternatives).")
+
+
+def apply(finding, choice: dict, call: dict) -> None:
+    """Turn a finding's folklore fix into the measured one; savings from the measured speedup."""
+    finding.fix = measured_fix(choice, finding.fix.get("guide", ""))
+    count = call.get("count", 0)
+    median = call.get("median_s", 0.0) or 0.0
+    finding.estimated_savings_s = count * median * (1.0 - 1.0 / choice["speedup"])
+    finding.evidence.append(
+        f"--verify: {label(choice['entry']['path'])} measured {_times(choice['speedup'])} faster than "
+        f"{label(choice['base']['path'])} on this model and input, same outputs")
