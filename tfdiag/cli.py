@@ -69,7 +69,6 @@ def _parser() -> argparse.ArgumentParser:
     snakeviz.add_argument("path", metavar="DIR|FILE")
     snakeviz.add_argument("--port", type=int, default=8080)
     snakeviz.add_argument("--host", default="127.0.0.1")
-    snakeviz.add_argument("--no-browser", action="store_true")
 
     tensorboard = sub.add_parser("tensorboard", help="start TensorBoard on the report's TF Profiler trace")
     tensorboard.add_argument("path", metavar="DIR", help="the report folder (or its tensorboard/ logdir)")
