@@ -105,3 +105,35 @@ def test_hostile_strings_run_nothing_in_the_browser(tmp_path, browser):
         assert evil in page.locator(section).inner_text(), section
     assert page.locator("div.snippet button.copy").count() >= 1  # the page's own script still runs
     page.close()
+
+
+def test_timeline_data_is_bounded_and_marks_first_calls_and_spikes():
+    """The chart's data (pure, no browser): bounded points, first calls and spikes kept and marked."""
+    from tfdiag import Recording
+    from tfdiag.analysis.timeline import MAX_LABELS, timeline
+
+    site = "/app/serve.py:41"
+    samples, t = [], 0.0
+    for k in range(30_000):
+        duration = 0.5 if k == 0 else (0.2 if k == 15_000 else 0.01)
+        samples.append({"api": "predict", "target": "m", "call_site": site, "start_s": t, "duration_s": duration,
+                        "thread": "MainThread", "profiled": k == 3,
+                        "phases": {"graph_creation": 0.05 if k in (0, 15_000) else 0.0}})
+        t += duration
+    recording = Recording(calls=[{"api": "predict", "target": "m", "call_site": site, "first_s": 0.5,
+                                  "count": 30_000}],
+                          call_samples=samples[::-1], run={"call_samples_total": 30_000})
+    view = timeline(recording, max_points=500)
+    assert view["shown"] == len(view["points"]) <= 500
+    assert (view["sampled"], view["total"], view["first"], view["spikes"], view["traced"]) == (30_000, 30_000, 1, 1, 2)
+    first = [p for p in view["points"] if p["first"]]
+    spike = [p for p in view["points"] if p["spike"]]
+    assert len(first) == 1 and first[0]["start_s"] == 0.0 and first[0]["traced"]
+    assert len(spike) == 1 and spike[0]["duration_s"] == 0.2
+    assert view["profiled"] == 1
+    plot = view["plot"]
+    for p in view["points"]:
+        assert plot["left"] <= p["x"] <= plot["right"] and plot["top"] <= p["y"] <= plot["bottom"]
+    assert first[0]["y"] < spike[0]["y"] < min(p["y"] for p in view["points"] if not (p["first"] or p["spike"])) + 1
+    assert 1 <= len(view["labels"]) <= MAX_LABELS and view["labels"][0]["text"].startswith("first call 500 ms")
+    assert timeline(Recording())["points"] == []

@@ -29,6 +29,8 @@ MARGIN = {"left": 64, "right": 16, "top": 12, "bottom": 34}
 MIN_DURATION_S = 1e-6
 SPIKE_RATIO = 2.0
 MAX_LABELS = 6
+LABEL_WIDTH = 230  # chart units a label may take, to keep labels apart
+LABEL_HEIGHT = 14
 
 
 def _series_key(sample: dict) -> tuple:
@@ -183,9 +185,15 @@ def timeline(recording, max_points: int = MAX_POINTS, width: int = WIDTH, height
         })
 
     # Labels for the first calls and the biggest spikes, so the chart says what it shows.
-    labelled = sorted((p for p in view["points"] if p["first"] or p["spike"]),
-                      key=lambda p: (not p["first"], -p["duration_s"]))[:MAX_LABELS]
-    for p in sorted(labelled, key=lambda p: p["x"]):
+    # Greedy: the most telling first, each skipped if it would overlap one already placed.
+    placed: list = []
+    for p in sorted((p for p in view["points"] if p["first"] or p["spike"]),
+                    key=lambda p: (not p["first"], -p["duration_s"])):
+        if len(placed) >= MAX_LABELS:
+            break
+        if all(abs(p["x"] - q["x"]) > LABEL_WIDTH or abs(p["y"] - q["y"]) > LABEL_HEIGHT for q in placed):
+            placed.append(p)
+    for p in sorted(placed, key=lambda p: p["x"]):
         median = medians.get((p["api"], p["target"], p["call_site"]))
         if p["first"]:
             text = f"first call {ms(p['duration_s'])}"

@@ -52,6 +52,7 @@ def environment() -> jinja2.Environment:
     env.filters["pct"] = lambda v: f"{100 * v:.0f}%"
     env.filters["code_spans"] = code_spans
     env.filters["http_url"] = http_url
+    env.filters["thousands"] = lambda n: f"{n:,}" if isinstance(n, int) and not isinstance(n, bool) else str(n)
     return env
 
 
