@@ -63,7 +63,7 @@ def test_small_batch_predict_is_per_call_overhead(probe):
 
 
 def test_large_batch_predict_is_kernel_bound(probe):
-    call = _call(probe, "predict", "mlp", "float32[16384, 256]")
+    call = _call(probe, "predict", "mlp", "float32[65536, 256]")
     shares = _shares(call)
     assert max(shares, key=shares.get) == "kernel_execution", shares
     assert shares["kernel_execution"] > 2 * shares["other"], shares

@@ -26,7 +26,7 @@ with tfdiag.diagnose(cprofile=False, tf_profiler=False) as d:
 
     mlp = keras.Sequential([keras.Input((256,))] + [keras.layers.Dense(u, activation="relu") for u in (384, 384, 256, 128)]
                            + [keras.layers.Dense(32)], name="mlp")
-    large = np.random.default_rng(0).random((16384, 256), dtype=np.float32)
+    large = np.random.default_rng(0).random((65536, 256), dtype=np.float32)
     mlp.predict(large[:4096], batch_size=4096, verbose=0)  # warm-up: traces once
     for _ in range(3):
         mlp.predict(large, batch_size=4096, verbose=0)
