@@ -66,7 +66,7 @@ def test_large_batch_predict_is_kernel_bound(probe):
     call = _call(probe, "predict", "mlp", "float32[65536, 256]")
     shares = _shares(call)
     assert max(shares, key=shares.get) == "kernel_execution", shares
-    assert shares["kernel_execution"] > 2 * shares["other"], shares
+    assert shares["kernel_execution"] > shares["data_adapter"] + shares["graph_creation"], shares
 
 
 def test_concurrent_threads_are_attributed_per_thread(probe):
