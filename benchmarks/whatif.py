@@ -1,0 +1,95 @@
+"""What --verify measures on the question's two models: each call path, timed on the same input.
+
+    python benchmarks/whatif.py [--budget 20]
+    TF_USE_LEGACY_KERAS=1 python benchmarks/whatif.py
+
+Models (as in examples/): a tiny Dense(2) -> Dense(1) on batch 32, and the
+256-384-384-256-128-32 MLP on single records (batch 1). For each, the user's path is
+``predict()``; ``tfdiag.measure_alternatives`` times every path round-robin within the
+budget, and ``tfdiag.analysis.alternatives.choose`` picks the recommendation exactly as the
+report does (fastest path with the same outputs). Prints the table and the ratio
+predict() / recommended. Target (issue 7, Keras 3): the recommended path >= 50x faster.
+Not a test: timings depend on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import tfdiag  # noqa: E402
+from tfdiag.analysis import alternatives  # noqa: E402
+
+keras = tf.keras
+LEGACY = keras.layers.Dense.__module__.startswith("tf_keras")
+TARGET = 50.0
+
+
+def tiny():
+    model = keras.Sequential([keras.Input(shape=(4,)), keras.layers.Dense(2), keras.layers.Dense(1)], name="tiny")
+    return model, np.random.default_rng(0).random((32, 4), dtype=np.float32)
+
+
+def mlp():
+    model = keras.Sequential(
+        [keras.Input(shape=(256,))]
+        + [keras.layers.Dense(units, activation="relu") for units in (384, 384, 256, 128)]
+        + [keras.layers.Dense(32)], name="mlp")
+    return model, np.random.default_rng(0).random((1, 256), dtype=np.float32)
+
+
+def fmt_ms(seconds):
+    return "—" if seconds is None else f"{seconds * 1000:9.3f} ms"
+
+
+def run(name, build, budget):
+    model, x = build()
+    for _ in range(3):  # the user's loop, warmed up as theirs would be
+        model.predict(x, verbose=0)
+    entries = tfdiag.measure_alternatives(model, x, user_path="predict", budget_s=budget)
+    choice = alternatives.choose(entries, "predict")
+    print(f"\n{name}: input {list(x.shape)}, budget {budget:.0f} s, "
+          f"{max(e['calls'] for e in entries)} interleaved calls per path")
+    print(f"  {'path':<18} {'median':>12} {'speed-up':>9} {'first call':>12} {'max abs diff':>13}  same  note")
+    for e in entries:
+        speedup = f"{e['speedup']:8.1f}x" if e["speedup"] else f"{'—':>9}"
+        diff = f"{e['max_abs_diff']:.1e}" if e["max_abs_diff"] is not None else "—"
+        mark = "  <- recommended" if choice and e is choice["entry"] else ""
+        print(f"  {e['path']:<18} {fmt_ms(e['median_s']):>12} {speedup} {fmt_ms(e['first_s']):>12} "
+              f"{diff:>13}  {'yes' if e['equivalent'] else 'no ':<4}  {e['error'] or ''}{mark}")
+    if choice is None:
+        print("  no faster equivalent path: nothing recommended")
+        return name, None, None
+    best = choice["entry"]
+    in_tf = choice["in_tensorflow"] or best
+    print(f"  ratio predict() / recommended ({best['path']}): {choice['speedup']:.0f}x"
+          + (f"; staying in TensorFlow ({in_tf['path']}): {choice['base']['median_s'] / in_tf['median_s']:.0f}x"
+             if in_tf is not best else ""))
+    return name, best["path"], choice["speedup"]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--budget", type=float, default=20.0, help="seconds per model (default 20)")
+    args = parser.parse_args()
+    flavor = "tf-keras" if LEGACY else "keras3"
+    print(f"TensorFlow {tf.__version__}, {flavor}, {os.cpu_count()} CPU(s)")
+    results = [run("tiny Dense(2)->Dense(1), batch 32", tiny, args.budget),
+               run("MLP 256-384-384-256-128-32, batch 1", mlp, args.budget)]
+    print()
+    ok = True
+    for name, path, ratio in results:
+        met = ratio is not None and ratio >= TARGET
+        ok = ok and met
+        shown = f"{ratio:.0f}x via {path}" if ratio else "no recommendation"
+        print(f"{'PASS' if met else 'MISS'} {name}: {shown} (target >= {TARGET:.0f}x)")
+    return 0 if ok or LEGACY else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
