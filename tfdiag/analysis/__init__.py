@@ -22,13 +22,15 @@ class Analysis:
     phase_shares: dict = field(default_factory=dict)
 
 
-def retracing_view(recording: Recording) -> list[dict]:
+def retracing_view(recording: Recording, explained: dict | None = None) -> list[dict]:
     """Per function traced more than once: its traces in order, each with what changed."""
+    if explained is None:
+        explained = retracing.explain_all(recording.functions)
     view = []
-    for function in recording.functions:
+    for position, function in enumerate(recording.functions):
         if function.get("trace_count", 0) < 2 or function.get("origin") == "tf.data":
             continue
-        explanations = {e.index: e for e in retracing.explain_function(function)}
+        explanations = {e.index: e for e in explained.get(position, [])}
         traces = []
         for trace in function.get("traces", []):
             explanation = explanations.get(trace.get("index"))
@@ -155,11 +157,12 @@ def verdict_for(recording: Recording, found: list[dict]) -> str:
 
 
 def analyze(recording: Recording) -> Analysis:
-    found = findings_module.run_rules(recording)
+    explained = retracing.explain_all(recording.functions)
+    found = findings_module.run_rules(recording, explained)
     return Analysis(
         findings=found,
         verdict=verdict_for(recording, found),
-        retracing=retracing_view(recording),
+        retracing=retracing_view(recording, explained),
         phase_rows=phases.phase_rows(recording.calls),
         phase_shares=phases.totals_shares(recording.phases),
     )

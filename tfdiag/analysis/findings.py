@@ -1,6 +1,6 @@
 """Rules that turn a recording into ranked findings, each with evidence, savings and a fix.
 
-Every rule is a pure function ``Recording -> list[Finding]``; ``RULES`` lists
+Every rule is a pure function ``(Recording, explained retraces) -> list[Finding]``; ``RULES`` lists
 them in order and ``run_rules`` ranks the result by estimated time saved.
 """
 
@@ -111,16 +111,16 @@ def _fix_for(cause: str, function: dict, arguments: list[str]) -> dict:
             "guide": GUIDES["retrace"]}
 
 
-def retrace_findings(recording: Recording) -> list[Finding]:
+def retrace_findings(recording: Recording, explained: dict) -> list[Finding]:
     findings: list[Finding] = []
-    for function in recording.functions:
+    for position, function in enumerate(recording.functions):
         origin = function.get("origin")
         if origin == "tf.data" or function.get("trace_count", 0) < 2:
             continue
         traces = function.get("traces", [])
         durations = {t.get("index"): t.get("duration_s", 0.0) for t in traces}
         by_cause: dict[str, list] = defaultdict(list)
-        for explanation in retracing.explain_function(function):
+        for explanation in explained.get(position, []):
             causes = {c.cause for c in explanation.changes}
             primary = min(causes, key=retracing.CAUSE_ORDER.index) if causes <= set(retracing.CAUSE_ORDER) else None
             if primary is None:
@@ -175,7 +175,7 @@ def retrace_findings(recording: Recording) -> list[Finding]:
     return findings
 
 
-def tfdata_findings(recording: Recording) -> list[Finding]:
+def tfdata_findings(recording: Recording, explained: dict) -> list[Finding]:
     """tf.data functions traced again on every predict() call (graph creation nobody warns about)."""
     data_functions = [f for f in recording.functions if f.get("origin") == "tf.data"]
     if not data_functions:
@@ -219,7 +219,7 @@ def _fastest_path_advice(flavor: str | None) -> tuple[str, str]:
             "y = model.predict_on_batch(x)")
 
 
-def call_findings(recording: Recording) -> list[Finding]:
+def call_findings(recording: Recording, explained: dict) -> list[Finding]:
     from . import alternatives  # measured paths (--verify) decide the fix when present
 
     findings: list[Finding] = []
@@ -289,7 +289,7 @@ def call_findings(recording: Recording) -> list[Finding]:
     return findings
 
 
-def input_bound_findings(recording: Recording) -> list[Finding]:
+def input_bound_findings(recording: Recording, explained: dict) -> list[Finding]:
     """Large-batch predict work whose input side takes >= 20% of the call (XProf's threshold)."""
     findings: list[Finding] = []
     for call in recording.calls:
@@ -324,9 +324,12 @@ def input_bound_findings(recording: Recording) -> list[Finding]:
 RULES = (retrace_findings, tfdata_findings, call_findings, input_bound_findings)
 
 
-def run_rules(recording: Recording) -> list[dict]:
+def run_rules(recording: Recording, explained: dict | None = None) -> list[dict]:
+    """All rules, ranked; ``explained`` is ``retracing.explain_all(recording.functions)`` if known."""
+    if explained is None:
+        explained = retracing.explain_all(recording.functions)
     found: list[Finding] = []
     for rule in RULES:
-        found.extend(rule(recording))
+        found.extend(rule(recording, explained))
     found.sort(key=lambda f: (-f.estimated_savings_s, SEVERITY_RANK.get(f.severity, 3), f.code, f.function))
     return [f.to_dict() for f in found]

@@ -133,8 +133,20 @@ def diff_traces(old: dict, new: dict) -> list[Change]:
     return changes
 
 
+COMPARE_WINDOW = 16  # earlier traces a trace is compared with (plus the first): linear, not quadratic
+
+
+def explain_all(functions: list[dict]) -> dict[int, list[TraceExplanation]]:
+    """Explanations of every function traced more than once, keyed by position in ``functions``."""
+    return {i: explain_function(f) for i, f in enumerate(functions) if f.get("trace_count", 0) >= 2}
+
+
 def explain_function(function: dict) -> list[TraceExplanation]:
-    """One explanation per kept trace after the first, against the closest earlier trace."""
+    """One explanation per kept trace after the first, against the closest earlier trace.
+
+    "Closest" is the earlier trace with the fewest changed arguments among the previous
+    ``COMPARE_WINDOW`` traces and the first one, the most recent winning ties.
+    """
     traces = function.get("traces", [])
     explanations: list[TraceExplanation] = []
     varying = varying_dimensions(traces)
@@ -142,7 +154,10 @@ def explain_function(function: dict) -> list[TraceExplanation]:
         if position == 0:
             continue
         best: tuple[int, int, list[Change]] | None = None
-        for earlier_position in range(position - 1, -1, -1):
+        window = list(range(position - 1, max(-1, position - 1 - COMPARE_WINDOW), -1))
+        if 0 not in window:
+            window.append(0)
+        for earlier_position in window:
             changes = diff_traces(traces[earlier_position], trace)
             if best is None or len(changes) < len(best[2]):
                 best = (earlier_position, traces[earlier_position].get("index", earlier_position + 1), changes)
