@@ -325,6 +325,49 @@ def test_verify_skips_symbolic_calls_and_says_why_a_dataset_input_was_not_measur
     assert entries[0]["median_s"] is None and entries[0]["recommended"] is False
 
 
+@pytest.mark.tf
+def test_retrace_fix_is_verified_by_rerunning_the_function_with_the_generated_signature(tmp_path):
+    import tensorflow as tf
+
+    import tfdiag
+
+    @tf.function
+    def scale(x, w):
+        return tf.reduce_sum(x * w, axis=-1)
+
+    counter = tf.Variable(0.0)
+
+    @tf.function
+    def accumulate(x):
+        counter.assign_add(tf.reduce_sum(x))
+        return counter * 2
+
+    @tf.function
+    def times(x, n):
+        return x * n
+
+    with tfdiag.diagnose(verify=True, verify_budget=3.0, cprofile=False, tf_profiler=False) as d:
+        for n in (3, 5, 7, 9):
+            scale(tf.random.normal((n, 4)), tf.ones((4,)))
+            accumulate(tf.ones((n,)))
+            times(tf.ones((2,)), n)
+    checks = {c["function"]: c for c in d.recording.extra["retrace_checks"]}
+    assert set(checks) == {"scale", "accumulate", "times"}
+    fixed = checks["scale"]
+    assert fixed["input_signature"] == "(float32[None, 4], float32[4])"
+    assert (fixed["inputs"], fixed["traces_before"], fixed["traces_after"]) == (4, 4, 1)
+    assert fixed["equivalent"] is True and fixed["max_abs_diff"] == 0.0 and fixed["error"] is None
+    # a function that writes state is never run again by tfdiag
+    assert "change state" in checks["accumulate"]["error"] and checks["accumulate"]["traces_after"] is None
+    assert float(counter.numpy()) == 3 + 5 + 7 + 9
+    assert "not a tensor" in checks["times"]["error"]
+    # the re-runs stayed out of the recording
+    traced = {f["name"]: f["trace_count"] for f in d.recording.user_functions()}
+    assert traced == {"scale": 4, "accumulate": 4, "times": 4}
+    page = open(d.report(str(tmp_path / "r.html")), encoding="utf-8").read()
+    assert "Retrace fixes, verified" in page and "4 → 1" in page
+
+
 def test_verify_budget_must_be_positive(tmp_path):
     from tfdiag import cli
 

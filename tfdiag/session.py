@@ -54,6 +54,7 @@ class Diagnoser(contextlib.ContextDecorator):
         self.verify = verify
         self.verify_budget = verify_budget
         self.keeper: whatif.InputKeeper | None = None
+        self.fn_keeper: whatif.FunctionKeeper | None = None
         self.recording: Recording | None = None
         self.analysis: analysis.Analysis | None = None
         self.outcome: dict = {}
@@ -82,6 +83,8 @@ class Diagnoser(contextlib.ContextDecorator):
             if self.verify:  # keeps each model's last input for the what-if timing after exit
                 self.keeper = whatif.InputKeeper()
                 self.calls.observers.append(self.keeper)
+                self.fn_keeper = whatif.FunctionKeeper()  # inputs that made user tf.functions trace
+                self.fn_keeper.install(self._patcher, warn=self.collector.warn)
             if self.gate is not None:
                 self.calls.gates.append(self.gate)
             if self.tf_gate is not None:
@@ -97,35 +100,42 @@ class Diagnoser(contextlib.ContextDecorator):
     def __exit__(self, exc_type, exc, tb) -> bool:
         wall = self.clock() - self._started
         self._uninstall()
-        alternatives = self._verify(exc_type)  # after uninstall: its calls stay out of the recording
+        verified = self._verify(exc_type)  # after uninstall: its calls stay out of the recording
         if not self.outcome:
             self.outcome = outcome_of(exc_type, exc)
         self.outcome.setdefault("wall_s", wall)
         self.recording = self._build_recording()
-        if alternatives is not None:
-            self.recording.extra["alternatives"] = alternatives
+        if verified is not None:
+            self.recording.extra.update(verified)
         self.analysis = analysis.analyze(self.recording)
         self.recording.findings = self.analysis.findings
         if self.out is not None:
             self.write(self.out)
         return False
 
-    def _verify(self, exc_type) -> list[dict] | None:
-        """--verify: time the alternative call paths on each model seen (None when not asked)."""
+    def _verify(self, exc_type) -> dict | None:
+        """--verify: re-run retracing user functions with a generated input_signature, then time
+        the alternative call paths on each model seen. None when not asked."""
         keeper, self.keeper = self.keeper, None
+        fn_keeper, self.fn_keeper = self.fn_keeper, None
         if keeper is None:
             return None
+        sections: dict = {"alternatives": [], "retrace_checks": []}
         if (exc_type is not None and issubclass(exc_type, KeyboardInterrupt)) or \
                 self.outcome.get("ended_by") == "interrupted":
             self.collector.warn("--verify skipped: the run was interrupted")
-            return []
+            return sections
+        started = time.perf_counter()
         try:
-            return keeper.measure_all(self.verify_budget, warn=self.collector.warn)
+            if fn_keeper is not None:
+                sections["retrace_checks"] = fn_keeper.verify_all(self.verify_budget * 0.25)
+            remaining = max(0.0, self.verify_budget - (time.perf_counter() - started))
+            sections["alternatives"] = keeper.measure_all(remaining, warn=self.collector.warn)
         except KeyboardInterrupt:
-            self.collector.warn("--verify interrupted: no alternatives measured")
+            self.collector.warn("--verify interrupted: what was not measured is missing")
         except Exception as exc:  # verification must never cost the user the report
             self.collector.warn(f"--verify failed: {exc.__class__.__name__}: {exc}")
-        return []
+        return sections
 
     def _uninstall(self) -> None:
         if getattr(self, "tf_gate", None) is not None:

@@ -596,3 +596,226 @@ def _summarise(entries: dict, samples: dict, user_path: str) -> None:
     for entry in entries.values():
         if base and entry["median_s"]:
             entry["speedup"] = base / entry["median_s"]
+
+
+# -- retrace fixes, verified -------------------------------------------------------------
+FUNCTION_MODULE = "tensorflow.python.eager.polymorphic_function.polymorphic_function"
+MAX_FUNCTIONS = 16  # user tf.functions whose trace-triggering inputs are kept
+MAX_INPUTS = 8  # inputs kept per function (the first ones that made it trace)
+# Stateful ops that only read: re-running a function made of these changes nothing.
+_READ_ONLY_STATEFUL = frozenset({
+    "ReadVariableOp", "VarHandleOp", "VarIsInitializedOp", "StatefulPartitionedCall", "PartitionedCall",
+    "If", "While", "Case", "StatelessIf", "StatelessWhile", "NoOp", "Placeholder", "Const", "Identity",
+    "DestroyResourceOp",
+})
+
+
+class _Traced:
+    __slots__ = ("function", "name", "defined_at", "inputs", "traces", "unsupported")
+
+    def __init__(self, function, name: str, defined_at: str) -> None:
+        self.function = function
+        self.name = name
+        self.defined_at = defined_at
+        self.inputs: list[tuple] = []
+        self.traces = 0
+        self.unsupported: str | None = None
+
+
+class FunctionKeeper:
+    """Keeps, per user tf.function, the inputs of the calls that traced it (bounded), so that
+    --verify can re-run it with a generated input_signature after the run."""
+
+    def __init__(self, max_functions: int = MAX_FUNCTIONS, max_inputs: int = MAX_INPUTS) -> None:
+        self.max_functions = max_functions
+        self.max_inputs = max_inputs
+        self._lock = threading.Lock()
+        self._kept: dict[int, _Traced] = {}
+        self._user_code: dict[int, tuple | None] = {}
+        self.warn: Callable[[str], None] | None = None
+
+    def install(self, patcher, warn: Callable[[str], None] | None = None) -> None:
+        self.warn = warn
+        patcher.when_imported(FUNCTION_MODULE, lambda m: self._guarded(patcher, m))
+
+    def _guarded(self, patcher, module) -> None:
+        try:
+            patcher.patch(module.Function, "__call__", self._wrap)
+        except Exception as exc:  # TF internals differ: --verify then skips retrace checks
+            if self.warn is not None:
+                self.warn(f"--verify cannot keep tf.function inputs: {exc.__class__.__name__}: {exc}")
+
+    def _user_site(self, function) -> tuple | None:
+        """(name, defined_at) for a user function, None for TF/Keras/tfdiag ones (cached per code)."""
+        import inspect
+
+        from . import callsite
+
+        python_function = getattr(function, "_python_function", None)
+        try:
+            python_function = inspect.unwrap(python_function)
+        except ValueError:
+            pass
+        code = getattr(python_function, "__code__", None)
+        if code is None:
+            return None
+        key = id(code)
+        if key not in self._user_code:
+            self._user_code[key] = (None if callsite.is_library_file(code.co_filename)
+                                    else (str(getattr(function, "_name", code.co_name)), callsite.code_site(code)))
+        return self._user_code[key]
+
+    def _wrap(self, original):
+        keeper = self
+
+        def __call__(function, *args, **kwargs):
+            try:
+                before = len(function._function_cache)  # pylint: disable=protected-access
+            except (AttributeError, TypeError):
+                return original(function, *args, **kwargs)
+            result = original(function, *args, **kwargs)
+            try:
+                if len(function._function_cache) > before:  # pylint: disable=protected-access
+                    keeper._note(function, args, kwargs)
+            except Exception as exc:  # never break the user's call
+                if keeper.warn is not None:
+                    keeper.warn(f"--verify could not keep a tf.function input: {exc.__class__.__name__}: {exc}")
+            return result
+
+        __call__.__wrapped__ = original
+        return __call__
+
+    def _note(self, function, args, kwargs) -> None:
+        site = self._user_site(function)
+        if site is None:
+            return
+        import tensorflow as tf
+
+        if not tf.executing_eagerly():
+            return  # called from inside another trace: symbolic inputs cannot be replayed
+        with self._lock:
+            kept = self._kept.get(id(function))
+            if kept is None or kept.function is not function:
+                if len(self._kept) >= self.max_functions:
+                    return
+                kept = self._kept[id(function)] = _Traced(function, *site)
+            kept.traces += 1
+            if kept.unsupported:
+                return
+            if kwargs:
+                kept.unsupported = "called with keyword arguments"
+            elif not all(_replayable(a) for a in args):
+                kept.unsupported = ("an argument is not a tensor or array (a Python value or object is "
+                                    "part of the trace key; the finding's fix is to pass a tensor)")
+            elif len(kept.inputs) < self.max_inputs:
+                kept.inputs.append(tuple(args))
+
+    def verify_all(self, budget_s: float, clock: Callable[[], float] = time.perf_counter) -> list[dict]:
+        """For each function that traced more than once: one trace with the generated signature?"""
+        start = clock()
+        with self._lock:
+            kept = [k for k in self._kept.values() if k.traces >= 2]
+            self._kept.clear()
+        checks = []
+        for traced in kept:
+            if clock() - start > budget_s:
+                checks.append(_check_entry(traced, error="skipped: the --verify budget was spent"))
+                continue
+            checks.append(verify_retrace_fix(traced))
+        return checks
+
+
+def _replayable(value) -> bool:
+    import numpy as np
+    import tensorflow as tf
+
+    return isinstance(value, np.ndarray) or (isinstance(value, tf.Tensor) and hasattr(value, "numpy"))
+
+
+def _check_entry(traced: _Traced, **fields) -> dict:
+    entry = {"function": traced.name, "defined_at": traced.defined_at, "fix": "input_signature",
+             "input_signature": None, "inputs": len(traced.inputs), "traces_before": traced.traces,
+             "traces_after": None, "max_abs_diff": None, "equivalent": False, "error": None}
+    entry.update(fields)
+    return entry
+
+
+def _function_signature(inputs: list[tuple]):
+    """Per positional argument: dims that varied become None, a rank that varied makes the
+    shape unknown; a dtype that varied cannot be fixed by a signature (None returned)."""
+    specs = []
+    for position in range(len(inputs[0])):
+        leaves = [_leaf_spec(args[position]) for args in inputs]
+        dtypes = {leaf["dtype"] for leaf in leaves}
+        if len(dtypes) > 1:
+            return None
+        ranks = {len(leaf["shape"]) for leaf in leaves}
+        if len(ranks) > 1:
+            specs.append({"shape": None, "dtype": leaves[0]["dtype"]})
+            continue
+        shape = leaves[0]["shape"]
+        for leaf in leaves[1:]:
+            shape = [a if a == b else None for a, b in zip(shape, leaf["shape"])]
+        specs.append({"shape": shape, "dtype": leaves[0]["dtype"]})
+    return specs
+
+
+def _writes_state(concrete) -> list[str]:
+    """Op types in the function (and the functions it calls) that change state when run."""
+    from tensorflow.python.framework import op_def_registry
+
+    graph_def = concrete.graph.as_graph_def()
+    library = {f.signature.name for f in graph_def.library.function}
+    nodes = list(graph_def.node) + [n for f in graph_def.library.function for n in f.node_def]
+    writers = set()
+    for node in nodes:
+        if node.op in library or node.op in _READ_ONLY_STATEFUL:
+            continue
+        op_def = op_def_registry.get(node.op)
+        if op_def is None or op_def.is_stateful:
+            writers.add(node.op)
+    return sorted(writers)
+
+
+def verify_retrace_fix(traced: _Traced) -> dict:
+    """Re-run the user's function with the generated input_signature on every kept input:
+    how many traces, and the largest output difference against the original function."""
+    import tensorflow as tf
+
+    if traced.unsupported:
+        return _check_entry(traced, error=f"not verified: {traced.unsupported}")
+    if len(traced.inputs) < 2:
+        return _check_entry(traced, error="not verified: fewer than two traced inputs were kept")
+    specs = _function_signature(traced.inputs)
+    if specs is None:
+        return _check_entry(traced, error="not verified: the dtype varied; the fix is one dtype, not a signature")
+    text = ", ".join(f"{s['dtype']}[{'?' if s['shape'] is None else ', '.join('None' if d is None else str(d) for d in s['shape'])}]"
+                     for s in specs)
+    entry = _check_entry(traced, input_signature=f"({text})", signature=specs)
+    original = traced.function
+    try:
+        writers = _writes_state(original.get_concrete_function(*traced.inputs[0]))
+        if writers:
+            entry["error"] = ("not verified: re-running it would change state (" + ", ".join(writers[:5])
+                              + "); tfdiag does not run such functions again")
+            return entry
+        signature = [tf.TensorSpec(s["shape"], tf.as_dtype(s["dtype"])) for s in specs]
+        fixed = tf.function(original.python_function, input_signature=signature)
+        worst = 0.0
+        for args in traced.inputs:
+            reference = _outputs(original(*args))
+            diff, why = compare(reference, _outputs(fixed(*args)))
+            if diff is None:
+                entry["error"] = f"outputs not comparable: {why}"
+                worst = None
+                break
+            tolerance = ATOL + RTOL * _scale(reference)
+            if diff > tolerance:
+                entry["tolerance"] = tolerance
+            worst = max(worst, diff)
+        entry["traces_after"] = fixed.experimental_get_tracing_count()
+        entry["max_abs_diff"] = worst
+        entry["equivalent"] = worst is not None and "tolerance" not in entry
+    except Exception as exc:  # the fix does not apply to this function: say why
+        entry["error"] = f"failed: {exc.__class__.__name__}: {_short(exc)}"
+    return entry
