@@ -250,6 +250,22 @@ def test_measure_alternatives_times_every_path_on_the_same_input(tmp_path):
 
 
 @pytest.mark.tf
+def test_every_snippet_runs_as_written_and_gives_the_same_outputs():
+    import importlib.util
+
+    import tensorflow as tf
+
+    model = _tiny_model()
+    x = _x()
+    reference = model.predict(x, verbose=0)
+    paths = [p for p in whatif.PATHS[1:] if p != "litert" or importlib.util.find_spec("ai_edge_litert")]
+    for path in paths:
+        namespace = {"tf": tf, "model": model, "x": x}
+        exec(alt.snippet({"path": path, "signature": {"shape": [None, 4], "dtype": "float32"}}), namespace)
+        assert np.max(np.abs(np.asarray(namespace["y"]) - reference)) < 1e-5, path
+
+
+@pytest.mark.tf
 def test_no_side_effects_on_the_users_model():
     import keras
 

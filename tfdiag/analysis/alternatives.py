@@ -132,8 +132,8 @@ def snippet(entry: dict) -> str:
                 + ("y = serve(x)  # traces once; XLA compiles once per distinct input shape"
                    if jit else "y = serve(x)  # traces once, on the first call"))
     if path == "litert":
-        return ("# pip install ai-edge-litert; convert once, outside the loop (single input and output)\n"
-                "from ai_edge_litert.interpreter import Interpreter\n"
+        return ("from ai_edge_litert.interpreter import Interpreter  # pip install ai-edge-litert\n"
+                "# convert once, outside the loop (single input and output):\n"
                 "serve = tf.function(lambda x: model(x, training=False),\n"
                 f"                    input_signature=[{signature}])\n"
                 "holder = tf.Module()  # tracks the weights so the converter freezes them\n"

@@ -18,6 +18,7 @@ from __future__ import annotations
 import gc
 import threading
 import time
+import warnings
 from collections import OrderedDict
 from typing import Callable
 
@@ -478,6 +479,11 @@ def measure_alternatives(model, x, *, user_path: str = "predict", budget_s: floa
     varied); by default it is taken from ``x``. Paths that cannot run say why in ``error``.
     Call it outside ``tfdiag.diagnose()``: inside, its calls would be recorded as the user's.
     """
+    from .. import session
+
+    if session._ACTIVE:  # pylint: disable=protected-access
+        warnings.warn("tfdiag.measure_alternatives() inside tfdiag.diagnose(): its calls are recorded as "
+                      "yours; call it after the diagnose() block (or use diagnose(verify=True))", stacklevel=2)
     start = clock()
     name = target or str(getattr(model, "name", type(model).__name__))
     wanted = list(paths) if paths is not None else list(PATHS)
