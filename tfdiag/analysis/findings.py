@@ -199,7 +199,10 @@ def tfdata_findings(recording: Recording, explained: dict) -> list[Finding]:
         estimated_savings_s=seconds,
         fix={"text": ("For small inputs call the model without predict()'s input pipeline (e.g. "
                       "`predict_on_batch(x)` or a tf.function with an input_signature); the fastest path "
-                      "depends on the Keras version — unverified here, run `tfdiag analyze --verify` to measure it."),
+                      "depends on the Keras version — "
+                      + ("see the paths measured on your model under Measured alternatives."
+                         if recording.extra.get("alternatives") else
+                         "unverified here, run `tfdiag analyze --verify` to measure it.")),
              "code": "y = model.predict_on_batch(x)  # no tf.data pipeline per call",
              "guide": GUIDES["tfdata"]},
         details={"tfdata_traces": traces, "predict_calls": predict_calls},
