@@ -36,22 +36,34 @@ def is_library_file(filename: str) -> bool:
     return known
 
 
+_code_is_library: dict = {}
+_site_text: dict = {}
+
+
 def user_frame(skip: int = 1):
     """The innermost frame that belongs to the user's code, or None."""
     frame = sys._getframe(skip)
     while frame is not None:
-        if not is_library_file(frame.f_code.co_filename):
+        code = frame.f_code
+        library = _code_is_library.get(code)
+        if library is None:
+            library = _code_is_library[code] = is_library_file(code.co_filename)
+        if not library:
             return frame
         frame = frame.f_back
     return None
 
 
 def user_call_site(skip: int = 2) -> str:
-    """``file:line`` of the user's code that led here (``<unknown>`` if none)."""
+    """``file:line`` of the user's code that led here (``<unknown>`` if none); called per call, so cached."""
     frame = user_frame(skip)
     if frame is None:
         return "<unknown>"
-    return f"{frame.f_code.co_filename}:{frame.f_lineno}"
+    key = (frame.f_code, frame.f_lineno)
+    site = _site_text.get(key)
+    if site is None:
+        site = _site_text[key] = f"{frame.f_code.co_filename}:{frame.f_lineno}"
+    return site
 
 
 def code_site(code) -> str:

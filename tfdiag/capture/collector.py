@@ -73,7 +73,7 @@ class Collector:
         self.lock = threading.Lock()
         self.functions: dict[tuple, FunctionStats] = {}
         self.calls: dict[tuple, CallStats] = {}
-        self.samples: list[dict] = []
+        self.samples: list[tuple] = []
         self.sample_count = 0
         self.warnings: dict[str, int] = {}
         self._rng = random.Random(seed)
@@ -118,11 +118,9 @@ class Collector:
             else:
                 stats.add(duration, self._rng, phases)
             self.sample_count += 1
-            sample = {"api": api, "target": target, "call_site": call_site,
-                      "start_s": start, "duration_s": duration, "thread": thread,
-                      "profiled": profiled}
-            if phases:
-                sample["phases"] = dict(phases)
+            # A tuple now, a dict at export: this runs on every call. ``phases`` is the call's
+            # own fresh dict (the tracker's frame is discarded), so it is kept without a copy.
+            sample = (api, target, call_site, start, duration, thread, profiled, phases)
             if len(self.samples) < MAX_CALL_SAMPLES:
                 self.samples.append(sample)
             else:
@@ -136,7 +134,7 @@ class Collector:
         with self.lock:
             functions = [_function_section(s) for s in self.functions.values()]
             calls = [_call_section(s) for s in self.calls.values()]
-            samples = sorted(self.samples, key=lambda s: s["start_s"])
+            samples = [_sample_section(s) for s in sorted(self.samples, key=lambda s: s[3])]
             warnings = [{"message": m, "count": n} for m, n in self.warnings.items()]
         totals = dict.fromkeys(PHASES, 0.0)
         wall = 0.0
@@ -156,6 +154,15 @@ class Collector:
             "warnings": warnings,
             "call_samples_total": self.sample_count,
         }
+
+
+def _sample_section(sample: tuple) -> dict:
+    api, target, call_site, start, duration, thread, profiled, phases = sample
+    out = {"api": api, "target": target, "call_site": call_site, "start_s": start,
+           "duration_s": duration, "thread": thread, "profiled": profiled}
+    if phases:
+        out["phases"] = dict(phases)
+    return out
 
 
 def _percentile(sorted_values: list, q: float) -> float:

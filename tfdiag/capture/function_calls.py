@@ -12,7 +12,7 @@ import threading
 
 from . import callsite
 from .collector import Collector
-from .keras_calls import describe_input
+from .keras_calls import describe_call_input, describe_input
 from .patching import Patcher
 from .phases import PhaseTracker
 
@@ -68,7 +68,8 @@ class FunctionCallCapture:
                 api="tf.function",
                 target=str(getattr(function, "_name", None) or getattr(function, "__name__", "?")),
                 call_site=callsite.user_call_site(3),
-                input_signature=describe_input(list(args)) if args else "()",
+                input_signature=(describe_call_input(args[0])[0] if len(args) == 1
+                                 else describe_input(list(args)) if args else "()"),
                 start=start,
                 duration=sum(phases.values()),
                 phases=phases,

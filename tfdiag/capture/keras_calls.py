@@ -39,6 +39,28 @@ def leading_dim(value, depth: int = 0):
     return None
 
 
+_ARRAY_SIGNATURES: dict = {}
+
+
+def describe_call_input(value) -> tuple[str, int | None]:
+    """(signature, batch size) of a call's input, cached for arrays: this runs on every call."""
+    dtype = getattr(value, "dtype", None)
+    fast = getattr(value, "_shape_tuple", None)  # EagerTensor: a plain tuple, no TensorShape
+    shape = fast() if fast is not None else getattr(value, "shape", None)
+    if dtype is None or shape is None:
+        return describe_input(value), leading_dim(value)
+    try:
+        key = (type(value), tuple(shape), dtype)
+        known = _ARRAY_SIGNATURES.get(key)
+    except TypeError:  # an unhashable shape or dtype
+        return describe_input(value), leading_dim(value)
+    if known is None:
+        if len(_ARRAY_SIGNATURES) > 10_000:
+            _ARRAY_SIGNATURES.clear()
+        known = _ARRAY_SIGNATURES[key] = (describe_input(value), leading_dim(value))
+    return known
+
+
 def describe_input(value, depth: int = 0) -> str:
     """A short, stable signature of a model input: ``float32[32, 4]``, ``[float32[1, 5], int64[1]]``."""
     shape = getattr(value, "shape", None)
@@ -135,12 +157,13 @@ class KerasCallCapture:
     def _record(self, api, model, args, kwargs, start, phases, profiled) -> None:
         try:
             x = args[0] if args else kwargs.get("x", kwargs.get("inputs"))
+            signature, batch = describe_call_input(x)
             self.collector.add_call(
                 api=api,
                 target=str(getattr(model, "name", type(model).__name__)),
                 call_site=callsite.user_call_site(3),
-                input_signature=describe_input(x),
-                batch=leading_dim(x),
+                input_signature=signature,
+                batch=batch,
                 start=start,
                 duration=sum(phases.values()),
                 phases=phases,

@@ -31,7 +31,8 @@ TENSORFLOW_POINTS = (
     ("tensorflow.python.eager.execute", "execute", "kernel_execution"),
     # Waiting for kernels still running asynchronously (Keras 3 predict() syncs after the last batch).
     ("tensorflow.python.eager.context", "async_wait", "kernel_execution"),
-    # Turning Python/NumPy inputs into tensors.
+    # Turning Python/NumPy inputs into tensors (only for values that are not TF/Keras objects already:
+    # see ``converts_user_data``).
     ("tensorflow.python.framework.tensor_conversion_registry", "convert", "input_processing"),
 )
 
@@ -54,20 +55,25 @@ TF_KERAS_POINTS = (
 ALL_POINTS = TENSORFLOW_POINTS + KERAS3_POINTS + TF_KERAS_POINTS
 
 
-def phase_wrapper(original: Callable, phase: str, tracker: PhaseTracker) -> Callable:
-    enter = tracker.enter
-    leave = tracker.exit
+_FRAMEWORK_TYPE: dict = {}
 
-    def in_phase(*args, **kwargs):
-        token = enter(phase)
-        if token is None:
-            return original(*args, **kwargs)
-        try:
-            return original(*args, **kwargs)
-        finally:
-            leave(token)
 
-    in_phase.__wrapped__ = original
+def converts_user_data(args, kwargs) -> bool:
+    """True when a tensor conversion is given the user's data (NumPy, Python), not a tensor or variable."""
+    value = args[0] if args else kwargs.get("value")
+    kind = type(value)
+    framework = _FRAMEWORK_TYPE.get(kind)
+    if framework is None:
+        framework = _FRAMEWORK_TYPE[kind] = kind.__module__.startswith(("tensorflow", "keras", "tf_keras"))
+    return not framework
+
+
+# Entry points whose phase applies only to some calls.
+_APPLIES = {("tensor_conversion_registry", "convert"): converts_user_data}
+
+
+def phase_wrapper(original: Callable, phase: str, tracker: PhaseTracker, applies: Callable | None = None) -> Callable:
+    in_phase = tracker.wrap(original, phase, applies)
     in_phase.__name__ = getattr(original, "__name__", "in_phase")
     in_phase.__qualname__ = getattr(original, "__qualname__", in_phase.__name__)
     in_phase.__doc__ = getattr(original, "__doc__", None)
@@ -90,7 +96,9 @@ def _wrap_all(patcher: Patcher, tracker: PhaseTracker, collector: Collector, mod
         try:
             for part in path:
                 owner = getattr(owner, part)
-            patcher.patch(owner, name, lambda original, phase=phase: phase_wrapper(original, phase, tracker))
+            applies = _APPLIES.get((module.__name__.rsplit(".", 1)[-1], attribute))
+            patcher.patch(owner, name, lambda original, phase=phase, applies=applies: phase_wrapper(
+                original, phase, tracker, applies))
         except AttributeError:
             collector.warn(f"phase entry point {module.__name__}.{attribute} not found in this version; "
                            f"its time is attributed to the enclosing phase")

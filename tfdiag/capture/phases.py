@@ -63,19 +63,20 @@ class PhaseTracker:
         return frame.totals
 
     def enter(self, phase: str):
-        """Switch to ``phase``; returns a token for ``exit`` (None outside a call)."""
+        """Switch to ``phase``; returns a token for ``exit`` (None: nothing to undo)."""
         frames = getattr(self._local, "frames", None)
         if not frames:
             return None
         frame = frames[-1]
+        stack = frame.stack
+        top = stack[-1]
+        if top == phase or phase in _ABSORBED_BY.get(top, ()):
+            return None  # time keeps going to the phase on top
         now = self.clock()
-        top = frame.stack[-1]
         frame.totals[top] += now - frame.last
         frame.last = now
-        if phase in _ABSORBED_BY.get(top, ()):
-            phase = top
-        frame.stack.append(phase)
-        return (frame, len(frame.stack))
+        stack.append(phase)
+        return frame, len(stack)
 
     def exit(self, token) -> None:
         if token is None:
@@ -85,3 +86,37 @@ class PhaseTracker:
         frame.totals[frame.stack[-1]] += now - frame.last
         frame.last = now
         del frame.stack[depth - 1:]
+
+    def wrap(self, original: Callable, phase: str, applies: Callable | None = None) -> Callable:
+        """``original`` with its time charged to ``phase`` inside a call (hot path: kept inline).
+
+        ``applies(args, kwargs)``, if given, decides per call whether the phase applies at all.
+        """
+        local = self._local
+        clock = self.clock
+        absorbed = _ABSORBED_BY
+
+        def in_phase(*args, **kwargs):
+            frames = getattr(local, "frames", None)
+            if not frames:
+                return original(*args, **kwargs)
+            frame = frames[-1]
+            stack = frame.stack
+            top = stack[-1]
+            if top == phase or phase in absorbed.get(top, ()) or (applies is not None and not applies(args, kwargs)):
+                return original(*args, **kwargs)
+            now = clock()
+            frame.totals[top] += now - frame.last
+            frame.last = now
+            depth = len(stack)
+            stack.append(phase)
+            try:
+                return original(*args, **kwargs)
+            finally:
+                now = clock()
+                frame.totals[stack[-1]] += now - frame.last
+                frame.last = now
+                del stack[depth:]
+
+        in_phase.__wrapped__ = original
+        return in_phase
