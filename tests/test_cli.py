@@ -137,3 +137,16 @@ def test_recording_json_is_plain_json(tmp_path):
     sample = next(f for f in data["functions"] if f["name"] == "sample")
     assert sample["trace_count"] == 4 and sample["origin"] == "user"
     assert sample["defined_at"].endswith("python_value.py:6")
+
+
+def test_traces_only_gate_records_traces_and_no_calls(tmp_path, capsys):
+    out = tmp_path / "o"
+    shape = str(EXAMPLES / "retracing" / "shape.py")
+    assert cli.main(["analyze", "--traces-only", "--fail-on-retrace", "2", "-o", str(out), shape]) == 3
+    recording = load(out / "recording.json")
+    assert recording.calls == [] and "cprofile" not in recording.extra
+    encode = next(f for f in recording.functions if f["name"] == "encode")
+    assert encode["trace_count"] == 5
+    assert any(f["code"] == "retrace-shape" for f in recording.findings)
+    assert cli.main(["analyze", "--traces-only", "--verify", "-o", str(out), shape]) == 2
+    assert "cannot be combined" in capsys.readouterr().err

@@ -52,6 +52,9 @@ def _parser() -> argparse.ArgumentParser:
                               "and LiteRT on each model's own input, and recommend what was measured")
     analyze.add_argument("--verify-budget", type=float, default=None, metavar="SECONDS",
                          help="time budget for --verify over all models (default: 20)")
+    analyze.add_argument("--traces-only", action="store_true",
+                         help="record tf.function traces only (no call timing, phases or profilers): "
+                              "the cheapest capture, e.g. for a --fail-on-retrace gate in CI")
     analyze.add_argument("--quiet", action="store_true", help="print only the paths written")
     analyze.add_argument("script", metavar="SCRIPT", help="the Python script to run")
     analyze.add_argument("script_args", nargs=argparse.REMAINDER, metavar="SCRIPT_ARGS",
@@ -126,6 +129,10 @@ def _analyze(args) -> int:
         options["tf_profiler_calls"] = args.tf_profiler_calls
     if args.verify_budget is not None and not args.verify_budget > 0:
         raise UsageError("--verify-budget takes a number of seconds, more than 0")
+    if args.traces_only:
+        if args.verify:
+            raise UsageError("--verify needs call timing; it cannot be combined with --traces-only")
+        options.update(timing=False, cprofile=False, tf_profiler=False)
     if args.verify:
         options["verify"] = True
         if args.verify_budget is not None:

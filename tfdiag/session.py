@@ -43,8 +43,16 @@ class Diagnoser(contextlib.ContextDecorator):
                  cprofile_calls: int = DEFAULT_MAX_CALLS,
                  tf_profiler: bool = True, tf_profiler_calls: int = TF_PROFILER_CALLS,
                  clock: Callable[[], float] = time.perf_counter, command: list[str] | None = None,
-                 verify: bool = False, verify_budget: float = whatif.DEFAULT_BUDGET_S) -> None:
+                 verify: bool = False, verify_budget: float = whatif.DEFAULT_BUDGET_S,
+                 timing: bool = True) -> None:
+        if not timing and verify:
+            raise DiagnoseError("verify=True needs call timing (it measures the models seen in timed calls)")
         self.out = os.fspath(out) if out is not None else None
+        # timing=False records tf.function traces only: no call timing, phases or profilers, so
+        # calls that do not trace pass through untouched (a CI retrace gate at no measurable cost).
+        self.timing = timing
+        cprofile = cprofile and timing
+        tf_profiler = tf_profiler and timing
         self.cprofile = cprofile
         self.cprofile_calls = cprofile_calls
         self.tf_profiler = tf_profiler
@@ -77,6 +85,9 @@ class Diagnoser(contextlib.ContextDecorator):
         self._patcher = Patcher()
         try:
             TraceCapture(self.collector, self.clock, self.tracker).install(self._patcher)
+            if not self.timing:
+                self._started = self.clock()
+                return self
             phase_points.install(self._patcher, self.tracker, self.collector)
             FunctionCallCapture(self.collector, self.tracker).install(self._patcher)
             self.calls = KerasCallCapture(self.collector, self.tracker)
