@@ -6,8 +6,9 @@
 Each workload puts a ``time.sleep(S)`` in exactly one phase:
   graph_creation    a tf.function whose Python body sleeps (it runs only while tracing), new shape per call
   kernel_execution  a tf.py_function that sleeps, inside a tf.function traced beforehand
-  input_processing  model(x) on an input whose ``__array__`` sleeps (TensorFlow converts it)
-  data_adapter      predict() on a ``keras.utils.PyDataset`` whose ``__getitem__`` sleeps (Keras 3 only)
+  input_processing  model(x) on an input whose ``__array__`` sleeps (TensorFlow converts it; on
+                    tf-keras, which refuses array-likes, a tf.function with an input_signature)
+  data_adapter      predict() on a ``keras.utils.PyDataset`` (tf-keras: ``Sequence``) whose ``__getitem__`` sleeps
 Every sleep that ran is counted, so the truth is ``count x S``. The workload runs with S and
 with S=0 under ``tfdiag.diagnose(cprofile=False, tf_profiler=False)``; the difference of the attributed seconds
 per phase is compared with the truth (the S=0 run removes the phase's own real cost).
@@ -86,12 +87,20 @@ class SlowArray:
 
 def input_processing(sleep: Sleeper, model) -> None:
     base = np.ones((8, 4), np.float32)
+    if LEGACY:  # tf-keras layers refuse array-likes: convert at a tf.function boundary instead
+        serve = tf.function(lambda x: model(x), input_signature=[tf.TensorSpec([None, 4], tf.float32)])
+        serve.get_concrete_function()
+        for _ in range(4):
+            serve(SlowArray(base, sleep))
+        return
     for _ in range(4):
         model(SlowArray(base, sleep))
 
 
 def data_adapter(sleep: Sleeper, model) -> None:
-    class Batches(keras.utils.PyDataset):
+    base = keras.utils.Sequence if LEGACY else keras.utils.PyDataset  # tf-keras's name for it
+
+    class Batches(base):
         def __len__(self):
             return 3
 
@@ -122,8 +131,7 @@ def main() -> None:
     model.predict(np.ones((8, 4), np.float32), verbose=0)
     workloads = [("graph_creation", graph_creation, ()), ("kernel_execution", kernel_execution, ()),
                  ("input_processing", input_processing, (model,))]
-    if not LEGACY:
-        workloads.append(("data_adapter", data_adapter, (model,)))
+    workloads.append(("data_adapter", data_adapter, (model,)))
 
     print(f"phase attribution, sleep {args.sleep * 1e3:.0f} ms per event, median of {args.repeats} repeats, "
           f"{'tf-keras' if LEGACY else 'Keras 3'}")
