@@ -17,6 +17,8 @@ from tfdiag import cli
 from tfdiag.capture.collector import MAX_CALL_SAMPLES, RESERVOIR_SIZE
 from tfdiag.recording import load
 
+from .conftest import DATA
+
 pytestmark = pytest.mark.tf
 
 LOOPING_SCRIPT = """
@@ -68,43 +70,23 @@ def test_signal_flushes_a_partial_report(tmp_path, sig, status, ended_by):
     assert "report.html" in err
 
 
-def test_eight_threads_exact_counts_and_per_thread_phases():
-    import tensorflow as tf
-
-    keras = tf.keras
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2), keras.layers.Dense(1)], name="shared")
-    x = np.ones((4, 4), np.float32)
-    step = tf.function(lambda t: t * 2.0)
-    model(x)
-    errors = []
-
-    def worker(index):
-        try:
-            for i in range(200):
-                model(x)
-                step(tf.ones((2,)))
-                if i % 20 == 0:
-                    model.predict(x, verbose=0)
-        except Exception as exc:  # surfaced by the assertion below
-            errors.append(exc)
-
-    with tfdiag.diagnose(cprofile=False, tf_profiler=False) as d:
-        threads = [threading.Thread(target=worker, args=(i,), name=f"t{i}") for i in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    assert errors == []
-    counts = {}
-    for call in d.recording.calls:
-        counts[call["api"]] = counts.get(call["api"], 0) + call["count"]
-    assert counts == {"__call__": 1600, "tf.function": 1600, "predict": 80}
-    traced = [f for f in d.recording.functions if f["origin"] == "user"]
-    assert sum(f["trace_count"] for f in traced) == 1
-    threads_seen = {s["thread"] for s in d.recording.call_samples}
-    assert threads_seen == {f"t{i}" for i in range(8)}
-    for sample in d.recording.call_samples:
-        assert sum(sample["phases"].values()) == pytest.approx(sample["duration_s"], rel=0.01)
+@pytest.mark.parametrize("legacy", [False, True], ids=["keras3", "tf-keras"])
+def test_eight_threads_exact_counts_and_per_thread_phases(legacy):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    env.pop("TF_USE_LEGACY_KERAS", None)
+    if legacy:
+        env["TF_USE_LEGACY_KERAS"] = "1"
+    result = subprocess.run([sys.executable, str(DATA / "threads_probe.py")], capture_output=True, text=True,
+                            env=env, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    data = json.loads(result.stdout)
+    assert data["flavor"] == ("tf-keras" if legacy else "keras3")
+    assert data["errors"] == []
+    assert data["counts"] == {"__call__": 1600, "predict_on_batch": 1600, "tf.function": 1600, "predict": 80}
+    assert data["user_traces"] == 1
+    assert data["threads"] == [f"t{i}" for i in range(8)]
+    assert data["bad_samples"] == 0
+    assert data["warnings"] == []
 
 
 def test_sys_setprofile_already_held_is_reported_and_left_alone():
