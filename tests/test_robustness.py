@@ -152,3 +152,80 @@ def test_long_run_keeps_memory_bounded(tmp_path):
     path = d.report(tmp_path / "r.html")
     assert os.path.getsize(path) < 3_000_000
     assert len(json.dumps(d.recording.to_dict())) < 2_000_000
+
+
+def test_threads_left_running_are_waited_for_like_python_does(tmp_path):
+    script = tmp_path / "bg.py"
+    script.write_text(textwrap.dedent("""
+        import threading, time
+        from concurrent.futures import ThreadPoolExecutor
+        import tensorflow as tf
+        step = tf.function(lambda t: t + 1.0)
+        def work():
+            time.sleep(0.5)
+            for _ in range(50):
+                step(tf.ones((2,)))
+        threading.Thread(target=work).start()
+        ThreadPoolExecutor(2).submit(lambda: None)  # its idle worker must not block the report
+    """))
+    out = tmp_path / "o"
+    assert cli.main(["analyze", "--no-cprofile", "--no-tf-profiler", "-o", str(out), str(script)]) == 0
+    recording = load(out / "recording.json")
+    assert sum(c["count"] for c in recording.calls if c["api"] == "tf.function") == 50
+
+
+def test_relative_out_folder_is_fixed_before_the_script_changes_directory(tmp_path, monkeypatch):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    script = tmp_path / "cd.py"
+    script.write_text(f"import os\nos.chdir({str(elsewhere)!r})\n")
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["analyze", "--no-cprofile", "--no-tf-profiler", "-o", "rel-out", str(script)]) == 0
+    assert (tmp_path / "rel-out" / "report.html").exists()
+    assert not (elsewhere / "rel-out").exists()
+
+
+def test_stale_profiles_are_removed_from_a_reused_folder(tmp_path):
+    from .conftest import EXAMPLES
+
+    out = tmp_path / "o"
+    assert cli.main(["analyze", "-o", str(out), str(EXAMPLES / "predict_loop.py"), "--calls", "3"]) == 0
+    assert (out / "profile.prof").exists() and (out / "tensorboard").is_dir()
+    assert cli.main(["analyze", "--no-cprofile", "--no-tf-profiler", "-o", str(out),
+                     str(EXAMPLES / "retracing" / "shape.py")]) == 0
+    assert not (out / "profile.prof").exists() and not (out / "tensorboard").exists()
+
+
+def test_a_reused_diagnoser_starts_afresh():
+    import tensorflow as tf
+
+    runs = tfdiag.diagnose(cprofile=False, tf_profiler=False)
+    with pytest.raises(ValueError):
+        with runs:
+            raise ValueError("first run fails")
+    assert runs.recording.run["ended_by"] == "exception"
+    with runs:
+        tf.function(lambda t: t * 3.0)(tf.ones((1,)))
+    assert runs.recording.run["ended_by"] == "returned"
+    assert "exception" not in runs.recording.run
+
+
+@pytest.mark.parametrize("change", [
+    lambda d: d.update(cprofile=5),
+    lambda d: d.update(alternatives=[1]),
+    lambda d: d["calls"][0].update(batch="x"),
+    lambda d: d["run"].update(wall_s="x"),
+    lambda d: d["environment"].update(command=5),
+])
+def test_report_on_a_subtly_corrupt_recording_is_one_line(tmp_path, capsys, change):
+    from .conftest import DATA
+
+    data = json.loads((DATA / "golden_recording.json").read_text())
+    change(data)
+    path = tmp_path / "recording.json"
+    path.write_text(json.dumps(data))
+    status = cli.main(["report", str(path), "-o", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip()
+    assert status in (0, 2), err
+    if status == 2:
+        assert len(err.splitlines()) == 1 and "corrupt recording" in err

@@ -117,7 +117,7 @@ def _analyze(args) -> int:
         raise UsageError(str(exc)) from None
     if args.fail_on_retrace is not None and args.fail_on_retrace < 0:
         raise UsageError("--fail-on-retrace takes a number of traces, 0 or more")
-    out = _prepare_out(args.out)
+    out = os.path.abspath(_prepare_out(args.out))  # the script may chdir
     options = {"cprofile": not args.no_cprofile}
     if args.cprofile_calls is not None:
         options["cprofile_calls"] = args.cprofile_calls
@@ -164,6 +164,8 @@ def _analyze(args) -> int:
 
 def _report(args) -> int:
     from . import recording as recording_module
+    import jinja2
+
     from .analysis import analyze
     from .renderers import html
 
@@ -172,7 +174,11 @@ def _report(args) -> int:
     except recording_module.RecordingError as exc:
         raise UsageError(str(exc)) from None
     out = _prepare_out(args.out or os.path.dirname(os.path.abspath(args.recording)))
-    path = html.write_report(recording, analyze(recording), os.path.join(out, "report.html"))
+    try:
+        path = html.write_report(recording, analyze(recording), os.path.join(out, "report.html"))
+    except (TypeError, KeyError, AttributeError, ValueError, IndexError, jinja2.TemplateError) as exc:
+        # load() checks the fields every stage relies on; anything else malformed lands here.
+        raise UsageError(f"{args.recording}: corrupt recording ({exc.__class__.__name__}: {exc})") from None
     print(path)
     return 0
 

@@ -63,8 +63,12 @@ def run_code(code: types.CodeType, path: str, args: list[str]) -> dict:
     sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
     sys.modules["__main__"] = module
     previous_handler = _install_sigterm_handler()
+    threads_before = set(threading.enumerate())
     try:
-        exec(code, module.__dict__)
+        try:
+            exec(code, module.__dict__)
+        finally:
+            _join_script_threads(threads_before)
         return {"ended_by": "returned", "exit_status": 0}
     except Terminated:
         print("Terminated (SIGTERM)", file=sys.stderr)
@@ -116,3 +120,16 @@ def _install_sigterm_handler():
         return None  # the embedding program handles SIGTERM itself: leave it alone
     signal.signal(signal.SIGTERM, _raise_terminated)
     return previous
+
+
+def _join_script_threads(before: set) -> None:
+    """Wait for the non-daemon threads the script started, as the interpreter would at exit,
+    so their calls are in the report (Ctrl-C or SIGTERM while waiting ends the wait)."""
+    from concurrent.futures import thread as futures_thread
+
+    for thread in threading.enumerate():
+        if thread in before or thread.daemon or thread is threading.current_thread():
+            continue
+        if getattr(thread, "_target", None) is futures_thread._worker:
+            continue  # executor workers end only at interpreter exit (threading's atexit hook)
+        thread.join()

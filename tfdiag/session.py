@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import sys
 import shlex
 import threading
 import time
@@ -75,6 +77,8 @@ class Diagnoser(contextlib.ContextDecorator):
             if _ACTIVE:
                 raise DiagnoseError("tfdiag.diagnose() is already active; nesting diagnose() is not supported")
             _ACTIVE.append(self)
+        self.outcome = {}  # a Diagnoser used twice (e.g. as a decorator) starts afresh each time
+        self.files = {}
         self.collector = Collector()
         self.tracker = PhaseTracker(self.clock)
         self.gate = ProfileGate(self.collector, self.cprofile_calls, clock=self.clock) if self.cprofile else None
@@ -118,10 +122,16 @@ class Diagnoser(contextlib.ContextDecorator):
         self.recording = self._build_recording()
         if verified is not None:
             self.recording.extra.update(verified)
-        self.analysis = analysis.analyze(self.recording)
-        self.recording.findings = self.analysis.findings
-        if self.out is not None:
-            self.write(self.out)
+        try:
+            self.analysis = analysis.analyze(self.recording)
+            self.recording.findings = self.analysis.findings
+            if self.out is not None:
+                self.write(self.out)
+        except Exception as exc:
+            if exc_type is None:
+                raise
+            # The user's own exception matters more: say what failed in one line and let it go on.
+            print(f"tfdiag: could not finish the report ({exc.__class__.__name__}: {exc})", file=sys.stderr)
         return False
 
     def _verify(self, exc_type) -> dict | None:
@@ -215,6 +225,7 @@ class Diagnoser(contextlib.ContextDecorator):
                 self.recording.extra["cprofile"]["file"] = "profile.prof"
                 self.recording.extra["cprofile"]["command"] = f"tfdiag snakeviz {shlex.quote(out)}"
         self._write_tensorboard(out)
+        _remove_stale(out, self.files)
         self.files["recording"] = self.recording.save(os.path.join(out, "recording.json"))
         self.files["report"] = html.write_report(self.recording, self.analysis, os.path.join(out, "report.html"))
         return dict(self.files)
@@ -228,6 +239,17 @@ class Diagnoser(contextlib.ContextDecorator):
         target = os.fspath(path) if path is not None else os.path.join(self.out or "tfdiag-report", "report.html")
         os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
         return html.write_report(self.recording, self.analysis, target)
+
+
+def _remove_stale(out: str, files: dict) -> None:
+    """Drop a profile.prof or tensorboard/ left in ``out`` by an earlier run that this run did not write,
+    so the folder never pairs this report with another run's profiles."""
+    prof = os.path.join(out, "profile.prof")
+    if "profile" not in files and os.path.isfile(prof):
+        os.remove(prof)
+    logdir = os.path.join(out, "tensorboard")
+    if "tensorboard" not in files and os.path.isdir(logdir):
+        shutil.rmtree(logdir)
 
 
 def outcome_of(exc_type, exc) -> dict:

@@ -172,6 +172,8 @@ def max_user_traces(recording: Recording) -> tuple[int, str | None]:
     """The largest trace count of any user function, and its name (for --fail-on-retrace)."""
     best, name = 0, None
     for function in recording.user_functions():
-        if function.get("trace_count", 0) > best:
-            best, name = function["trace_count"], function.get("name")
+        # A tf.function method traces once per instance by design: count per instance.
+        traces = function.get("max_traces_per_instance") or function.get("trace_count", 0)
+        if traces > best:
+            best, name = traces, function.get("name")
     return best, name

@@ -149,7 +149,8 @@ def retrace_findings(recording: Recording, explained: dict) -> list[Finding]:
             count = len(explanations) + (dropped if by_cause and len(by_cause) == 1 else 0)
             call_site = next((t.get("call_site") for t in traces if t.get("index") == explanations[0].index), "")
             if cause_code == "model-rebuilt":
-                title = (f"Keras rebuilt `{name}` {count} time(s) for the same input: the model was "
+                of_model = f" of model `{function['model']}`" if function.get("model") else ""
+                title = (f"Keras rebuilt `{name}`{of_model} {count} time(s) for the same input: the model was "
                          "re-compiled or re-created, so its predict function was traced again")
                 fix = {"text": ("Build and compile the model once, before the loop; `compile()` (and creating "
                                 "a model) discards the traced predict function."),

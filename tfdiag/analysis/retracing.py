@@ -153,10 +153,19 @@ def explain_function(function: dict) -> list[TraceExplanation]:
     for position, trace in enumerate(traces):
         if position == 0:
             continue
+        instance = trace.get("instance")
+        if instance is not None and trace.get("new_object"):
+            # A tf.function method on another instance: that instance's first trace, not a retrace.
+            explanations.append(TraceExplanation(trace.get("index", position + 1), None, [Change(
+                "new-instance", "self", f"self: first trace for another {instance.get('type')} instance "
+                "(each instance keeps its own traces of a tf.function method)")]))
+            continue
         best: tuple[int, int, list[Change]] | None = None
         window = list(range(position - 1, max(-1, position - 1 - COMPARE_WINDOW), -1))
         if 0 not in window:
             window.append(0)
+        if instance is not None:  # compare with the same instance's traces only
+            window = [i for i in window if (traces[i].get("instance") or {}).get("id") == instance.get("id")] or window
         for earlier_position in window:
             changes = diff_traces(traces[earlier_position], trace)
             if best is None or len(changes) < len(best[2]):

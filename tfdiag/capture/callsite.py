@@ -2,24 +2,40 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 import sysconfig
 
-_LIBRARY_MARKERS = (
-    f"{os.sep}tensorflow{os.sep}",
-    f"{os.sep}keras{os.sep}",
-    f"{os.sep}tf_keras{os.sep}",
-    f"{os.sep}tfdiag{os.sep}",
-    f"{os.sep}absl{os.sep}",
-    f"{os.sep}optree{os.sep}",
-    f"{os.sep}numpy{os.sep}",
-    f"{os.sep}wrapt{os.sep}",
-    f"{os.sep}tensorboard{os.sep}",
-)
+# Packages whose frames are never "the user's code". Located by their install folders (found
+# without importing them), so a user's own folder called keras/ or tfdiag/ is still user code.
+LIBRARY_PACKAGES = ("tensorflow", "keras", "tf_keras", "tfdiag", "absl", "optree", "numpy", "wrapt",
+                    "tensorboard", "ml_dtypes", "h5py", "google", "IPython", "ipykernel")
+
+
+def _package_dirs(names) -> dict[str, tuple[str, ...]]:
+    dirs: dict[str, tuple[str, ...]] = {}
+    for name in names:
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            continue
+        locations = list(getattr(spec, "submodule_search_locations", None) or []) if spec else []
+        if locations:
+            dirs[name] = tuple(os.path.join(os.path.realpath(p), "") for p in locations)
+    return dirs
+
+
+PACKAGE_DIRS = _package_dirs(LIBRARY_PACKAGES)
+_LIBRARY_PREFIXES = tuple(p for paths in PACKAGE_DIRS.values() for p in paths)
 _STDLIB = tuple(
-    p for p in {sysconfig.get_paths().get("stdlib"), sysconfig.get_paths().get("platstdlib")} if p
+    os.path.join(os.path.realpath(p), "")
+    for p in {sysconfig.get_paths().get("stdlib"), sysconfig.get_paths().get("platstdlib")} if p
 )
+_SITE_PACKAGES = f"{os.sep}site-packages{os.sep}"
+# Console scripts (the ``tfdiag`` entry point) and AutoGraph's generated copies of user functions.
+_SCRIPTS = os.path.join(os.path.realpath(sysconfig.get_paths().get("scripts", sys.prefix)), "")
+_GENERATED = "__autograph_generated_file"
 _is_library: dict[str, bool] = {}
 
 
@@ -27,17 +43,35 @@ def is_library_file(filename: str) -> bool:
     """True for files of TF, Keras, tfdiag, their helpers and the standard library."""
     known = _is_library.get(filename)
     if known is None:
-        known = (
-            filename.startswith(("<frozen", "<built-in"))
-            or any(marker in filename for marker in _LIBRARY_MARKERS)
-            or (filename.startswith(_STDLIB) and f"{os.sep}site-packages{os.sep}" not in filename)
-        )
+        if filename.startswith("<"):
+            known = filename.startswith(("<frozen", "<built-in"))
+        else:
+            path = os.path.realpath(os.path.abspath(filename))
+            known = (
+                path.startswith(_LIBRARY_PREFIXES)
+                or (path.startswith(_STDLIB) and _SITE_PACKAGES not in path)
+                or path.startswith(_SCRIPTS)
+                or _GENERATED in os.path.basename(path)
+            )
         _is_library[filename] = known
     return known
 
 
-_code_is_library: dict = {}
-_site_text: dict = {}
+def package_of(filename: str) -> str | None:
+    """Which of LIBRARY_PACKAGES a file belongs to (None for the user's own files)."""
+    if filename.startswith("<"):
+        return None
+    path = os.path.realpath(os.path.abspath(filename))
+    for name, prefixes in PACKAGE_DIRS.items():
+        if path.startswith(prefixes):
+            return name
+    return None
+
+
+# Keyed by id(code), holding the code object itself: code objects compare equal across files
+# (co_filename is not part of their equality), so they cannot be dict keys here.
+_code_is_library: dict[int, tuple] = {}
+_site_text: dict[tuple, tuple] = {}
 
 
 def user_frame(skip: int = 1):
@@ -45,9 +79,12 @@ def user_frame(skip: int = 1):
     frame = sys._getframe(skip)
     while frame is not None:
         code = frame.f_code
-        library = _code_is_library.get(code)
-        if library is None:
-            library = _code_is_library[code] = is_library_file(code.co_filename)
+        cached = _code_is_library.get(id(code))
+        if cached is not None and cached[0] is code:
+            library = cached[1]
+        else:
+            library = is_library_file(code.co_filename)
+            _code_is_library[id(code)] = (code, library)
         if not library:
             return frame
         frame = frame.f_back
@@ -59,10 +96,13 @@ def user_call_site(skip: int = 2) -> str:
     frame = user_frame(skip)
     if frame is None:
         return "<unknown>"
-    key = (frame.f_code, frame.f_lineno)
-    site = _site_text.get(key)
-    if site is None:
-        site = _site_text[key] = f"{frame.f_code.co_filename}:{frame.f_lineno}"
+    code = frame.f_code
+    key = (id(code), frame.f_lineno)
+    cached = _site_text.get(key)
+    if cached is not None and cached[0] is code:
+        return cached[1]
+    site = f"{code.co_filename}:{frame.f_lineno}"
+    _site_text[key] = (code, site)
     return site
 
 

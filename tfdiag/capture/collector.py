@@ -18,6 +18,7 @@ MAX_TRACES_KEPT = 200
 RESERVOIR_SIZE = 512
 MAX_CALL_SAMPLES = 2000
 MAX_WARNINGS = 100
+MAX_INSTANCES_TRACKED = 10_000
 
 
 @dataclass
@@ -64,6 +65,9 @@ class FunctionStats:
     trace_s: float = 0.0
     traces: list = field(default_factory=list)
     object_count: int = 0
+    model: str | None = None
+    instance_traces: dict = field(default_factory=dict)  # tf.function methods: traces per instance
+    max_instance_traces: int = 0
 
 
 class Collector:
@@ -99,6 +103,13 @@ class Collector:
             stats.trace_s += trace["duration_s"]
             trace["index"] = stats.trace_count
             stats.object_count = max(stats.object_count, trace.get("object_index", 0))
+            stats.model = trace.get("model", stats.model)
+            instance = trace.get("instance")
+            if instance is not None:
+                seen = stats.instance_traces
+                if instance["id"] in seen or len(seen) < MAX_INSTANCES_TRACKED:
+                    seen[instance["id"]] = seen.get(instance["id"], 0) + 1
+                    stats.max_instance_traces = max(stats.max_instance_traces, seen[instance["id"]])
             if len(stats.traces) < MAX_TRACES_KEPT:
                 stats.traces.append(trace)
 
@@ -204,6 +215,9 @@ def _function_section(stats: FunctionStats) -> dict:
         "trace_count": stats.trace_count,
         "trace_s": stats.trace_s,
         "object_count": stats.object_count,
+        "model": stats.model,
+        "instances": len(stats.instance_traces) or None,
+        "max_traces_per_instance": stats.max_instance_traces or None,
         "traces": list(stats.traces),
         "traces_dropped": max(0, stats.trace_count - len(stats.traces)),
     }

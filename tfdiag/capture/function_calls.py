@@ -8,6 +8,7 @@ while a graph is being traced). Everything else passes straight through.
 
 from __future__ import annotations
 
+import inspect
 import threading
 
 from . import callsite
@@ -19,11 +20,21 @@ from .phases import PhaseTracker
 FUNCTION_MODULE = "tensorflow.python.eager.polymorphic_function.polymorphic_function"
 
 
+def code_of(python_function):
+    """The user's code object behind a tf.function's Python function (methods and decorators unwrapped)."""
+    try:
+        python_function = inspect.unwrap(python_function)
+    except ValueError:
+        pass
+    python_function = getattr(python_function, "__func__", python_function)  # a bound method
+    return getattr(python_function, "__code__", None)
+
+
 class FunctionCallCapture:
     def __init__(self, collector: Collector, tracker: PhaseTracker) -> None:
         self.collector = collector
         self.tracker = tracker
-        self._user_code: dict[int, bool] = {}
+        self._user_code: dict[int, tuple] = {}
 
     def install(self, patcher: Patcher) -> None:
         patcher.when_imported(FUNCTION_MODULE, lambda m: self._guarded(patcher, m))
@@ -36,12 +47,14 @@ class FunctionCallCapture:
 
     def _is_user_function(self, function) -> bool:
         python_function = getattr(function, "_python_function", None)
-        code = getattr(python_function, "__code__", None)
-        if code is None:
-            return False
-        known = self._user_code.get(id(code))
-        if known is None:
-            known = self._user_code[id(code)] = not callsite.is_library_file(code.co_filename)
+        cached = self._user_code.get(id(python_function))
+        if cached is not None and cached[0] is python_function:  # an id is only valid for its object
+            return cached[1]
+        code = code_of(python_function)
+        known = code is not None and not callsite.is_library_file(code.co_filename)
+        if len(self._user_code) > 10_000:
+            self._user_code.clear()
+        self._user_code[id(python_function)] = (python_function, known)
         return known
 
     def _wrap(self, original):
@@ -57,19 +70,20 @@ class FunctionCallCapture:
                 return original(function, *args, **kwargs)
             finally:
                 phases = tracker.end_call(frame)
-                capture._record(function, args, start, phases)
+                capture._record(function, args, kwargs, start, phases)
 
         __call__.__wrapped__ = original
         return __call__
 
-    def _record(self, function, args, start, phases) -> None:
+    def _record(self, function, args, kwargs, start, phases) -> None:
         try:
             self.collector.add_call(
                 api="tf.function",
                 target=str(getattr(function, "_name", None) or getattr(function, "__name__", "?")),
                 call_site=callsite.user_call_site(3),
-                input_signature=(describe_call_input(args[0])[0] if len(args) == 1
-                                 else describe_input(list(args)) if args else "()"),
+                input_signature=(describe_call_input(args[0])[0] if len(args) == 1 and not kwargs
+                                 else describe_input([*args, kwargs] if kwargs else list(args)) if args or kwargs
+                                 else "()"),
                 start=start,
                 duration=sum(phases.values()),
                 phases=phases,

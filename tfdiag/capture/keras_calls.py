@@ -99,6 +99,12 @@ class KerasCallCapture:
         # capture keeping the last input per model); errors become capture warnings.
         self.observers: list = []
 
+    @staticmethod
+    def executing_eagerly() -> bool:
+        from tensorflow.python.eager import context  # loaded already: Keras imported TensorFlow
+
+        return context.executing_eagerly()
+
     def install(self, patcher: Patcher) -> None:
         patcher.when_imported(KERAS3_TRAINER, lambda m: self._guarded(patcher, m, self._keras3_trainer))
         patcher.when_imported(KERAS3_MODEL, lambda m: self._guarded(patcher, m, self._keras3_model))
@@ -129,15 +135,23 @@ class KerasCallCapture:
         tracker = self.tracker
 
         def instrumented(model, *args, **kwargs):
-            if getattr(local, "active", False):
+            # Nested in another instrumented call (a model called inside predict() or inside the
+            # user's tf.function), or called while a graph is traced: part of the outer call.
+            if getattr(local, "active", False) or tracker.in_call() or not capture.executing_eagerly():
                 return original(model, *args, **kwargs)
             local.active = True
             taken = []
-            for gate in capture.gates:
-                token = gate.start(api)
-                if token is not None:
-                    taken.append((gate, token))
-            frame = tracker.begin_call()
+            try:
+                for gate in capture.gates:
+                    token = gate.start(api)
+                    if token is not None:
+                        taken.append((gate, token))
+            except BaseException:
+                for gate, token in reversed(taken):
+                    gate.stop(token)
+                local.active = False
+                raise
+            frame = tracker.begin_call(str(getattr(model, "name", "")))
             start = frame.last
             try:
                 return original(model, *args, **kwargs)

@@ -24,12 +24,13 @@ _ABSORBED_BY = {
 
 
 class _CallFrame:
-    __slots__ = ("totals", "stack", "last")
+    __slots__ = ("totals", "stack", "last", "target")
 
-    def __init__(self, now: float) -> None:
+    def __init__(self, now: float, target: str | None = None) -> None:
         self.totals = dict.fromkeys(PHASES, 0.0)
         self.stack = ["other"]
         self.last = now
+        self.target = target  # the model or function the call is about (labels Keras's own traces)
 
 
 class PhaseTracker:
@@ -46,8 +47,12 @@ class PhaseTracker:
     def in_call(self) -> bool:
         return bool(getattr(self._local, "frames", None))
 
-    def begin_call(self) -> _CallFrame:
-        frame = _CallFrame(self.clock())
+    def current_target(self) -> str | None:
+        frames = getattr(self._local, "frames", None)
+        return frames[-1].target if frames else None
+
+    def begin_call(self, target: str | None = None) -> _CallFrame:
+        frame = _CallFrame(self.clock(), target)
         self._frames().append(frame)
         return frame
 

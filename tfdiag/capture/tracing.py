@@ -26,19 +26,25 @@ from .patching import Patcher
 TRACING_MODULE = "tensorflow.python.eager.polymorphic_function.tracing_compilation"
 FUNCTION_MODULE = "tensorflow.python.eager.polymorphic_function.polymorphic_function"
 
-_DATA_MARK = f"{os.sep}tensorflow{os.sep}python{os.sep}data{os.sep}"
-_KERAS_MARKS = (f"{os.sep}keras{os.sep}", f"{os.sep}tf_keras{os.sep}")
-_TF_MARK = f"{os.sep}tensorflow{os.sep}"
+_DATA_DIR = tuple(os.path.join(p, "python", "data", "") for p in callsite.PACKAGE_DIRS.get("tensorflow", ()))
 
 
 def origin_of(filename: str) -> str:
-    if _DATA_MARK in filename:
-        return "tf.data"
-    if any(mark in filename for mark in _KERAS_MARKS):
+    """``user``, ``keras``, ``tf.data`` or ``tensorflow``: whose code a traced function is."""
+    package = callsite.package_of(filename)
+    if package == "tensorflow":
+        return "tf.data" if os.path.realpath(os.path.abspath(filename)).startswith(_DATA_DIR) else "tensorflow"
+    if package in ("keras", "tf_keras"):
         return "keras"
-    if _TF_MARK in filename:
-        return "tensorflow"
-    return "user"
+    return "user" if package is None else package
+
+
+def _bound_instance(python_function):
+    """The object a tf.function method is bound to (TF binds through a TfMethodTarget), else None."""
+    bound = getattr(python_function, "__self__", None)
+    if bound is None:
+        return None
+    return getattr(bound, "target", bound)
 
 
 class TraceCapture:
@@ -135,6 +141,11 @@ class TraceCapture:
             key = ("<no code>", 0, qualname, str(tracing_options.name))
             origin = "user"
         name = str(tracing_options.name)
+        model = None
+        if origin == "keras" and self.phase_tracker is not None:
+            # Keras's predict/train functions share code across models: one entry per model.
+            model = self.phase_tracker.current_target()
+            key = (*key, model)
         args = []
         for parameter in function_type.parameters.values():
             entry = trace_types.describe(parameter.type_constraint)
@@ -152,6 +163,12 @@ class TraceCapture:
             "created_at": self._created_at.get(id(cache)),
             "thread": threading.current_thread().name,
         }
+        instance = _bound_instance(python_function)
+        if instance is not None:
+            # A tf.function method: each instance of the class has its own Function and traces.
+            trace["instance"] = {"type": type(instance).__name__, "id": hex(id(instance))}
+        if model is not None:
+            trace["model"] = model
         if tracing_options.input_signature is not None:
             trace["has_input_signature"] = True
         if tracing_options.reduce_retracing:

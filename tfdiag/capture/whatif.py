@@ -665,11 +665,12 @@ class FunctionKeeper:
         code = getattr(python_function, "__code__", None)
         if code is None:
             return None
-        key = id(code)
-        if key not in self._user_code:
-            self._user_code[key] = (None if callsite.is_library_file(code.co_filename)
-                                    else (str(getattr(function, "_name", code.co_name)), callsite.code_site(code)))
-        return self._user_code[key]
+        cached = self._user_code.get(id(code))
+        if cached is None or cached[0] is not code:  # an id is only valid while its code object lives
+            cached = self._user_code[id(code)] = (code, None if callsite.is_library_file(code.co_filename)
+                                                  else (str(getattr(function, "_name", code.co_name)),
+                                                        callsite.code_site(code)))
+        return cached[1]
 
     def _wrap(self, original):
         keeper = self
