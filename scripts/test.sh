@@ -13,6 +13,15 @@ if ! command -v chromium >/dev/null 2>&1; then
   fi
 fi
 
+# Debian's python3 needs python3-venv for `python3 -m venv`.
+if ! python3 -c "import ensurepip, venv" >/dev/null 2>&1; then
+  if [ "$(id -u)" = "0" ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+  else
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+  fi
+fi
+
 VENV="${TFDIAG_VENV:-.venv}"
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --upgrade pip setuptools wheel

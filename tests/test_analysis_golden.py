@@ -155,3 +155,27 @@ def test_diff_args_names_each_change():
     a = {"kind": "tensor", "shape": [2], "dtype": "float64"}
     b = {"kind": "tensor", "shape": [2], "dtype": "float32"}
     assert retracing.diff_args(a, b, "x")[0].text == "x: float64 → float32"
+
+
+def _function_with(args_per_trace):
+    traces = [{"index": i + 1, "duration_s": 0.01, "call_site": "s.py:3", "args": args}
+              for i, args in enumerate(args_per_trace)]
+    return {"name": "f", "qualname": "f", "origin": "user", "defined_at": "s.py:1", "trace_count": len(traces),
+            "trace_s": 0.01 * len(traces), "object_count": 1, "traces": traces, "traces_dropped": 0}
+
+
+def test_fixes_use_the_observed_types():
+    from tfdiag.recording import Recording
+
+    ids = _function_with([[{"name": "ids", "kind": "tensor", "shape": [4], "dtype": "int32"}],
+                          [{"name": "ids", "kind": "tensor", "shape": [4], "dtype": "int64"}]])
+    flag = _function_with([[{"name": "training", "kind": "literal", "type": "bool", "value": "True"}],
+                           [{"name": "training", "kind": "literal", "type": "bool", "value": "False"}]])
+    steps = _function_with([[{"name": "n", "kind": "literal", "type": "int", "value": "1"}],
+                            [{"name": "n", "kind": "literal", "type": "int", "value": "2"}]])
+    found = analyze(Recording(functions=[ids, flag, steps])).findings
+    by_arg = {f["details"]["arguments"][0]: f for f in found}
+    assert "dtype=tf.int32" in by_arg["ids"]["fix"]["code"]
+    assert "tf.constant" not in by_arg["training"]["fix"]["code"]
+    assert "one function per value" in by_arg["training"]["fix"]["code"]
+    assert "dtype=tf.int32" in by_arg["n"]["fix"]["code"]

@@ -150,3 +150,14 @@ def test_traces_only_gate_records_traces_and_no_calls(tmp_path, capsys):
     assert any(f["code"] == "retrace-shape" for f in recording.findings)
     assert cli.main(["analyze", "--traces-only", "--verify", "-o", str(out), shape]) == 2
     assert "cannot be combined" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--verify-budget", "5"], "--verify-budget only applies with --verify"),
+    (["--cprofile-calls", "-1"], "--cprofile-calls takes a number"),
+])
+def test_option_misuse_is_a_usage_error(tmp_path, capsys, options, message):
+    script = _script(tmp_path, "print('never runs')\n")
+    assert cli.main(["analyze", *options, "-o", str(tmp_path / "o"), script]) == 2
+    captured = capsys.readouterr()
+    assert message in captured.err and "never runs" not in captured.out

@@ -129,6 +129,10 @@ def _analyze(args) -> int:
         options["tf_profiler_calls"] = args.tf_profiler_calls
     if args.verify_budget is not None and not args.verify_budget > 0:
         raise UsageError("--verify-budget takes a number of seconds, more than 0")
+    if args.verify_budget is not None and not args.verify:
+        raise UsageError("--verify-budget only applies with --verify")
+    if args.cprofile_calls is not None and args.cprofile_calls < 0:
+        raise UsageError("--cprofile-calls takes a number of calls, 0 or more")
     if args.traces_only:
         if args.verify:
             raise UsageError("--verify needs call timing; it cannot be combined with --traces-only")

@@ -9,6 +9,7 @@ version. A path whose outputs differ beyond the tolerance is shown, never recomm
 from __future__ import annotations
 
 from ..recording import Recording
+from .units import ms
 
 MIN_SPEEDUP = 1.1  # closer than this to the user's own path is within timing noise
 TIE = 0.10  # paths within 10% of the fastest are a tie: the simpler one (PATH_ORDER) wins
@@ -151,14 +152,6 @@ def snippet(entry: dict) -> str:
     return ""
 
 
-def _ms(seconds: float) -> str:
-    if seconds >= 1:
-        return f"{seconds:.2f} s"
-    if seconds >= 0.01:
-        return f"{seconds * 1000:.0f} ms"
-    return f"{seconds * 1000:.2f} ms"
-
-
 def _times(speedup: float) -> str:
     return f"{speedup:.0f}×" if speedup >= 10 else f"{speedup:.1f}×"
 
@@ -168,15 +161,15 @@ def measured_fix(choice: dict, guide: str) -> dict:
     best, base = choice["entry"], choice["base"]
     diff = best.get("max_abs_diff") or 0.0
     text = (f"Measured on your model and input ({best.get('calls', 0)} interleaved calls per path): "
-            f"{label(best['path'])} takes {_ms(best['median_s'])} per call against {_ms(base['median_s'])} for "
+            f"{label(best['path'])} takes {ms(best['median_s'])} per call against {ms(base['median_s'])} for "
             f"{label(base['path'])}, {_times(choice['speedup'])} faster, with the same outputs "
             f"(largest difference {diff:.1e}).")
     first = best.get("first_s")
     if isinstance(first, (int, float)) and first > 2 * best["median_s"]:
-        text += f" Its first call costs {_ms(first)} once (tracing/compiling/converting)."
+        text += f" Its first call costs {ms(first)} once (tracing/compiling/converting)."
     alt = choice.get("in_tensorflow")
     if alt is not None:
-        text += (f" Staying in TensorFlow: {label(alt['path'])} at {_ms(alt['median_s'])} "
+        text += (f" Staying in TensorFlow: {label(alt['path'])} at {ms(alt['median_s'])} "
                  f"({_times(base['median_s'] / alt['median_s'])} faster).")
     code = snippet(best)
     if alt is not None:

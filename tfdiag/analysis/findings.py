@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from ..recording import Recording
 from . import retracing
 from .phases import call_phase_split
+from .units import ms  # noqa: F401  (re-exported: renderers format with it)
 
 GUIDES = {
     "retrace": "https://www.tensorflow.org/guide/function#controlling_retracing",
@@ -63,24 +64,33 @@ def short_site(site: str) -> str:
     return os.path.basename(site) if site else site
 
 
-def ms(seconds: float) -> str:
-    if seconds >= 1:
-        return f"{seconds:.2f} s"
-    if seconds >= 0.01:
-        return f"{seconds * 1000:.0f} ms"
-    return f"{seconds * 1000:.2f} ms"
-
-
 # -- retracing ------------------------------------------------------------------------
+def _seen(function: dict, argument: str, field: str) -> list:
+    """The values of a field (``dtype``, ``type``) of a top-level argument over the traces, in order."""
+    values = []
+    for trace in function.get("traces", []):
+        for arg in trace.get("args", []):
+            if arg.get("name") == argument and arg.get(field) is not None and arg.get(field) not in values:
+                values.append(arg.get(field))
+    return values
+
+
+def _first_seen(function: dict, argument: str, field: str):
+    values = _seen(function, argument, field)
+    return values[0] if values else None
+
+
 def _fix_for(cause: str, function: dict, arguments: list[str]) -> dict:
     name = function.get("name", "f")
     arg = arguments[0] if arguments else "x"
     if cause in ("retrace-shape", "retrace-dtype"):
         signature = retracing.generalized_signature(function)
         if cause == "retrace-dtype":
+            seen = _seen(function, arg, "dtype")
+            dtype = "float32" if "float32" in seen else (seen[0] if seen else "float32")
             text = (f"Convert `{arg}` to one dtype at the boundary, before calling `{name}`, so every call "
-                    "presents the same dtype.")
-            code = f"{arg} = tf.convert_to_tensor({arg}, dtype=tf.float32)  # one dtype for every call\n{name}({arg})"
+                    f"presents the same dtype (seen: {', '.join(seen) or 'unknown'}).")
+            code = f"{arg} = tf.convert_to_tensor({arg}, dtype=tf.{dtype})  # one dtype for every call\n{name}({arg})"
             return {"text": text, "code": code, "guide": GUIDES["retrace"]}
         if signature is not None:
             text = (f"Give `{name}` an input_signature with None in the dimensions that varied, so one "
@@ -91,9 +101,18 @@ def _fix_for(cause: str, function: dict, arguments: list[str]) -> dict:
             code = f"@tf.function(reduce_retracing=True)\ndef {name}(...):\n    ..."
         return {"text": text, "code": code, "guide": GUIDES["retrace"]}
     if cause == "retrace-python-value":
+        kind = _first_seen(function, arg, "type")
+        if kind in ("bool", "str", "NoneType"):
+            return {"text": (f"`{arg}` is a Python {kind} and part of the trace key: each value gets its own "
+                             f"trace by design. Keep it constant in the hot loop, or split `{name}` into one "
+                             "function per value; make it a tensor only if the code inside can branch on a tensor "
+                             "(tf.cond)."),
+                    "code": f"{name}_a = tf.function(lambda x: body(x, {arg}=...))  # one function per value",
+                    "guide": GUIDES["retrace"]}
+        dtype = {"int": "int32"}.get(kind or "", "float32")
         return {"text": (f"Pass `{arg}` as a tensor: a Python number is part of the trace key, so every "
                          "distinct value traces again; a tensor of the same dtype does not."),
-                "code": f"{name}(..., {arg}=tf.constant({arg}, dtype=tf.float32))",
+                "code": f"{name}(..., {arg}=tf.constant({arg}, dtype=tf.{dtype}))",
                 "guide": GUIDES["retrace"]}
     if cause == "retrace-new-object":
         return {"text": (f"Create the object passed as `{arg}` once and reuse it, or pass the tensors it "

@@ -60,7 +60,6 @@ class TraceCapture:
         self._created_at: dict[int, str] = {}
         self._object_index: dict[int, int] = {}
         self._objects_per_code: dict[tuple, int] = {}
-        self._local = threading.local()
 
     def install(self, patcher: Patcher) -> None:
         patcher.when_imported(FUNCTION_MODULE, lambda m: self._guarded(self._hook_function_init, patcher, m))

@@ -101,7 +101,7 @@ def _spec_leaves(spec) -> list[dict]:
     return [leaf for item in spec for leaf in _spec_leaves(item)]
 
 
-def _pack_specs(structure, leaves: list[dict]):
+def _pack_specs(structure, leaves: list):
     it = iter(leaves)
 
     def pack(node):
@@ -332,7 +332,7 @@ def _build_litert(model, x, spec) -> Callable[[], object]:
     flat_specs = tf.nest.flatten(_tensor_specs(signature_of(spec), names=True))
 
     def flat_call(*flat):
-        return tuple(tf.nest.flatten(model(_pack_tensors(structure, list(flat)), training=False)))
+        return tuple(tf.nest.flatten(model(_pack_specs(structure, list(flat)), training=False)))
 
     serve = tf.function(flat_call, input_signature=flat_specs)
     holder = tf.Module()
@@ -365,19 +365,6 @@ def _build_litert(model, x, spec) -> Callable[[], object]:
         return [interpreter.get_tensor(index) for index in out_index]
 
     return run
-
-
-def _pack_tensors(structure, flat: list):
-    it = iter(flat)
-
-    def pack(node):
-        if isinstance(node, dict) and set(node) == {"shape", "dtype"}:
-            return next(it)
-        if isinstance(node, dict):
-            return {key: pack(node[key]) for key in sorted(node)}
-        return [pack(item) for item in node]
-
-    return pack(structure)
 
 
 def _suffix(name: str) -> int:
