@@ -179,3 +179,16 @@ def test_fixes_use_the_observed_types():
     assert "tf.constant" not in by_arg["training"]["fix"]["code"]
     assert "one function per value" in by_arg["training"]["fix"]["code"]
     assert "dtype=tf.int32" in by_arg["n"]["fix"]["code"]
+
+
+def test_eager_loop_snippet_is_built_from_the_observed_input():
+    from tfdiag.recording import PHASES, Recording
+
+    phases = dict.fromkeys(PHASES, 0.0)
+    phases.update(other=0.6, input_processing=0.1, kernel_execution=0.3)
+    call = {"api": "__call__", "target": "tiny", "call_site": "s.py:9", "input_signature": "float32[32, 4]",
+            "batch": 32, "count": 1000, "measured_count": 1000, "median_s": 0.001, "p95_s": 0.002,
+            "first_s": 0.05, "total_s": 1.0, "phases": phases}
+    (finding,) = [f for f in analyze(Recording(calls=[call])).findings if f["code"] == "eager-loop"]
+    assert "input_signature=[tf.TensorSpec([None, 4], tf.float32)]" in finding["fix"]["code"]
+    compile(finding["fix"]["code"], "<snippet>", "exec")

@@ -7,6 +7,7 @@ them in order and ``run_rules`` ranks the result by estimated time saved.
 from __future__ import annotations
 
 import os
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -65,6 +66,16 @@ def short_site(site: str) -> str:
 
 
 # -- retracing ------------------------------------------------------------------------
+def _spec_code(signature: str) -> str:
+    """``float32[32, 4]`` -> ``tf.TensorSpec([None, 4], tf.float32)``: the batch dimension left free."""
+    match = re.fullmatch(r"(\w+)\[([\d, None]*)\]", signature or "")
+    if not match:
+        return "tf.TensorSpec(None, tf.float32)  # describe your input here"
+    dims = [d.strip() for d in match.group(2).split(",") if d.strip()]
+    shape = ", ".join(["None", *dims[1:]]) if dims else ""
+    return f"tf.TensorSpec([{shape}], tf.{match.group(1)})"
+
+
 def _seen(function: dict, argument: str, field: str) -> list:
     """The values of a field (``dtype``, ``type``) of a top-level argument over the traces, in order."""
     values = []
@@ -301,8 +312,9 @@ def call_findings(recording: Recording, explained: dict) -> list[Finding]:
                 estimated_savings_s=savings,
                 fix={"text": ("Wrap the call in a tf.function with a fixed input_signature so the Python "
                               f"layer code runs once, not per call.{suffix}"),
-                     "code": "serve = tf.function(lambda x: model(x, training=False),\n"
-                             "                    input_signature=[tf.TensorSpec([None, ...], tf.float32)])\ny = serve(x)",
+                     "code": ("serve = tf.function(lambda x: model(x, training=False),\n"
+                              f"                    input_signature=[{_spec_code(call.get('input_signature', ''))}])\n"
+                              "y = serve(x)"),
                      "guide": GUIDES["performance"], "verified": verified},
             ))
         if choice is not None and len(findings) > before:
