@@ -63,10 +63,12 @@ def test_small_batch_predict_is_per_call_overhead(probe):
 
 
 def test_large_batch_predict_is_kernel_bound(probe):
-    call = _call(probe, "predict", "mlp", "float32[65536, 256]")
+    call = _call(probe, "predict", "mlp", "float32[16384, 256]")
     shares = _shares(call)
-    assert max(shares, key=shares.get) == "kernel_execution", shares
-    assert shares["kernel_execution"] > shares["data_adapter"] + shares["graph_creation"], shares
+    named = {p: v for p, v in shares.items() if p != "other"}
+    assert max(named, key=named.get) == "kernel_execution", shares
+    assert shares["kernel_execution"] > 2 * (shares["data_adapter"] + shares["graph_creation"]
+                                             + shares["input_processing"]), shares
 
 
 def test_concurrent_threads_are_attributed_per_thread(probe):
