@@ -117,3 +117,25 @@ def test_user_code_in_a_folder_named_like_a_library_is_the_users(tmp_path, folde
     assert encode["origin"] == "user"
     assert encode["traces"][0]["call_site"].endswith(f"{folder}/script.py:9")
     assert sum(c["count"] for c in recording.calls if c["target"] == "encode") == 3
+
+
+def test_plain_tf_function_loops_get_both_profilers(tmp_path):
+    out = tmp_path / "out"
+    script = tmp_path / "loop.py"
+    script.write_text(textwrap.dedent("""
+        import tensorflow as tf
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.float32)])
+        def step(t):
+            return tf.reduce_sum(t * 2.0)
+
+        for n in range(12):
+            step(tf.ones((n + 1,)))
+    """))
+    assert cli.main(["analyze", "-o", str(out), str(script)]) == 0
+    recording = load(out / "recording.json")
+    calls = [c for c in recording.calls if c["target"] == "step"]
+    assert sum(c["count"] for c in calls) == 12
+    assert 0 < sum(c["profiled_calls"] for c in calls) < 12
+    assert recording.extra["cprofile"]["calls_profiled"] >= 1 and (out / "profile.prof").exists()
+    assert list((out / "tensorboard" / "plugins" / "profile").rglob("*.xplane.pb"))

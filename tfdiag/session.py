@@ -93,7 +93,8 @@ class Diagnoser(contextlib.ContextDecorator):
                 self._started = self.clock()
                 return self
             phase_points.install(self._patcher, self.tracker, self.collector)
-            FunctionCallCapture(self.collector, self.tracker).install(self._patcher)
+            function_calls = FunctionCallCapture(self.collector, self.tracker)
+            function_calls.install(self._patcher)
             self.calls = KerasCallCapture(self.collector, self.tracker)
             if self.verify:  # keeps each model's last input for the what-if timing after exit
                 self.keeper = whatif.InputKeeper()
@@ -105,6 +106,7 @@ class Diagnoser(contextlib.ContextDecorator):
             if self.tf_gate is not None:
                 self.calls.gates.append(self.tf_gate)
                 self.tf_gate.install(self._patcher)
+            function_calls.gates = self.calls.gates  # user tf.function calls get profiled too
             self.calls.install(self._patcher)
         except BaseException:
             self._uninstall()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import inspect
 import threading
 
-from . import callsite
+from . import callsite, gates
 from .collector import Collector
 from .keras_calls import describe_call_input, describe_input
 from .patching import Patcher
@@ -35,6 +35,7 @@ class FunctionCallCapture:
         self.collector = collector
         self.tracker = tracker
         self._user_code: dict[int, tuple] = {}
+        self.gates: list = []  # see gates.py; shared with the Keras call capture
 
     def install(self, patcher: Patcher) -> None:
         patcher.when_imported(FUNCTION_MODULE, lambda m: self._guarded(patcher, m))
@@ -64,18 +65,20 @@ class FunctionCallCapture:
         def __call__(function, *args, **kwargs):
             if tracker.in_call() or not capture._is_user_function(function):
                 return original(function, *args, **kwargs)
+            taken = gates.start_all(capture.gates, "tf.function")
             frame = tracker.begin_call()
             start = frame.last
             try:
                 return original(function, *args, **kwargs)
             finally:
                 phases = tracker.end_call(frame)
-                capture._record(function, args, kwargs, start, phases)
+                gates.stop_all(taken)
+                capture._record(function, args, kwargs, start, phases, bool(taken))
 
         __call__.__wrapped__ = original
         return __call__
 
-    def _record(self, function, args, kwargs, start, phases) -> None:
+    def _record(self, function, args, kwargs, start, phases, profiled) -> None:
         try:
             self.collector.add_call(
                 api="tf.function",
@@ -88,6 +91,7 @@ class FunctionCallCapture:
                 duration=sum(phases.values()),
                 phases=phases,
                 thread=threading.current_thread().name,
+                profiled=profiled,
             )
         except Exception as exc:  # never break the user's call
             self.collector.warn(f"could not record a tf.function call: {exc.__class__.__name__}: {exc}")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 from typing import Callable
 
-from . import callsite
+from . import callsite, gates
 from .collector import Collector
 from .patching import Patcher
 from .phases import PhaseTracker
@@ -140,15 +140,9 @@ class KerasCallCapture:
             if getattr(local, "active", False) or tracker.in_call() or not capture.executing_eagerly():
                 return original(model, *args, **kwargs)
             local.active = True
-            taken = []
             try:
-                for gate in capture.gates:
-                    token = gate.start(api)
-                    if token is not None:
-                        taken.append((gate, token))
+                taken = gates.start_all(capture.gates, api)
             except BaseException:
-                for gate, token in reversed(taken):
-                    gate.stop(token)
                 local.active = False
                 raise
             frame = tracker.begin_call(str(getattr(model, "name", "")))
@@ -157,8 +151,7 @@ class KerasCallCapture:
                 return original(model, *args, **kwargs)
             finally:
                 phases = tracker.end_call(frame)
-                for gate, token in reversed(taken):
-                    gate.stop(token)
+                gates.stop_all(taken)
                 local.active = False
                 capture._record(api, model, args, kwargs, start, phases, bool(taken))
 
