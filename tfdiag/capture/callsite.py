@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import sys
@@ -57,6 +58,7 @@ def is_library_file(filename: str) -> bool:
     return known
 
 
+@functools.lru_cache(maxsize=4096)
 def package_of(filename: str) -> str | None:
     """Which of LIBRARY_PACKAGES a file belongs to (None for the user's own files)."""
     if filename.startswith("<"):

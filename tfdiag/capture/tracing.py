@@ -12,6 +12,7 @@ same code"). A call that does not trace never reaches these hooks.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import os
 import threading
@@ -29,6 +30,7 @@ FUNCTION_MODULE = "tensorflow.python.eager.polymorphic_function.polymorphic_func
 _DATA_DIR = tuple(os.path.join(p, "python", "data", "") for p in callsite.PACKAGE_DIRS.get("tensorflow", ()))
 
 
+@functools.lru_cache(maxsize=4096)
 def origin_of(filename: str) -> str:
     """``user``, ``keras``, ``tf.data`` or ``tensorflow``: whose code a traced function is."""
     package = callsite.package_of(filename)
