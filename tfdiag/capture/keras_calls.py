@@ -98,12 +98,16 @@ class KerasCallCapture:
         # ``observer(api, model, args, kwargs)`` after each top-level call (e.g. the what-if
         # capture keeping the last input per model); errors become capture warnings.
         self.observers: list = []
+        self._executing_eagerly = None
 
-    @staticmethod
-    def executing_eagerly() -> bool:
-        from tensorflow.python.eager import context  # loaded already: Keras imported TensorFlow
+    def executing_eagerly(self) -> bool:
+        """TensorFlow's own check, looked up once (Keras has imported TensorFlow by the first call)."""
+        check = self._executing_eagerly
+        if check is None:
+            from tensorflow.python.eager import context
 
-        return context.executing_eagerly()
+            check = self._executing_eagerly = context.executing_eagerly
+        return check()
 
     def install(self, patcher: Patcher) -> None:
         patcher.when_imported(KERAS3_TRAINER, lambda m: self._guarded(patcher, m, self._keras3_trainer))
