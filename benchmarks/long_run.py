@@ -12,11 +12,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
-import time
 
 CHILD = r"""
 import json, os, resource, sys, time

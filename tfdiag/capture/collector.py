@@ -13,6 +13,7 @@ import threading
 from dataclasses import dataclass, field
 
 from ..recording import PHASES
+from . import callsite
 
 MAX_TRACES_KEPT = 200
 RESERVOIR_SIZE = 512
@@ -138,6 +139,17 @@ class Collector:
                 slot = self._rng.randrange(self.sample_count)
                 if slot < MAX_CALL_SAMPLES:
                     self.samples[slot] = sample
+
+    def record_call(self, api: str, target: str, input_signature: str, start: float, phases: dict,
+                    profiled: bool, batch: int | None = None) -> None:
+        """One finished top-level call, from a call capture: the call site, wall time and thread
+        are taken here. Never raises into the user's call: a failure becomes a warning."""
+        try:
+            self.add_call(api=api, target=target, call_site=callsite.user_call_site(3),
+                          input_signature=input_signature, start=start, duration=sum(phases.values()),
+                          phases=phases, thread=threading.current_thread().name, profiled=profiled, batch=batch)
+        except Exception as exc:
+            self.warn(f"could not record a {api} call: {exc.__class__.__name__}: {exc}")
 
     # -- export -------------------------------------------------------------------
     def sections(self) -> dict:

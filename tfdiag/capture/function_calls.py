@@ -9,7 +9,6 @@ while a graph is being traced). Everything else passes straight through.
 from __future__ import annotations
 
 import inspect
-import threading
 
 from . import callsite, gates
 from .collector import Collector
@@ -79,19 +78,9 @@ class FunctionCallCapture:
         return __call__
 
     def _record(self, function, args, kwargs, start, phases, profiled) -> None:
-        try:
-            self.collector.add_call(
-                api="tf.function",
-                target=str(getattr(function, "_name", None) or getattr(function, "__name__", "?")),
-                call_site=callsite.user_call_site(3),
-                input_signature=(describe_call_input(args[0])[0] if len(args) == 1 and not kwargs
-                                 else describe_input([*args, kwargs] if kwargs else list(args)) if args or kwargs
-                                 else "()"),
-                start=start,
-                duration=sum(phases.values()),
-                phases=phases,
-                thread=threading.current_thread().name,
-                profiled=profiled,
-            )
-        except Exception as exc:  # never break the user's call
-            self.collector.warn(f"could not record a tf.function call: {exc.__class__.__name__}: {exc}")
+        if len(args) == 1 and not kwargs:
+            signature = describe_call_input(args[0])[0]
+        else:
+            signature = describe_input([*args, kwargs] if kwargs else list(args)) if args or kwargs else "()"
+        name = getattr(function, "_name", None) or getattr(function, "__name__", "?")
+        self.collector.record_call("tf.function", str(name), signature, start, phases, profiled)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 from typing import Callable
 
-from . import callsite, gates
+from . import gates
 from .collector import Collector
 from .patching import Patcher
 from .phases import PhaseTracker
@@ -166,23 +166,14 @@ class KerasCallCapture:
         return instrumented
 
     def _record(self, api, model, args, kwargs, start, phases, profiled) -> None:
+        x = args[0] if args else kwargs.get("x", kwargs.get("inputs"))
         try:
-            x = args[0] if args else kwargs.get("x", kwargs.get("inputs"))
             signature, batch = describe_call_input(x)
-            self.collector.add_call(
-                api=api,
-                target=str(getattr(model, "name", type(model).__name__)),
-                call_site=callsite.user_call_site(3),
-                input_signature=signature,
-                batch=batch,
-                start=start,
-                duration=sum(phases.values()),
-                phases=phases,
-                thread=threading.current_thread().name,
-                profiled=profiled,
-            )
-        except Exception as exc:  # never break the user's call
-            self.collector.warn(f"could not record a {api} call: {exc.__class__.__name__}: {exc}")
+        except Exception as exc:  # an input we cannot describe still counts as a call
+            self.collector.warn(f"could not describe a {api} input: {exc.__class__.__name__}: {exc}")
+            signature, batch = type(x).__name__, None
+        target = str(getattr(model, "name", type(model).__name__))
+        self.collector.record_call(api, target, signature, start, phases, profiled, batch)
         for observer in self.observers:
             try:
                 observer(api, model, args, kwargs)
