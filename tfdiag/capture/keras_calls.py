@@ -11,7 +11,6 @@ tf-keras: ``Model.predict``, ``predict_on_batch`` and ``__call__`` in
 
 from __future__ import annotations
 
-import threading
 from typing import Callable
 
 from . import gates
@@ -90,7 +89,6 @@ class KerasCallCapture:
     def __init__(self, collector: Collector, tracker: PhaseTracker) -> None:
         self.collector = collector
         self.tracker = tracker
-        self._local = threading.local()
         # Profilers that run on some calls (cProfile, the TF Profiler): ``start(api)`` returns a
         # token when it takes the call, ``stop(token)`` ends it. Calls any gate took are marked
         # ``profiled`` and kept out of the timing statistics.
@@ -135,20 +133,14 @@ class KerasCallCapture:
 
     def _wrap(self, original: Callable, api: str) -> Callable:
         capture = self
-        local = self._local
         tracker = self.tracker
 
         def instrumented(model, *args, **kwargs):
             # Nested in another instrumented call (a model called inside predict() or inside the
             # user's tf.function), or called while a graph is traced: part of the outer call.
-            if getattr(local, "active", False) or tracker.in_call() or not capture.executing_eagerly():
+            if tracker.in_call() or not capture.executing_eagerly():
                 return original(model, *args, **kwargs)
-            local.active = True
-            try:
-                taken = gates.start_all(capture.gates, api)
-            except BaseException:
-                local.active = False
-                raise
+            taken = gates.start_all(capture.gates, api)
             frame = tracker.begin_call(str(getattr(model, "name", "")))
             start = frame.last
             try:
@@ -156,7 +148,6 @@ class KerasCallCapture:
             finally:
                 phases = tracker.end_call(frame)
                 gates.stop_all(taken)
-                local.active = False
                 capture._record(api, model, args, kwargs, start, phases, bool(taken))
 
         instrumented.__wrapped__ = original
