@@ -45,6 +45,9 @@ def _parser() -> argparse.ArgumentParser:
                          help="how many calls the TF Profiler window covers, from call 3 (default: 3)")
     analyze.add_argument("--cprofile-calls", type=int, default=None, metavar="N",
                          help="how many calls cProfile samples at most (default: 8)")
+    analyze.add_argument("--phase-every", type=int, default=None, metavar="N",
+                         help="after each model's first 5 calls, measure the full phase split on one "
+                              "call in N at random (default: 16; 1: every call, at more cost per call)")
     analyze.add_argument("--fail-on-retrace", type=int, default=None, metavar="N",
                          help="exit 3 if a user tf.function traced more than N times")
     analyze.add_argument("--verify", action="store_true",
@@ -133,6 +136,10 @@ def _analyze(args) -> int:
         raise UsageError("--verify-budget only applies with --verify")
     if args.cprofile_calls is not None and args.cprofile_calls < 0:
         raise UsageError("--cprofile-calls takes a number of calls, 0 or more")
+    if args.phase_every is not None:
+        if args.phase_every < 1:
+            raise UsageError("--phase-every takes a number of calls, 1 or more")
+        options["phase_every"] = args.phase_every
     if args.traces_only:
         if args.verify:
             raise UsageError("--verify needs call timing; it cannot be combined with --traces-only")

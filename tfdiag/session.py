@@ -19,7 +19,7 @@ from . import analysis
 from .analysis import profile_rows
 from .capture import environment
 from .capture.collector import Collector
-from .capture import phase_points
+from .capture import phase_points, sampling
 from .capture.cprofile import DEFAULT_MAX_CALLS, ProfileGate
 from .capture.tf_profiler import DEFAULT_CALLS as TF_PROFILER_CALLS, TfProfilerGate
 from .capture.function_calls import FunctionCallCapture
@@ -27,6 +27,7 @@ from .capture import whatif
 from .capture.keras_calls import KerasCallCapture
 from .capture.patching import Patcher
 from .capture.phases import PhaseTracker
+from .capture.timed_calls import CallLog
 from .capture.tracing import TraceCapture
 from .recording import Recording
 
@@ -46,9 +47,14 @@ class Diagnoser(contextlib.ContextDecorator):
                  tf_profiler: bool = True, tf_profiler_calls: int = TF_PROFILER_CALLS,
                  clock: Callable[[], float] = time.perf_counter, command: list[str] | None = None,
                  verify: bool = False, verify_budget: float = whatif.DEFAULT_BUDGET_S,
-                 timing: bool = True) -> None:
+                 timing: bool = True, phase_every: int = sampling.EVERY) -> None:
         if not timing and verify:
             raise DiagnoseError("verify=True needs call timing (it measures the models seen in timed calls)")
+        if isinstance(phase_every, bool) or not isinstance(phase_every, int) or phase_every < 1:
+            raise DiagnoseError(f"phase_every takes a whole number of calls, 1 or more (got {phase_every!r})")
+        # After each model's or function's first calls, one call in ``phase_every`` gets the full
+        # phase split (sampling.py); 1 measures every call.
+        self.phase_every = phase_every
         self.out = os.fspath(out) if out is not None else None
         # timing=False records tf.function traces only: no call timing, phases or profilers, so
         # calls that do not trace pass through untouched (a CI retrace gate at no measurable cost).
@@ -80,7 +86,8 @@ class Diagnoser(contextlib.ContextDecorator):
         self.outcome = {}  # a Diagnoser used twice (e.g. as a decorator) starts afresh each time
         self.files = {}
         self.collector = Collector()
-        self.tracker = PhaseTracker(self.clock)
+        self.call_log: CallLog | None = None
+        self.tracker = PhaseTracker(self.clock, sampling.PhaseSampler(self.phase_every))
         self.gate = ProfileGate(self.collector, self.cprofile_calls, clock=self.clock) if self.cprofile else None
         self.tf_gate = (TfProfilerGate(self.collector, self.tf_profiler_calls, clock=self.clock)
                         if self.tf_profiler and self.tf_profiler_calls > 0 else None)
@@ -93,9 +100,10 @@ class Diagnoser(contextlib.ContextDecorator):
                 self._started = self.clock()
                 return self
             phase_points.install(self._patcher, self.tracker, self.collector)
-            function_calls = FunctionCallCapture(self.collector, self.tracker)
+            self.call_log = CallLog(self.collector)
+            function_calls = FunctionCallCapture(self.collector, self.tracker, self.call_log)
             function_calls.install(self._patcher)
-            self.calls = KerasCallCapture(self.collector, self.tracker)
+            self.calls = KerasCallCapture(self.collector, self.tracker, self.call_log)
             if self.verify:  # keeps each model's last input for the what-if timing after exit
                 self.keeper = whatif.InputKeeper()
                 self.calls.observers.append(self.keeper)
@@ -172,10 +180,14 @@ class Diagnoser(contextlib.ContextDecorator):
 
     def _build_recording(self) -> Recording:
         tf_section = self._tf_profiler_section()  # first: reading the trace back may add warnings
+        if self.call_log is not None:
+            self.call_log.flush_all()
         sections = self.collector.sections()
         total_samples = sections.pop("call_samples_total")
         recording = Recording(environment=environment.collect(self.command), run=dict(self.outcome), **sections)
         recording.run["call_samples_total"] = total_samples
+        if self.timing:
+            recording.run["phase_sampling"] = {"first_calls": sampling.FIRST_CALLS, "every": self.phase_every}
         if self.gate is not None:
             recording.extra["cprofile"] = profile_rows.annotate(self.gate.section(), recording.calls)
         if tf_section is not None:

@@ -47,9 +47,9 @@ with tfdiag.diagnose(cprofile=False, tf_profiler=False) as d:
 counts: dict = {}
 for call in d.recording.calls:
     counts[call["api"]] = counts.get(call["api"], 0) + call["count"]
-bad_samples = [s for s in d.recording.call_samples
-               if abs(sum(s["phases"].values()) - s["duration_s"]) > 0.01 * s["duration_s"] + 1e-9]
+sampled = [s for s in d.recording.call_samples if "phases" in s]  # calls with a full phase split
+bad_samples = [s for s in sampled if abs(sum(s["phases"].values()) - s["duration_s"]) > 0.01 * s["duration_s"] + 1e-9]
 json.dump({"flavor": d.recording.environment["keras_flavor"], "errors": errors, "counts": counts,
            "user_traces": sum(f["trace_count"] for f in d.recording.functions if f["origin"] == "user"),
            "threads": sorted({s["thread"] for s in d.recording.call_samples}),
-           "bad_samples": len(bad_samples), "warnings": d.recording.warnings}, sys.stdout)
+           "bad_samples": len(bad_samples), "sampled_threads": sorted({s["thread"] for s in sampled}), "warnings": d.recording.warnings}, sys.stdout)

@@ -71,7 +71,10 @@ class _Sample:
         self.duration = max(MIN_DURATION_S, _number(raw.get("duration_s"), MIN_DURATION_S))
         self.key = _series_key(raw)
         phases = raw.get("phases")
-        self.graph = _number(phases.get("graph_creation")) if isinstance(phases, dict) else 0.0
+        if "graph_s" in raw:  # measured on every call (phases only on sampled ones)
+            self.graph = _number(raw.get("graph_s"))
+        else:
+            self.graph = _number(phases.get("graph_creation")) if isinstance(phases, dict) else 0.0
         self.profiled = bool(raw.get("profiled"))
         self.thread = str(raw.get("thread", ""))
         self.first = False

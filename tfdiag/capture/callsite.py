@@ -94,16 +94,31 @@ def user_frame(skip: int = 1):
 
 
 def user_call_site(skip: int = 2) -> str:
-    """``file:line`` of the user's code that led here (``<unknown>`` if none); called per call, so cached."""
-    frame = user_frame(skip)
-    if frame is None:
-        return "<unknown>"
+    """``file:line`` of the user's code that led here (``<unknown>`` if none)."""
+    return site_text(user_code_line(skip + 1))
+
+
+def user_code_line(skip: int = 2) -> tuple | None:
+    """(code, line) of the user's code that led here: cheap, for every call; ``site_text`` later."""
+    frame = sys._getframe(skip)
     code = frame.f_code
-    key = (id(code), frame.f_lineno)
+    known = _code_is_library.get(id(code))
+    if known is not None and known[0] is code and not known[1]:  # the usual case: a known user frame
+        return code, frame.f_lineno
+    frame = user_frame(skip + 1)
+    return None if frame is None else (frame.f_code, frame.f_lineno)
+
+
+def site_text(code_line: tuple | None) -> str:
+    """``file:line`` of a ``user_code_line`` result (cached: one text per code object and line)."""
+    if code_line is None:
+        return "<unknown>"
+    code, line = code_line
+    key = (id(code), line)
     cached = _site_text.get(key)
     if cached is not None and cached[0] is code:
         return cached[1]
-    site = f"{code.co_filename}:{frame.f_lineno}"
+    site = f"{code.co_filename}:{line}"
     _site_text[key] = (code, site)
     return site
 

@@ -13,7 +13,6 @@ import threading
 from dataclasses import dataclass, field
 
 from ..recording import PHASES
-from . import callsite
 
 MAX_TRACES_KEPT = 200
 RESERVOIR_SIZE = 512
@@ -33,26 +32,50 @@ class CallStats:
     first_s: float = 0.0
     max_s: float = 0.0
     reservoir: list = field(default_factory=list)
-    phases: dict = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))
+    graph_s: float = 0.0  # graph creation, measured on every call
+    # The other phases, from sampled calls only: seconds times each call's weight (sampling.py).
+    weighted_split: dict = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))
+    phase_calls: int = 0  # sampled calls
     batch: int | None = None  # leading dimension of the input (Keras calls)
     excluded: int = 0  # calls made under a profiler, kept out of the statistics
     profiled_s: list = field(default_factory=list)
 
-    def add(self, duration: float, rng: random.Random, phases: dict | None) -> None:
+    def add(self, duration: float, rng: random.Random, phases: dict, weight: int) -> None:
         self.count += 1
         self.total_s += duration
         if self.count == 1:
             self.first_s = duration
-        self.max_s = max(self.max_s, duration)
+        if duration > self.max_s:
+            self.max_s = duration
         if len(self.reservoir) < RESERVOIR_SIZE:
             self.reservoir.append(duration)
         else:
             slot = rng.randrange(self.count)
             if slot < RESERVOIR_SIZE:
                 self.reservoir[slot] = duration
-        if phases:
+        self.graph_s += phases.get("graph_creation", 0.0)
+        if weight:
+            self.phase_calls += 1
+            split = self.weighted_split
             for name, seconds in phases.items():
-                self.phases[name] = self.phases.get(name, 0.0) + seconds
+                split[name] = split.get(name, 0.0) + seconds * weight
+
+    def phases(self) -> dict:
+        """Seconds per phase over all measured calls; they add up to ``total_s``.
+
+        Graph creation is the measured sum; the rest of the wall time is split in the
+        proportions of the sampled calls' weighted phases (outside graph creation)."""
+        out = dict.fromkeys(PHASES, 0.0)
+        out["graph_creation"] = self.graph_s
+        rest = max(0.0, self.total_s - self.graph_s)
+        weights = {name: s for name, s in self.weighted_split.items() if name != "graph_creation"}
+        weighed = sum(weights.values())
+        if weighed <= 0:
+            out["other"] += rest
+            return out
+        for name, seconds in weights.items():
+            out[name] = out.get(name, 0.0) + rest * seconds / weighed
+        return out
 
 
 @dataclass
@@ -116,40 +139,40 @@ class Collector:
 
     # -- calls --------------------------------------------------------------------
     def add_call(self, api: str, target: str, call_site: str, input_signature: str,
-                 start: float, duration: float, phases: dict | None = None,
-                 thread: str = "", profiled: bool = False, batch: int | None = None) -> None:
-        key = (api, target, call_site, input_signature)
-        with self.lock:
-            stats = self.calls.get(key)
-            if stats is None:
-                stats = self.calls[key] = CallStats(api, target, call_site, input_signature, batch=batch)
-            if profiled:
-                stats.excluded += 1
-                if len(stats.profiled_s) < RESERVOIR_SIZE:
-                    stats.profiled_s.append(duration)
-            else:
-                stats.add(duration, self._rng, phases)
-            self.sample_count += 1
-            # A tuple now, a dict at export: this runs on every call. ``phases`` is the call's
-            # own fresh dict (the tracker's frame is discarded), so it is kept without a copy.
-            sample = (api, target, call_site, start, duration, thread, profiled, phases)
-            if len(self.samples) < MAX_CALL_SAMPLES:
-                self.samples.append(sample)
-            else:
-                slot = self._rng.randrange(self.sample_count)
-                if slot < MAX_CALL_SAMPLES:
-                    self.samples[slot] = sample
+                 start: float, duration: float, phases: dict,
+                 thread: str = "", profiled: bool = False, batch: int | None = None, weight: int = 1) -> None:
+        """One finished call; ``phases`` is its own dict, kept without a copy. ``weight``: how many
+        calls its phase split stands for (0: only its wall time and graph creation were measured)."""
+        self.add_calls([(api, target, call_site, input_signature, start, duration, phases, thread, profiled,
+                         batch, weight)])
 
-    def record_call(self, api: str, target: str, input_signature: str, start: float, phases: dict,
-                    profiled: bool, batch: int | None = None) -> None:
-        """One finished top-level call, from a call capture: the call site, wall time and thread
-        are taken here. Never raises into the user's call: a failure becomes a warning."""
-        try:
-            self.add_call(api=api, target=target, call_site=callsite.user_call_site(3),
-                          input_signature=input_signature, start=start, duration=sum(phases.values()),
-                          phases=phases, thread=threading.current_thread().name, profiled=profiled, batch=batch)
-        except Exception as exc:
-            self.warn(f"could not record a {api} call: {exc.__class__.__name__}: {exc}")
+    def add_calls(self, records: list[tuple]) -> None:
+        """A batch of finished calls, as ``add_call``'s arguments in order (one lock for all)."""
+        with self.lock:
+            for record in records:
+                self._add_call(*record)
+
+    def _add_call(self, api, target, call_site, input_signature, start, duration, phases, thread, profiled,
+                  batch, weight) -> None:
+        key = (api, target, call_site, input_signature)
+        stats = self.calls.get(key)
+        if stats is None:
+            stats = self.calls[key] = CallStats(api, target, call_site, input_signature, batch=batch)
+        if profiled:
+            stats.excluded += 1
+            if len(stats.profiled_s) < RESERVOIR_SIZE:
+                stats.profiled_s.append(duration)
+        else:
+            stats.add(duration, self._rng, phases, weight)
+        self.sample_count += 1
+        # A tuple now, a dict at export.
+        sample = (api, target, call_site, start, duration, thread, profiled, phases, weight)
+        if len(self.samples) < MAX_CALL_SAMPLES:
+            self.samples.append(sample)
+        else:
+            slot = self._rng.randrange(self.sample_count)
+            if slot < MAX_CALL_SAMPLES:
+                self.samples[slot] = sample
 
     # -- export -------------------------------------------------------------------
     def sections(self) -> dict:
@@ -180,10 +203,12 @@ class Collector:
 
 
 def _sample_section(sample: tuple) -> dict:
-    api, target, call_site, start, duration, thread, profiled, phases = sample
+    """A call of the timeline; its ``phases`` only if it was a sampled call."""
+    api, target, call_site, start, duration, thread, profiled, phases, weight = sample
     out = {"api": api, "target": target, "call_site": call_site, "start_s": start,
-           "duration_s": duration, "thread": thread, "profiled": profiled}
-    if phases:
+           "duration_s": duration, "thread": thread, "profiled": profiled,
+           "graph_s": phases.get("graph_creation", 0.0)}
+    if weight:
         out["phases"] = dict(phases)
     return out
 
@@ -212,7 +237,8 @@ def _call_section(stats: CallStats) -> dict:
         "p95_s": _percentile(values, 0.95),
         "first_s": stats.first_s,
         "max_s": stats.max_s,
-        "phases": dict(stats.phases),
+        "phases": stats.phases(),
+        "phase_calls": stats.phase_calls,
         "profiled_calls": stats.excluded,
         "profiled_median_s": _percentile(sorted(stats.profiled_s), 0.5) if stats.profiled_s else None,
     }

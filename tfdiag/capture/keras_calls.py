@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from typing import Callable
 
-from . import gates
 from .collector import Collector
 from .patching import Patcher
 from .phases import PhaseTracker
+from .timed_calls import CallLog, timed
 
 KERAS3_TRAINER = "keras.src.backend.tensorflow.trainer"
 KERAS3_MODEL = "keras.src.models.model"
@@ -86,26 +86,28 @@ def describe_input(value, depth: int = 0) -> str:
 class KerasCallCapture:
     """Wraps the predict-family entry points; each top-level call becomes one timed call record."""
 
-    def __init__(self, collector: Collector, tracker: PhaseTracker) -> None:
+    def __init__(self, collector: Collector, tracker: PhaseTracker, log: CallLog) -> None:
         self.collector = collector
         self.tracker = tracker
-        # Profilers that run on some calls (cProfile, the TF Profiler): ``start(api)`` returns a
-        # token when it takes the call, ``stop(token)`` ends it. Calls any gate took are marked
-        # ``profiled`` and kept out of the timing statistics.
+        self.log = log
+        # Profilers that run on some calls (cProfile, the TF Profiler): see gates.py. Calls any
+        # gate took are marked ``profiled`` and kept out of the timing statistics.
         self.gates: list = []
         # ``observer(api, model, args, kwargs)`` after each top-level call (e.g. the what-if
         # capture keeping the last input per model); errors become capture warnings.
         self.observers: list = []
-        self._executing_eagerly = None
 
-    def executing_eagerly(self) -> bool:
-        """TensorFlow's own check, looked up once (Keras has imported TensorFlow by the first call)."""
-        check = self._executing_eagerly
-        if check is None:
-            from tensorflow.python.eager import context
+    def describe(self, args: tuple, kwargs: dict) -> tuple[str, int | None]:
+        x = args[0] if args else kwargs.get("x", kwargs.get("inputs"))
+        try:
+            return describe_call_input(x)
+        except Exception as exc:  # an input we cannot describe still counts as a call
+            self.collector.warn(f"could not describe a model input: {exc.__class__.__name__}: {exc}")
+            return type(x).__name__, None
 
-            check = self._executing_eagerly = context.executing_eagerly
-        return check()
+    @staticmethod
+    def target_name(model) -> str:
+        return str(getattr(model, "name", type(model).__name__))
 
     def install(self, patcher: Patcher) -> None:
         patcher.when_imported(KERAS3_TRAINER, lambda m: self._guarded(patcher, m, self._keras3_trainer))
@@ -132,41 +134,28 @@ class KerasCallCapture:
             patcher.patch(cls, api, lambda orig, api=api: self._wrap(orig, api))
 
     def _wrap(self, original: Callable, api: str) -> Callable:
-        capture = self
-        tracker = self.tracker
+        # Keras has imported TensorFlow by now, so its eager context can be looked up once.
+        return timed(original, api, self, _in_graph_check(), self.tracker, self.log)
 
-        def instrumented(model, *args, **kwargs):
-            # Nested in another instrumented call (a model called inside predict() or inside the
-            # user's tf.function), or called while a graph is traced: part of the outer call.
-            if tracker.in_call() or not capture.executing_eagerly():
-                return original(model, *args, **kwargs)
-            taken = gates.start_all(capture.gates, api)
-            frame = tracker.begin_call(str(getattr(model, "name", "")))
-            start = frame.last
-            try:
-                return original(model, *args, **kwargs)
-            finally:
-                phases = tracker.end_call(frame)
-                gates.stop_all(taken)
-                capture._record(api, model, args, kwargs, start, phases, bool(taken))
 
-        instrumented.__wrapped__ = original
-        instrumented.__name__ = getattr(original, "__name__", api)
-        instrumented.__qualname__ = getattr(original, "__qualname__", api)
-        instrumented.__doc__ = getattr(original, "__doc__", None)
-        return instrumented
+def _in_graph_check() -> Callable[[object], bool]:
+    """The ``skip`` of model calls: True while a graph is traced (the call belongs to that graph).
 
-    def _record(self, api, model, args, kwargs, start, phases, profiled) -> None:
-        x = args[0] if args else kwargs.get("x", kwargs.get("inputs"))
+    What ``tf.executing_eagerly()`` answers, read straight off TensorFlow's context: this runs on
+    every call, and the public function costs two more Python calls."""
+    from tensorflow.python.eager import context
+
+    public = context.executing_eagerly
+    if not hasattr(context, "_context"):
+        return lambda model: not public()
+
+    def in_graph(model) -> bool:
+        ctx = context._context
+        if ctx is None:  # no context yet: TensorFlow's default mode decides
+            return not public()
         try:
-            signature, batch = describe_call_input(x)
-        except Exception as exc:  # an input we cannot describe still counts as a call
-            self.collector.warn(f"could not describe a {api} input: {exc.__class__.__name__}: {exc}")
-            signature, batch = type(x).__name__, None
-        target = str(getattr(model, "name", type(model).__name__))
-        self.collector.record_call(api, target, signature, start, phases, profiled, batch)
-        for observer in self.observers:
-            try:
-                observer(api, model, args, kwargs)
-            except Exception as exc:
-                self.collector.warn(f"call observer failed: {exc.__class__.__name__}: {exc}")
+            return not ctx._thread_local_data.is_eager
+        except AttributeError:
+            return not public()
+
+    return in_graph

@@ -2,8 +2,10 @@
 
 Every patch tfdiag makes goes through a ``Patcher`` so that ``restore()`` puts
 back the exact original objects (or removes attributes that did not exist),
-whatever route the diagnosed code left by. ``installed()`` lists the patches
-that are live anywhere, for tests that check nothing is left behind.
+whatever route the diagnosed code left by. A ``Toggle`` holds patches that are
+switched on only while some call needs them (the per-op phase entry points);
+its patcher switches it off for good on restore. ``installed()`` lists the
+patches that are live anywhere, for tests that check nothing is left behind.
 """
 
 from __future__ import annotations
@@ -24,26 +26,24 @@ class Patcher:
 
     def __init__(self) -> None:
         self._records: list[tuple[Any, str, Any]] = []
+        self._toggles: list[Toggle] = []
         self._import_hook: _PostImportFinder | None = None
         with _LIVE_LOCK:
             _LIVE.append(self)
 
     def patch(self, owner: Any, name: str, make_replacement: Callable[[Any], Any]) -> Any:
-        """Replace ``owner.name`` with ``make_replacement(original)``; returns the original.
-
-        For a class, the original is looked up in the class's own ``__dict__`` so that
-        restoring never turns an inherited method into an own attribute.
-        """
-        if isinstance(owner, type):
-            own = owner.__dict__.get(name, _MISSING)
-            original = getattr(owner, name) if own is _MISSING else own
-        else:
-            own = getattr(owner, name)
-            original = own
+        """Replace ``owner.name`` with ``make_replacement(original)``; returns the original."""
+        own, original = _lookup(owner, name)
         replacement = make_replacement(original)
         setattr(owner, name, replacement)
         self._records.append((owner, name, own))
         return original
+
+    def toggle(self) -> "Toggle":
+        """A new set of switchable patches, switched off when this patcher restores."""
+        toggle = Toggle()
+        self._toggles.append(toggle)
+        return toggle
 
     def when_imported(self, module_name: str, callback: Callable[[Any], None]) -> None:
         """Call ``callback(module)`` now if the module is loaded, else right after its import."""
@@ -64,15 +64,12 @@ class Patcher:
                 pass
             self._import_hook.callbacks.clear()
             self._import_hook = None
+        for toggle in self._toggles:
+            toggle.switch_off()
+        self._toggles.clear()
         while self._records:
             owner, name, own = self._records.pop()
-            if own is _MISSING:
-                try:
-                    delattr(owner, name)
-                except AttributeError:
-                    pass
-            else:
-                setattr(owner, name, own)
+            _put_back(owner, name, own)
         with _LIVE_LOCK:
             if self in _LIVE:
                 _LIVE.remove(self)
@@ -89,8 +86,83 @@ def installed() -> list[tuple[Any, str]]:
     out: list[tuple[Any, str]] = []
     for patcher in live:
         out.extend((owner, name) for owner, name, _ in patcher.records)
+        for toggle in list(patcher._toggles):
+            out.extend(toggle.live())
     out.extend((sys.meta_path, repr(f)) for f in sys.meta_path if isinstance(f, _PostImportFinder))
     return out
+
+
+def _lookup(owner: Any, name: str) -> tuple[Any, Any]:
+    """(what to restore, the original). For a class, the class's own ``__dict__`` entry, so that
+    restoring never turns an inherited method into an own attribute."""
+    if isinstance(owner, type):
+        own = owner.__dict__.get(name, _MISSING)
+        return own, (getattr(owner, name) if own is _MISSING else own)
+    own = getattr(owner, name)
+    return own, own
+
+
+def _put_back(owner: Any, name: str, own: Any) -> None:
+    if own is _MISSING:
+        try:
+            delattr(owner, name)
+        except AttributeError:
+            pass
+    else:
+        setattr(owner, name, own)
+
+
+class Toggle:
+    """Patches that are on while at least one user holds them (``acquire``/``release``).
+
+    Users on several threads share them: the patches go in on the first ``acquire`` and
+    come out on the last ``release``. Wrappers therefore also run for other threads'
+    calls while switched on, and must not assume they were asked for.
+    """
+
+    def __init__(self) -> None:
+        self._entries: list[tuple[Any, str, Any, Any]] = []
+        self._users = 0
+        self._lock = threading.Lock()
+
+    def add(self, owner: Any, name: str, make_replacement: Callable[[Any], Any]) -> Any:
+        """Register ``owner.name -> make_replacement(original)`` (switched on now if in use)."""
+        own, original = _lookup(owner, name)
+        replacement = make_replacement(original)
+        with self._lock:
+            self._entries.append((owner, name, own, replacement))
+            if self._users:
+                setattr(owner, name, replacement)
+        return original
+
+    def acquire(self) -> None:
+        with self._lock:
+            self._users += 1
+            if self._users == 1:
+                for owner, name, _, replacement in self._entries:
+                    setattr(owner, name, replacement)
+
+    def release(self) -> None:
+        with self._lock:
+            if self._users == 0:
+                return
+            self._users -= 1
+            if self._users == 0:
+                for owner, name, own, _ in reversed(self._entries):
+                    _put_back(owner, name, own)
+
+    def switch_off(self) -> None:
+        """Off for good, whoever still holds it (the diagnosis is over)."""
+        with self._lock:
+            if self._users:
+                for owner, name, own, _ in reversed(self._entries):
+                    _put_back(owner, name, own)
+            self._users = 0
+            self._entries.clear()
+
+    def live(self) -> list[tuple[Any, str]]:
+        with self._lock:
+            return [(owner, name) for owner, name, _, _ in self._entries] if self._users else []
 
 
 class _PostImportFinder(importlib.abc.MetaPathFinder):

@@ -2,8 +2,10 @@
 
 A table says which function, in which module, marks which phase; ``install``
 wraps each one (when its module is imported) so that while it runs, the
-current call's time goes to that phase. Outside an instrumented call the
-wrapper costs one thread-local lookup. Entry points were read off the sources
+current call's time goes to that phase. The per-op module functions are a
+``Toggle``, switched on only while a sampled call runs (sampling.py says why);
+the rest stay on for the whole diagnosis. Outside a sampled call a wrapper
+costs one thread-local lookup. Entry points were read off the sources
 of TF 2.21, Keras 3.15 and tf-keras 2.21; one that is missing in another
 version becomes a capture warning, and the rest still work.
 """
@@ -81,15 +83,18 @@ def phase_wrapper(original: Callable, phase: str, tracker: PhaseTracker, applies
 
 
 def install(patcher: Patcher, tracker: PhaseTracker, collector: Collector, points=ALL_POINTS) -> None:
+    """Wrap every entry point of ``points``; the per-op ones become ``tracker.per_op``."""
+    per_op = tracker.per_op = patcher.toggle()
     by_module: dict[str, list[tuple[str, str]]] = {}
     for module_name, attribute, phase in points:
         by_module.setdefault(module_name, []).append((attribute, phase))
     for module_name, entries in by_module.items():
         patcher.when_imported(module_name, lambda module, entries=entries: _wrap_all(
-            patcher, tracker, collector, module, entries))
+            patcher.patch, per_op.add, tracker, collector, module, entries))
 
 
-def _wrap_all(patcher: Patcher, tracker: PhaseTracker, collector: Collector, module, entries) -> None:
+def _wrap_all(patch_always: Callable, patch_per_op: Callable, tracker: PhaseTracker, collector: Collector,
+              module, entries) -> None:
     for attribute, phase in entries:
         owner = module
         *path, name = attribute.split(".")
@@ -97,7 +102,13 @@ def _wrap_all(patcher: Patcher, tracker: PhaseTracker, collector: Collector, mod
             for part in path:
                 owner = getattr(owner, part)
             applies = _APPLIES.get((module.__name__.rsplit(".", 1)[-1], attribute))
-            patcher.patch(owner, name, lambda original, phase=phase, applies=applies: phase_wrapper(
+            # Only module functions are switched per call. Graph creation is measured on every
+            # call, and class attributes stay put: each change of a class drops CPython's
+            # attribute caches for it (from 3.12, a class changed 1000+ times is never
+            # specialized again). The class entry points run a few times per call at most.
+            switched = phase != "graph_creation" and not isinstance(owner, type)
+            patch = patch_per_op if switched else patch_always
+            patch(owner, name, lambda original, phase=phase, applies=applies: phase_wrapper(
                 original, phase, tracker, applies))
         except AttributeError:
             collector.warn(f"phase entry point {module.__name__}.{attribute} not found in this version; "

@@ -4,6 +4,9 @@ Each thread has its own stack. ``begin_call`` opens a call (its base phase is
 ``other``); hooks ``enter``/``exit`` phases inside it; the time between two
 switches is charged to the phase on top, so the phases of a call add up to its
 wall time exactly. Innermost wins, except as ``_ABSORBED_BY`` says.
+
+Calls the sampler picks (see sampling.py) switch the per-op entry points on for
+their duration; the others measure wall time and graph creation only.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import time
 from typing import Callable
 
 from ..recording import PHASES
+from .sampling import PhaseSampler
 
 # A phase entered inside the key phase is charged to the key phase instead: kernels run
 # while the data adapter builds its pipeline are data_adapter time, and everything done
@@ -24,51 +28,61 @@ _ABSORBED_BY = {
 
 
 class _CallFrame:
-    __slots__ = ("totals", "stack", "last", "target")
+    __slots__ = ("totals", "stack", "last", "start", "target", "weight")
 
-    def __init__(self, now: float, target: str | None = None) -> None:
+    def __init__(self, now: float, target, weight: int) -> None:
         self.totals = dict.fromkeys(PHASES, 0.0)
         self.stack = ["other"]
-        self.last = now
+        self.last = self.start = now
         self.target = target  # the model or function the call is about (labels Keras's own traces)
+        self.weight = weight  # 0: not sampled (only wall time and graph creation are meaningful)
 
 
 class PhaseTracker:
-    def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
+    def __init__(self, clock: Callable[[], float] = time.perf_counter, sampler: PhaseSampler | None = None) -> None:
         self.clock = clock
+        self.sampler = sampler or PhaseSampler()
+        self.per_op = None  # the Toggle of per-op entry points (phase_points.install sets it)
         self._local = threading.local()
-
-    def _frames(self) -> list:
-        frames = getattr(self._local, "frames", None)
-        if frames is None:
-            frames = self._local.frames = []
-        return frames
 
     def in_call(self) -> bool:
         return bool(getattr(self._local, "frames", None))
 
-    def current_target(self) -> str | None:
+    def current_target(self):
         frames = getattr(self._local, "frames", None)
         return frames[-1].target if frames else None
 
-    def begin_call(self, target: str | None = None) -> _CallFrame:
-        frame = _CallFrame(self.clock(), target)
-        self._frames().append(frame)
+    def begin_call(self, target=None, key=None) -> _CallFrame | None:
+        """Open a top-level call (None if this thread is in one already: the outer call owns the
+        time). ``key`` (the model or function) is what the sampler counts by."""
+        frames = getattr(self._local, "frames", None)
+        if frames:
+            return None
+        if frames is None:
+            frames = self._local.frames = []
+        weight = self.sampler.weight(key)
+        if weight and self.per_op is not None:
+            self.per_op.acquire()
+        frame = _CallFrame(self.clock(), target, weight)
+        frames.append(frame)
         return frame
 
-    def end_call(self, frame: _CallFrame) -> dict:
+    def end_call(self, frame: _CallFrame) -> _CallFrame:
         now = self.clock()
         frame.totals[frame.stack[-1]] += now - frame.last
         frame.last = now
-        frames = self._frames()
-        if frames and frames[-1] is frame:
+        frames = self._local.frames
+        if frames[-1] is frame:
             frames.pop()
         elif frame in frames:
             frames.remove(frame)
-        return frame.totals
+        if frame.weight and self.per_op is not None:
+            self.per_op.release()
+        return frame
 
     def enter(self, phase: str):
-        """Switch to ``phase``; returns a token for ``exit`` (None: nothing to undo)."""
+        """Switch to ``phase`` (in sampled and unsampled calls alike: the tracing hook's graph
+        creation); returns a token for ``exit`` (None: nothing to undo)."""
         frames = getattr(self._local, "frames", None)
         if not frames:
             return None
@@ -100,10 +114,11 @@ class PhaseTracker:
         local = self._local
         clock = self.clock
         absorbed = _ABSORBED_BY
+        every_call = phase == "graph_creation"  # measured in every call; the rest in sampled calls
 
         def in_phase(*args, **kwargs):
             frames = getattr(local, "frames", None)
-            if not frames:
+            if not frames or not (every_call or frames[-1].weight):
                 return original(*args, **kwargs)
             frame = frames[-1]
             stack = frame.stack

@@ -145,7 +145,8 @@ class TraceCapture:
         model = None
         if origin == "keras" and self.phase_tracker is not None:
             # Keras's predict/train functions share code across models: one entry per model.
-            model = self.phase_tracker.current_target()
+            target = self.phase_tracker.current_target()
+            model = None if target is None else str(getattr(target, "name", type(target).__name__))
             key = (*key, model)
         args = []
         for parameter in function_type.parameters.values():

@@ -1,0 +1,112 @@
+"""The wrapper every timed top-level call goes through, and the per-thread log it writes to.
+
+It runs on every call of the user's loop. An eager ``model(x)`` on a tiny model runs
+through so much Keras code that, measured in that loop, each Python call of ours costs
+about 0.5 us (our code and data are out of the CPU caches by then), ten times what a
+micro-benchmark says. So per call the wrapper does only what cannot wait: the nesting
+check, the phase frame, the input's signature (cached), the caller's code and line, and
+one append to its thread's buffer. Turning buffered calls into the collector's records
+(names, call-site text, statistics, samples) happens a batch at a time.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Callable
+
+from . import callsite, gates
+from .collector import Collector
+from .phases import PhaseTracker
+
+FLUSH_EVERY = 256
+
+
+class CallLog:
+    """Per-thread buffers of finished calls, handed to the collector in batches."""
+
+    def __init__(self, collector: Collector) -> None:
+        self.collector = collector
+        self._local = threading.local()
+        self._buffers: list[tuple[str, list]] = []  # every thread's (name, buffer), for the final flush
+        self._lock = threading.Lock()
+
+    def _new_buffer(self) -> tuple[str, list]:
+        entry = self._local.entry = (threading.current_thread().name, [])
+        with self._lock:
+            self._buffers.append(entry)
+        return entry
+
+    def add(self, api: str, capture, target, args: tuple, kwargs: dict, frame, profiled: bool) -> None:
+        """One finished call (from the wrapper; never raises into the user's code)."""
+        try:
+            signature, batch = capture.describe(args, kwargs)
+            code_line = callsite.user_code_line(3)  # 3: this method, the wrapper, its caller
+            name, buffer = getattr(self._local, "entry", None) or self._new_buffer()
+            buffer.append((api, capture, target, signature, batch, code_line, frame, profiled))
+            if len(buffer) >= FLUSH_EVERY:
+                self._flush(name, buffer)
+            for observer in capture.observers:
+                try:
+                    observer(api, target, args, kwargs)
+                except Exception as exc:
+                    self.collector.warn(f"call observer failed: {exc.__class__.__name__}: {exc}")
+        except Exception as exc:
+            self.collector.warn(f"could not record a {api} call: {exc.__class__.__name__}: {exc}")
+
+    def flush_all(self) -> None:
+        """Every thread's buffered calls into the collector (at the end of the diagnosis)."""
+        with self._lock:
+            entries = list(self._buffers)
+        for name, buffer in entries:
+            self._flush(name, buffer)
+
+    def _flush(self, thread: str, buffer: list) -> None:
+        pending = buffer[:]
+        del buffer[:len(pending)]
+        records = []
+        for api, capture, target, signature, batch, code_line, frame, profiled in pending:
+            try:
+                name = capture.target_name(target)
+            except Exception as exc:  # a target whose name cannot be read still counts
+                self.collector.warn(f"could not name a {api} target: {exc.__class__.__name__}: {exc}")
+                name = type(target).__name__
+            site = callsite.site_text(code_line)
+            records.append((api, name, site, signature, frame.start, frame.last - frame.start, frame.totals,
+                            thread, profiled, batch, frame.weight))
+        self.collector.add_calls(records)
+
+
+def timed(original: Callable, api: str, capture, skip: Callable, tracker: PhaseTracker, log: CallLog) -> Callable:
+    """``original`` timed when it is a top-level call that ``skip(target)`` does not refuse.
+
+    ``capture`` provides ``describe(args, kwargs) -> (signature, batch)``, ``target_name(target)``,
+    ``gates`` (gates.py) and ``observers``.
+    """
+    begin_call = tracker.begin_call
+    end_call = tracker.end_call
+    add = log.add
+
+    def timed_call(target, *args, **kwargs):
+        # Refused (e.g. called while a graph is traced), or nested in another timed call (a model
+        # called inside predict() or inside the user's tf.function): part of the outer call.
+        if skip(target):
+            return original(target, *args, **kwargs)
+        frame = begin_call(target, (api, id(target)))
+        if frame is None:
+            return original(target, *args, **kwargs)
+        taken = None
+        try:
+            if capture.gates:  # inside the try: the frame must close whatever happens
+                taken = gates.start_all(capture.gates, api)
+            return original(target, *args, **kwargs)
+        finally:
+            end_call(frame)
+            if taken:
+                gates.stop_all(taken)
+            add(api, capture, target, args, kwargs, frame, bool(taken))
+
+    timed_call.__wrapped__ = original
+    timed_call.__name__ = getattr(original, "__name__", api)
+    timed_call.__qualname__ = getattr(original, "__qualname__", api)
+    timed_call.__doc__ = getattr(original, "__doc__", None)
+    return timed_call
