@@ -43,24 +43,21 @@ class PhaseTracker:
         self.clock = clock
         self.sampler = sampler or PhaseSampler()
         self.per_op = None  # the Toggle of per-op entry points (phase_points.install sets it)
-        self._local = threading.local()
+        self.local = threading.local()  # per thread: ``frames``, the stack of open calls
 
     def in_call(self) -> bool:
-        return bool(getattr(self._local, "frames", None))
+        return bool(getattr(self.local, "frames", None))
 
     def current_target(self):
-        frames = getattr(self._local, "frames", None)
+        frames = getattr(self.local, "frames", None)
         return frames[-1].target if frames else None
 
-    def begin_call(self, target=None, key=None) -> _CallFrame | None:
-        """Open a top-level call (None if this thread is in one already: the outer call owns the
-        time). ``key`` (the model or function) is what the sampler counts by."""
-        frames = getattr(self._local, "frames", None)
-        if frames:
-            return None
+    def begin_call(self, target=None, weight: int = 1) -> _CallFrame:
+        """Open a top-level call on this thread. ``weight``: the sampler's answer for it (0: only
+        wall time and graph creation are measured). The caller checks ``in_call()`` first."""
+        frames = getattr(self.local, "frames", None)
         if frames is None:
-            frames = self._local.frames = []
-        weight = self.sampler.weight(key)
+            frames = self.local.frames = []
         if weight and self.per_op is not None:
             self.per_op.acquire()
         frame = _CallFrame(self.clock(), target, weight)
@@ -71,7 +68,7 @@ class PhaseTracker:
         now = self.clock()
         frame.totals[frame.stack[-1]] += now - frame.last
         frame.last = now
-        frames = self._local.frames
+        frames = self.local.frames
         if frames[-1] is frame:
             frames.pop()
         elif frame in frames:
@@ -83,7 +80,7 @@ class PhaseTracker:
     def enter(self, phase: str):
         """Switch to ``phase`` (in sampled and unsampled calls alike: the tracing hook's graph
         creation); returns a token for ``exit`` (None: nothing to undo)."""
-        frames = getattr(self._local, "frames", None)
+        frames = getattr(self.local, "frames", None)
         if not frames:
             return None
         frame = frames[-1]
@@ -111,7 +108,7 @@ class PhaseTracker:
 
         ``applies(args, kwargs)``, if given, decides per call whether the phase applies at all.
         """
-        local = self._local
+        local = self.local
         clock = self.clock
         absorbed = _ABSORBED_BY
         every_call = phase == "graph_creation"  # measured in every call; the rest in sampled calls

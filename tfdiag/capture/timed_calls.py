@@ -84,16 +84,16 @@ def timed(original: Callable, api: str, capture, skip: Callable, tracker: PhaseT
     """
     begin_call = tracker.begin_call
     end_call = tracker.end_call
+    weight_of = tracker.sampler.weight
     add = log.add
+    local = tracker.local
 
     def timed_call(target, *args, **kwargs):
-        # Refused (e.g. called while a graph is traced), or nested in another timed call (a model
-        # called inside predict() or inside the user's tf.function): part of the outer call.
-        if skip(target):
+        # Nested in another timed call (a model called inside predict() or inside the user's
+        # tf.function), or refused (e.g. called while a graph is traced): part of the outer call.
+        if getattr(local, "frames", None) or skip(target):
             return original(target, *args, **kwargs)
-        frame = begin_call(target, (api, id(target)))
-        if frame is None:
-            return original(target, *args, **kwargs)
+        frame = begin_call(target, weight_of((api, id(target))))
         taken = None
         try:
             if capture.gates:  # inside the try: the frame must close whatever happens
