@@ -192,3 +192,17 @@ def test_eager_loop_snippet_is_built_from_the_observed_input():
     (finding,) = [f for f in analyze(Recording(calls=[call])).findings if f["code"] == "eager-loop"]
     assert "input_signature=[tf.TensorSpec([None, 4], tf.float32)]" in finding["fix"]["code"]
     compile(finding["fix"]["code"], "<snippet>", "exec")
+
+
+def test_sampled_split_and_iterator_teardown_are_stated():
+    recording = load(GOLDEN)
+    call = max(recording.calls, key=lambda c: c.get("measured_count", c["count"]))
+    measured = call.get("measured_count", call["count"])
+    call["phase_calls"] = measured - 2
+    call["data_adapter_teardown_s"] = 0.5 * call["phases"]["data_adapter"]
+    page = html.render_report(recording, analyze(recording))
+    assert f"split measured on {measured - 2} of {measured} calls" in page
+    assert "waiting for the tf.data iterator to be released" in page
+    # A recording from before sampling (no phase_calls) says neither.
+    plain = html.render_report(load(GOLDEN), analyze(load(GOLDEN)))
+    assert "split measured on" not in plain and "iterator to be released" not in plain

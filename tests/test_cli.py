@@ -155,9 +155,32 @@ def test_traces_only_gate_records_traces_and_no_calls(tmp_path, capsys):
 @pytest.mark.parametrize("options, message", [
     (["--verify-budget", "5"], "--verify-budget only applies with --verify"),
     (["--cprofile-calls", "-1"], "--cprofile-calls takes a number"),
+    (["--phase-every", "0"], "--phase-every takes a number of calls, 1 or more"),
 ])
 def test_option_misuse_is_a_usage_error(tmp_path, capsys, options, message):
     script = _script(tmp_path, "print('never runs')\n")
     assert cli.main(["analyze", *options, "-o", str(tmp_path / "o"), script]) == 2
     captured = capsys.readouterr()
     assert message in captured.err and "never runs" not in captured.out
+
+
+def test_phase_every_sets_how_many_calls_get_the_full_split(tmp_path):
+    script = _script(tmp_path, """
+        import numpy as np
+        import tensorflow as tf
+        model = tf.keras.Sequential([tf.keras.Input((4,)), tf.keras.layers.Dense(1)])
+        for _ in range(40):
+            model(np.ones((2, 4), np.float32))
+    """)
+    splits = {}
+    for every in ("1", "16"):
+        out = tmp_path / f"out{every}"
+        assert cli.main(["analyze", "--no-cprofile", "--no-tf-profiler", "--phase-every", every, "-o", str(out),
+                         script]) == 0
+        recording = load(out / "recording.json")
+        assert recording.run["phase_sampling"] == {"first_calls": 5, "every": int(every)}
+        (call,) = [c for c in recording.calls if c["api"] == "__call__"]
+        assert call["count"] == 40
+        splits[every] = call["phase_calls"]
+    assert splits["1"] == 40
+    assert 5 <= splits["16"] < 40

@@ -28,10 +28,28 @@ with tfdiag.diagnose(cprofile=False, tf_profiler=False) as d:
     # (with a narrow model the tf.data pipeline and the kernels trade places from run to run here).
     mlp = keras.Sequential([keras.Input((256,))] + [keras.layers.Dense(u, activation="relu") for u in (2048, 2048, 1024)]
                            + [keras.layers.Dense(32)], name="mlp")
-    large = np.random.default_rng(0).random((16384, 256), dtype=np.float32)
+    # 8 batches: Keras 3's iterator teardown at the end of predict() sometimes waits ~0.5 s for its
+    # prefetch threads (data_adapter time), which must not outweigh the kernels.
+    large = np.random.default_rng(0).random((32768, 256), dtype=np.float32)
     mlp.predict(large[:4096], batch_size=4096, verbose=0)  # warm-up: traces once
     for _ in range(2):
         mlp.predict(large, batch_size=4096, verbose=0)
+
+    # Input batches that are slow to produce: Keras 3 fetches them on the call's own thread; tf-keras
+    # produces them on tf.data's threads while the call waits inside its graph function.
+    import time
+
+    class SlowBatches(getattr(keras.utils, "PyDataset", keras.utils.Sequence)):
+        def __len__(self):
+            return 3
+
+        def __getitem__(self, index):
+            time.sleep(0.03)
+            return small
+
+    fed = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)], name="fed")
+    for _ in range(2):
+        fed.predict(SlowBatches(), verbose=0)
 
     def worker(n):
         for _ in range(n):

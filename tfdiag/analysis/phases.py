@@ -20,7 +20,12 @@ def phase_rows(calls: list[dict]) -> list[dict]:
     for call in calls:
         split = call_phase_split(call)
         per_call = sum(split.values())
+        measured = call.get("measured_count", call.get("count", 0)) or 0
+        teardown = call.get("data_adapter_teardown_s") or 0.0
         rows.append({
+            "teardown_s": float(teardown) / measured if measured > 0 else 0.0,
+            "phase_calls": call.get("phase_calls"),
+            "measured_count": measured,
             "label": f"{call.get('api')} {call.get('target')}",
             "call_site": call.get("call_site", ""),
             "input_signature": call.get("input_signature", ""),

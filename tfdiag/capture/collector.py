@@ -36,11 +36,12 @@ class CallStats:
     # The other phases, from sampled calls only: seconds times each call's weight (sampling.py).
     weighted_split: dict = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))
     phase_calls: int = 0  # sampled calls
+    weighted_teardown: float = 0.0  # of data_adapter: the tf.data iterator's teardown (sampled, weighted)
     batch: int | None = None  # leading dimension of the input (Keras calls)
     excluded: int = 0  # calls made under a profiler, kept out of the statistics
     profiled_s: list = field(default_factory=list)
 
-    def add(self, duration: float, rng: random.Random, phases: dict, weight: int) -> None:
+    def add(self, duration: float, rng: random.Random, phases: dict, weight: int, teardown_s: float = 0.0) -> None:
         self.count += 1
         self.total_s += duration
         if self.count == 1:
@@ -56,9 +57,15 @@ class CallStats:
         self.graph_s += phases.get("graph_creation", 0.0)
         if weight:
             self.phase_calls += 1
+            self.weighted_teardown += teardown_s * weight
             split = self.weighted_split
             for name, seconds in phases.items():
                 split[name] = split.get(name, 0.0) + seconds * weight
+
+    def _scale(self) -> float:
+        """Seconds of wall time per weighted sampled second, outside graph creation."""
+        weighed = sum(s for name, s in self.weighted_split.items() if name != "graph_creation")
+        return max(0.0, self.total_s - self.graph_s) / weighed if weighed > 0 else 0.0
 
     def phases(self) -> dict:
         """Seconds per phase over all measured calls; they add up to ``total_s``.
@@ -67,15 +74,18 @@ class CallStats:
         proportions of the sampled calls' weighted phases (outside graph creation)."""
         out = dict.fromkeys(PHASES, 0.0)
         out["graph_creation"] = self.graph_s
-        rest = max(0.0, self.total_s - self.graph_s)
-        weights = {name: s for name, s in self.weighted_split.items() if name != "graph_creation"}
-        weighed = sum(weights.values())
-        if weighed <= 0:
-            out["other"] += rest
+        scale = self._scale()
+        if scale <= 0:
+            out["other"] += max(0.0, self.total_s - self.graph_s)
             return out
-        for name, seconds in weights.items():
-            out[name] = out.get(name, 0.0) + rest * seconds / weighed
+        for name, seconds in self.weighted_split.items():
+            if name != "graph_creation":
+                out[name] = out.get(name, 0.0) + seconds * scale
         return out
+
+    def teardown(self) -> float:
+        """Of ``phases()["data_adapter"]``, the seconds after the call's tf.data iterator was released."""
+        return self.weighted_teardown * self._scale()
 
 
 @dataclass
@@ -140,11 +150,13 @@ class Collector:
     # -- calls --------------------------------------------------------------------
     def add_call(self, api: str, target: str, call_site: str, input_signature: str,
                  start: float, duration: float, phases: dict,
-                 thread: str = "", profiled: bool = False, batch: int | None = None, weight: int = 1) -> None:
+                 thread: str = "", profiled: bool = False, batch: int | None = None, weight: int = 1,
+                 teardown_s: float = 0.0) -> None:
         """One finished call; ``phases`` is its own dict, kept without a copy. ``weight``: how many
-        calls its phase split stands for (0: only its wall time and graph creation were measured)."""
+        calls its phase split stands for (0: only its wall time and graph creation were measured).
+        ``teardown_s``: of its data_adapter seconds, those after its tf.data iterator was released."""
         self.add_calls([(api, target, call_site, input_signature, start, duration, phases, thread, profiled,
-                         batch, weight)])
+                         batch, weight, teardown_s)])
 
     def add_calls(self, records: list[tuple]) -> None:
         """A batch of finished calls, as ``add_call``'s arguments in order (one lock for all)."""
@@ -153,7 +165,7 @@ class Collector:
                 self._add_call(*record)
 
     def _add_call(self, api, target, call_site, input_signature, start, duration, phases, thread, profiled,
-                  batch, weight) -> None:
+                  batch, weight, teardown_s) -> None:
         key = (api, target, call_site, input_signature)
         stats = self.calls.get(key)
         if stats is None:
@@ -163,10 +175,10 @@ class Collector:
             if len(stats.profiled_s) < RESERVOIR_SIZE:
                 stats.profiled_s.append(duration)
         else:
-            stats.add(duration, self._rng, phases, weight)
+            stats.add(duration, self._rng, phases, weight, teardown_s)
         self.sample_count += 1
         # A tuple now, a dict at export.
-        sample = (api, target, call_site, start, duration, thread, profiled, phases, weight)
+        sample = (api, target, call_site, start, duration, thread, profiled, phases, weight, teardown_s)
         if len(self.samples) < MAX_CALL_SAMPLES:
             self.samples.append(sample)
         else:
@@ -204,12 +216,14 @@ class Collector:
 
 def _sample_section(sample: tuple) -> dict:
     """A call of the timeline; its ``phases`` only if it was a sampled call."""
-    api, target, call_site, start, duration, thread, profiled, phases, weight = sample
+    api, target, call_site, start, duration, thread, profiled, phases, weight, teardown_s = sample
     out = {"api": api, "target": target, "call_site": call_site, "start_s": start,
            "duration_s": duration, "thread": thread, "profiled": profiled,
            "graph_s": phases.get("graph_creation", 0.0)}
     if weight:
         out["phases"] = dict(phases)
+        if teardown_s:
+            out["data_adapter_teardown_s"] = teardown_s
     return out
 
 
@@ -239,6 +253,7 @@ def _call_section(stats: CallStats) -> dict:
         "max_s": stats.max_s,
         "phases": stats.phases(),
         "phase_calls": stats.phase_calls,
+        "data_adapter_teardown_s": stats.teardown(),
         "profiled_calls": stats.excluded,
         "profiled_median_s": _percentile(sorted(stats.profiled_s), 0.5) if stats.profiled_s else None,
     }

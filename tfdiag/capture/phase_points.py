@@ -12,13 +12,23 @@ version becomes a capture warning, and the rest still work.
 
 from __future__ import annotations
 
+import weakref
 from typing import Callable
 
 from .collector import Collector
 from .patching import Patcher
 from .phases import PhaseTracker
 
-# (module, "Class.attribute" or "function", phase)
+# Not a phase switch: the batches of a tf-keras generator or Sequence are produced on tf.data's
+# threads (``from_generator`` + prefetch) while the call's own thread waits inside the predict
+# function's graph (IteratorGetNext, so under kernel_execution). The adapter's generator is
+# timed where it runs and the time charged to the call that built it (see ``producer_wrapper``).
+PRODUCER = "data_adapter, produced off-thread"
+# Not a phase switch either: when an iterator the call created is finalized on the call's own
+# thread, the rest of the call (the iterator's C++ teardown, then returning) is data_adapter.
+TEARDOWN = "data_adapter, teardown"
+
+# (module, "Class.attribute" or "function", phase, or one of the two markers above)
 TENSORFLOW_POINTS = (
     # tf.data builds a tf.function per map/flat_map: tracing and concrete-function creation.
     ("tensorflow.python.data.ops.structured_function", "StructuredFunctionWrapper.__init__", "graph_creation"),
@@ -26,6 +36,9 @@ TENSORFLOW_POINTS = (
     ("tensorflow.python.data.ops.dataset_ops", "DatasetV2.__iter__", "data_adapter"),
     ("tensorflow.python.data.ops.iterator_ops", "OwnedIterator.__next__", "data_adapter"),
     ("tensorflow.python.data.ops.iterator_ops", "OwnedIterator.get_next", "data_adapter"),
+    # Deleting the iterator at the end of the call can wait for its prefetch threads (Keras 3's
+    # predict() on large arrays: about 0.5 s, every other call here), after the last Python line.
+    ("tensorflow.python.data.ops.iterator_ops", "OwnedIterator.__init__", TEARDOWN),
     # Running a traced graph function, and eager ops (generated op wrappers' fast path and fallback).
     ("tensorflow.python.eager.polymorphic_function.concrete_function", "ConcreteFunction._call_flat",
      "kernel_execution"),
@@ -47,8 +60,11 @@ KERAS3_POINTS = (
     ("keras.src.models.functional", "Functional._standardize_inputs", "input_processing"),
 )
 
+
 TF_KERAS_POINTS = (
     ("tf_keras.src.engine.data_adapter", "get_data_handler", "data_adapter"),
+    ("tf_keras.src.engine.data_adapter", "GeneratorDataAdapter._handle_multiprocessing", PRODUCER),
+    ("tf_keras.src.engine.data_adapter", "KerasSequenceAdapter._handle_multiprocessing", PRODUCER),
     ("tf_keras.src.engine.training", "potentially_ragged_concat", "output_processing"),
     ("tf_keras.src.utils.tf_utils", "sync_to_numpy_or_python_type", "output_processing"),
     ("tf_keras.src.engine.functional", "Functional._conform_to_reference_input", "input_processing"),
@@ -82,6 +98,50 @@ def phase_wrapper(original: Callable, phase: str, tracker: PhaseTracker, applies
     return in_phase
 
 
+def producer_wrapper(original: Callable, tracker: PhaseTracker) -> Callable:
+    """Wrap an adapter's ``_handle_multiprocessing``: the generator function it returns is timed
+    batch by batch, on whatever thread tf.data runs it, into the open call's ``off_thread_s``."""
+
+    def _handle_multiprocessing(adapter, *args, **kwargs):
+        generator_fn = original(adapter, *args, **kwargs)
+        frame = tracker.current_frame()
+        if frame is None:
+            return generator_fn
+        clock = tracker.clock
+
+        def timed_generator_fn():
+            batches = iter(generator_fn())
+            while True:
+                start = clock()
+                try:
+                    batch = next(batches)
+                except StopIteration:
+                    return
+                finally:
+                    frame.off_thread_s += clock() - start
+                yield batch
+
+        return timed_generator_fn
+
+    _handle_multiprocessing.__wrapped__ = original
+    return _handle_multiprocessing
+
+
+def teardown_wrapper(original: Callable, tracker: PhaseTracker) -> Callable:
+    """Wrap ``OwnedIterator.__init__``: an iterator made in a sampled call switches that call to
+    data_adapter when it is finalized there (weakref callbacks run before the object's
+    attributes, and so its resource handle, are released)."""
+
+    def __init__(iterator, *args, **kwargs):
+        original(iterator, *args, **kwargs)
+        frame = tracker.current_frame()
+        if frame is not None and frame.weight:
+            weakref.finalize(iterator, tracker.switch_if_current, frame, "data_adapter")
+
+    __init__.__wrapped__ = original
+    return __init__
+
+
 def install(patcher: Patcher, tracker: PhaseTracker, collector: Collector, points=ALL_POINTS) -> None:
     """Wrap every entry point of ``points``; the per-op ones become ``tracker.per_op``."""
     per_op = tracker.per_op = patcher.toggle()
@@ -101,6 +161,10 @@ def _wrap_all(patch_always: Callable, patch_per_op: Callable, tracker: PhaseTrac
         try:
             for part in path:
                 owner = getattr(owner, part)
+            if phase in (PRODUCER, TEARDOWN):
+                wrapper = producer_wrapper if phase == PRODUCER else teardown_wrapper
+                patch_always(owner, name, lambda original, wrapper=wrapper: wrapper(original, tracker))
+                continue
             applies = _APPLIES.get((module.__name__.rsplit(".", 1)[-1], attribute))
             # Only module functions are switched per call. Graph creation is measured on every
             # call, and class attributes stay put: each change of a class drops CPython's

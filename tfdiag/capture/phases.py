@@ -28,7 +28,8 @@ _ABSORBED_BY = {
 
 
 class _CallFrame:
-    __slots__ = ("totals", "stack", "last", "start", "target", "weight")
+    __slots__ = ("totals", "stack", "last", "start", "target", "weight", "off_thread_s", "teardown_base",
+                 "teardown_s")
 
     def __init__(self, now: float, target, weight: int) -> None:
         self.totals = dict.fromkeys(PHASES, 0.0)
@@ -36,6 +37,9 @@ class _CallFrame:
         self.last = self.start = now
         self.target = target  # the model or function the call is about (labels Keras's own traces)
         self.weight = weight  # 0: not sampled (only wall time and graph creation are meaningful)
+        self.off_thread_s = 0.0  # input batches produced on other threads for this call
+        self.teardown_base = None  # data_adapter seconds when the call's tf.data iterator was released
+        self.teardown_s = 0.0  # data_adapter seconds from then on: the iterator's teardown
 
 
 class PhaseTracker:
@@ -51,6 +55,10 @@ class PhaseTracker:
     def current_target(self):
         frames = getattr(self.local, "frames", None)
         return frames[-1].target if frames else None
+
+    def current_frame(self) -> _CallFrame | None:
+        frames = getattr(self.local, "frames", None)
+        return frames[-1] if frames else None
 
     def begin_call(self, target=None, weight: int = 1) -> _CallFrame:
         """Open a top-level call on this thread. ``weight``: the sampler's answer for it (0: only
@@ -75,6 +83,15 @@ class PhaseTracker:
             frames.remove(frame)
         if frame.weight and self.per_op is not None:
             self.per_op.release()
+        if frame.off_thread_s and frame.weight:
+            # The call's thread waited for those batches inside its graph function, which shows
+            # as kernel time: up to that much of it was the wait. (An overestimate by whatever
+            # part of the production overlapped real kernels, which prefetching allows.)
+            moved = min(frame.off_thread_s, frame.totals["kernel_execution"])
+            frame.totals["kernel_execution"] -= moved
+            frame.totals["data_adapter"] += moved
+        if frame.teardown_base is not None:
+            frame.teardown_s = frame.totals["data_adapter"] - frame.teardown_base
         return frame
 
     def enter(self, phase: str):
@@ -93,6 +110,14 @@ class PhaseTracker:
         frame.last = now
         stack.append(phase)
         return frame, len(stack)
+
+    def switch_if_current(self, frame: _CallFrame, phase: str) -> None:
+        """From here to the end of ``frame``'s call, ``phase`` (if ``frame`` is this thread's open call).
+        Used when a call's tf.data iterator is released: what follows is its teardown."""
+        if self.current_frame() is frame:
+            self.enter(phase)
+            if frame.teardown_base is None:
+                frame.teardown_base = frame.totals[phase]
 
     def exit(self, token) -> None:
         if token is None:

@@ -72,7 +72,7 @@ class CallLog:
                 name = type(target).__name__
             site = callsite.site_text(code_line)
             records.append((api, name, site, signature, frame.start, frame.last - frame.start, frame.totals,
-                            thread, profiled, batch, frame.weight))
+                            thread, profiled, batch, frame.weight, frame.teardown_s))
         self.collector.add_calls(records)
 
 

@@ -1,0 +1,110 @@
+"""Sampled phase splits: the sampler, the switchable patches, and the estimate (no TensorFlow)."""
+
+import random
+import types
+
+import pytest
+
+from tfdiag.capture import patching
+from tfdiag.capture.collector import CallStats, Collector
+from tfdiag.capture.phases import PhaseTracker
+from tfdiag.capture.sampling import PhaseSampler
+from tfdiag.recording import PHASES
+
+
+def test_sampler_takes_the_first_calls_then_one_in_every():
+    sampler = PhaseSampler(every=4, first=3, seed=1)
+    weights = [sampler.weight("model") for _ in range(4003)]
+    assert weights[:3] == [1, 1, 1]
+    later = weights[3:]
+    assert set(later) == {0, 4}
+    assert 800 < later.count(4) < 1200  # one in 4 of 4000, at random
+    assert PhaseSampler(every=4, first=3, seed=1).weight("other") == 1  # counted per model
+    again = PhaseSampler(every=4, first=3, seed=1)
+    assert [again.weight("model") for _ in range(4003)] == weights  # seeded: reproducible
+
+
+def test_sampler_every_one_measures_every_call():
+    sampler = PhaseSampler(every=1, first=0)
+    assert {sampler.weight("m") for _ in range(100)} == {1}
+    with pytest.raises(ValueError):
+        PhaseSampler(every=0)
+
+
+def test_estimate_keeps_graph_creation_exact_and_adds_up_to_the_wall_time():
+    stats = CallStats("__call__", "m", "x.py:1", "float32[1]")
+    rng = random.Random(0)
+
+    def phases(**seconds):
+        out = dict.fromkeys(PHASES, 0.0)
+        out.update(seconds)
+        return out
+
+    # The first call traces (always sampled, weight 1); later calls: 1 in 16 sampled.
+    stats.add(0.5, rng, phases(graph_creation=0.45, other=0.05), 1)
+    for index in range(160):
+        if index % 16 == 0:
+            stats.add(0.010, rng, phases(kernel_execution=0.006, other=0.004), 16)
+        else:
+            stats.add(0.010, rng, phases(other=0.010), 0)  # unsampled: only wall time counts
+    stats.add(0.3, rng, phases(graph_creation=0.29, other=0.01), 0)  # a retrace in an unsampled call
+    split = stats.phases()
+    assert split["graph_creation"] == pytest.approx(0.74)  # measured on every call, never weighted
+    assert sum(split.values()) == pytest.approx(stats.total_s)
+    rest = stats.total_s - 0.74
+    # Weighted: the first call's 0.05 s of other counts once, each sampled later call 16 times.
+    weighted_kernel, weighted_other = 10 * 16 * 0.006, 0.05 + 10 * 16 * 0.004
+    assert split["kernel_execution"] == pytest.approx(rest * weighted_kernel / (weighted_kernel + weighted_other))
+    assert stats.phase_calls == 11
+
+
+def test_collector_samples_carry_phases_only_when_sampled():
+    collector = Collector()
+    split = dict.fromkeys(PHASES, 0.0)
+    collector.add_call("predict", "m", "x.py:1", "sig", 0.0, 0.01, dict(split, other=0.01), weight=1)
+    collector.add_call("predict", "m", "x.py:1", "sig", 0.1, 0.02, dict(split, graph_creation=0.015, other=0.005),
+                       weight=0, teardown_s=0.0)
+    first, second = collector.sections()["call_samples"]
+    assert "phases" in first and "phases" not in second
+    assert second["graph_s"] == pytest.approx(0.015)
+
+
+def test_toggle_is_on_while_anyone_holds_it_and_off_after_restore():
+    module = types.ModuleType("fake_ops")
+    module.execute = original = lambda: "original"
+    patcher = patching.Patcher()
+    toggle = patcher.toggle()
+    toggle.add(module, "execute", lambda orig: lambda: "wrapped")
+    assert module.execute is original and patching.installed() == []
+    toggle.acquire()
+    toggle.acquire()  # a second thread's sampled call
+    assert module.execute() == "wrapped"
+    assert (module, "execute") in patching.installed()
+    toggle.release()
+    assert module.execute() == "wrapped"  # the other call still runs
+    toggle.release()
+    assert module.execute is original
+    toggle.release()  # an extra release is harmless
+    toggle.acquire()
+    patcher.restore()  # the diagnosis ends while a call holds it
+    assert module.execute is original and patching.installed() == []
+
+
+def test_tracker_switches_the_per_op_points_only_for_sampled_calls():
+    module = types.ModuleType("fake_ops")
+    module.execute = lambda: None
+    patcher = patching.Patcher()
+    try:
+        tracker = PhaseTracker(clock=iter(range(100)).__next__)
+        tracker.per_op = patcher.toggle()
+        original = module.execute
+        tracker.per_op.add(module, "execute", lambda orig: lambda: "wrapped")
+        frame = tracker.begin_call("m", 0)
+        assert module.execute is original
+        tracker.end_call(frame)
+        frame = tracker.begin_call("m", 16)
+        assert module.execute() == "wrapped"
+        tracker.end_call(frame)
+        assert module.execute is original
+    finally:
+        patcher.restore()
