@@ -19,6 +19,7 @@ from .collector import Collector
 from .phases import PhaseTracker
 
 FLUSH_EVERY = 256
+MAX_THREAD_BUFFERS = 256
 
 
 class CallLog:
@@ -27,13 +28,21 @@ class CallLog:
     def __init__(self, collector: Collector) -> None:
         self.collector = collector
         self._local = threading.local()
-        self._buffers: list[tuple[str, list]] = []  # every thread's (name, buffer), for the final flush
+        self._buffers: list[tuple[tuple[str, list], threading.Thread]] = []  # ((name, buffer), thread)
         self._lock = threading.Lock()
 
     def _new_buffer(self) -> tuple[str, list]:
-        entry = self._local.entry = (threading.current_thread().name, [])
+        thread = threading.current_thread()
+        entry = self._local.entry = (thread.name, [])
         with self._lock:
-            self._buffers.append(entry)
+            if len(self._buffers) >= MAX_THREAD_BUFFERS:  # a thread per request: keep the live ones
+                finished = [(e, t) for e, t in self._buffers if not t.is_alive()]
+                self._buffers = [(e, t) for e, t in self._buffers if t.is_alive()]
+            else:
+                finished = []
+            self._buffers.append((entry, thread))
+        for (name, buffer), _ in finished:
+            self._flush(name, buffer)
         return entry
 
     def add(self, api: str, capture, target, args: tuple, kwargs: dict, frame, profiled: bool) -> None:
@@ -56,13 +65,14 @@ class CallLog:
     def flush_all(self) -> None:
         """Every thread's buffered calls into the collector (at the end of the diagnosis)."""
         with self._lock:
-            entries = list(self._buffers)
+            entries = [entry for entry, _ in self._buffers]
         for name, buffer in entries:
             self._flush(name, buffer)
 
     def _flush(self, thread: str, buffer: list) -> None:
-        pending = buffer[:]
-        del buffer[:len(pending)]
+        with self._lock:  # the owner thread and the final flush may both get here
+            pending = buffer[:]
+            del buffer[:len(pending)]
         records = []
         for api, capture, target, signature, batch, code_line, frame, profiled in pending:
             try:

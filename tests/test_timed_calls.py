@@ -1,0 +1,87 @@
+"""The timed-call wrapper and its per-thread log, on plain Python targets (no TensorFlow)."""
+
+import threading
+
+from tfdiag.capture import timed_calls
+from tfdiag.capture.collector import Collector
+from tfdiag.capture.phases import PhaseTracker
+from tfdiag.capture.sampling import PhaseSampler
+
+
+class FakeCapture:
+    gates: list = []
+
+    def __init__(self):
+        self.observers = []
+
+    @staticmethod
+    def describe(args, kwargs):
+        return f"{len(args)} args", None
+
+    @staticmethod
+    def target_name(target):
+        return target.name
+
+
+class Target:
+    name = "model"
+
+    def call(self, x):
+        return x * 2
+
+
+def _wrapped(skip=lambda target: False):
+    collector = Collector()
+    tracker = PhaseTracker(sampler=PhaseSampler(every=1, first=0))
+    log = timed_calls.CallLog(collector)
+    wrapped = timed_calls.timed(Target.call, "__call__", FakeCapture(), skip, tracker, log)
+    return wrapped, collector, log, tracker
+
+
+def test_top_level_calls_are_recorded_and_nested_ones_are_part_of_them():
+    wrapped, collector, log, tracker = _wrapped()
+    target = Target()
+
+    def predict(model, x):
+        return wrapped(model, x) + 1  # the model called inside predict(): part of the predict call
+
+    outer = timed_calls.timed(predict, "predict", FakeCapture(), lambda t: False, tracker, log)
+    assert wrapped(target, 3) == 6
+    assert outer(target, 3) == 7
+    log.flush_all()
+    calls = {c["api"]: c for c in collector.sections()["calls"]}
+    assert set(calls) == {"__call__", "predict"}
+    assert calls["__call__"]["count"] == 1 and calls["predict"]["count"] == 1
+    assert calls["predict"]["target"] == "model"
+    assert "test_timed_calls.py:" in calls["predict"]["call_site"]  # the user's line, not tfdiag's
+
+
+def test_skipped_calls_pass_through():
+    wrapped, collector, log, _ = _wrapped(skip=lambda target: True)
+    assert wrapped(Target(), 4) == 8
+    log.flush_all()
+    assert collector.sections()["calls"] == []
+
+
+def test_a_thread_per_call_keeps_every_call_and_a_bounded_log():
+    wrapped, collector, log, _ = _wrapped()
+    target = Target()
+    count = timed_calls.MAX_THREAD_BUFFERS * 2 + 10
+    for index in range(count):
+        thread = threading.Thread(target=wrapped, args=(target, index), name=f"request-{index}")
+        thread.start()
+        thread.join()
+    assert len(log._buffers) <= timed_calls.MAX_THREAD_BUFFERS + 1
+    log.flush_all()
+    calls = collector.sections()["calls"]
+    assert sum(c["count"] for c in calls) == count
+
+
+def test_buffers_flush_every_so_often_and_at_the_end():
+    wrapped, collector, log, _ = _wrapped()
+    target = Target()
+    for index in range(timed_calls.FLUSH_EVERY + 3):
+        wrapped(target, index)
+    assert sum(c["count"] for c in collector.sections()["calls"]) == timed_calls.FLUSH_EVERY
+    log.flush_all()
+    assert sum(c["count"] for c in collector.sections()["calls"]) == timed_calls.FLUSH_EVERY + 3
