@@ -27,7 +27,7 @@ _ABSORBED_BY = {
 }
 
 
-class _CallFrame:
+class CallFrame:
     __slots__ = ("totals", "stack", "last", "start", "target", "weight", "off_thread_s", "teardown_base",
                  "teardown_s")
 
@@ -56,23 +56,24 @@ class PhaseTracker:
         frames = getattr(self.local, "frames", None)
         return frames[-1].target if frames else None
 
-    def current_frame(self) -> _CallFrame | None:
+    def current_frame(self) -> CallFrame | None:
         frames = getattr(self.local, "frames", None)
         return frames[-1] if frames else None
 
-    def begin_call(self, target=None, weight: int = 1) -> _CallFrame:
+    def begin_call(self, target=None, weight: int = 1) -> CallFrame:
         """Open a top-level call on this thread. ``weight``: the sampler's answer for it (0: only
-        wall time and graph creation are measured). The caller checks ``in_call()`` first."""
+        wall time and graph creation are measured). The caller checks ``in_call()`` first.
+        (timed_calls.py inlines this and ``end_call`` for unsampled calls: keep them in step.)"""
         frames = getattr(self.local, "frames", None)
         if frames is None:
             frames = self.local.frames = []
         if weight and self.per_op is not None:
             self.per_op.acquire()
-        frame = _CallFrame(self.clock(), target, weight)
+        frame = CallFrame(self.clock(), target, weight)
         frames.append(frame)
         return frame
 
-    def end_call(self, frame: _CallFrame) -> _CallFrame:
+    def end_call(self, frame: CallFrame) -> CallFrame:
         now = self.clock()
         frame.totals[frame.stack[-1]] += now - frame.last
         frame.last = now
@@ -81,9 +82,15 @@ class PhaseTracker:
             frames.pop()
         elif frame in frames:
             frames.remove(frame)
-        if frame.weight and self.per_op is not None:
+        if frame.weight:
+            self.end_sampled(frame)
+        return frame
+
+    def end_sampled(self, frame: CallFrame) -> None:
+        """The rest of closing a sampled call, once its frame is off the stack."""
+        if self.per_op is not None:
             self.per_op.release()
-        if frame.off_thread_s and frame.weight:
+        if frame.off_thread_s:
             # The call's thread waited for those batches inside its graph function, which shows
             # as kernel time: up to that much of it was the wait. (An overestimate by whatever
             # part of the production overlapped real kernels, which prefetching allows.)
@@ -92,7 +99,6 @@ class PhaseTracker:
             frame.totals["data_adapter"] += moved
         if frame.teardown_base is not None:
             frame.teardown_s = frame.totals["data_adapter"] - frame.teardown_base
-        return frame
 
     def enter(self, phase: str):
         """Switch to ``phase`` (in sampled and unsampled calls alike: the tracing hook's graph
@@ -111,7 +117,7 @@ class PhaseTracker:
         stack.append(phase)
         return frame, len(stack)
 
-    def switch_if_current(self, frame: _CallFrame, phase: str) -> None:
+    def switch_if_current(self, frame: CallFrame, phase: str) -> None:
         """From here to the end of ``frame``'s call, ``phase`` (if ``frame`` is this thread's open call).
         Used when a call's tf.data iterator is released: what follows is its teardown."""
         if self.current_frame() is frame:
