@@ -86,7 +86,7 @@ def test_slow_input_batches_are_data_adapter_time(probe):
 def test_concurrent_threads_are_attributed_per_thread(probe):
     call = _call(probe, "__call__", "tiny", "float32[32, 4]")
     assert call["count"] == 60
-    # After the first 5 calls, one in 16 (at random) gets the full split; all count in the wall time.
+    # After the first 5 calls, one in 32 (at random) gets the full split; all count in the wall time.
     assert 5 <= call["phase_calls"] < call["count"]
     threads = {s["thread"] for s in probe["samples"] if s["api"] == "__call__" and s["target"] == "tiny"}
     assert threads == {f"worker-{i}" for i in range(4)}

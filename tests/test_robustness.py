@@ -85,7 +85,7 @@ def test_eight_threads_exact_counts_and_per_thread_phases(legacy):
     assert data["user_traces"] == 1
     assert data["threads"] == [f"t{i}" for i in range(8)]
     assert data["bad_samples"] == 0
-    # 600 calls a thread, one in 16 sampled: every thread has calls with a full phase split.
+    # 600 calls a thread, one in 32 sampled: every thread has calls with a full phase split.
     assert data["sampled_threads"] == [f"t{i}" for i in range(8)]
     assert data["warnings"] == []
 

@@ -47,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
                          help="how many calls cProfile samples at most (default: 8)")
     analyze.add_argument("--phase-every", type=int, default=None, metavar="N",
                          help="after each model's first 5 calls, measure the full phase split on one "
-                              "call in N at random (default: 16; 1: every call, at more cost per call)")
+                              "call in N at random (default: 32; 1: every call, at more cost per call)")
     analyze.add_argument("--fail-on-retrace", type=int, default=None, metavar="N",
                          help="exit 3 if a user tf.function traced more than N times")
     analyze.add_argument("--verify", action="store_true",

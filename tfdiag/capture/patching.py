@@ -147,9 +147,12 @@ class Toggle:
             if self._users == 0:
                 return
             self._users -= 1
-            if self._users == 0:
+            if self._users == 0:  # once per sampled call: plain setattr where the original was own
                 for owner, name, own, _ in reversed(self._entries):
-                    _put_back(owner, name, own)
+                    if own is _MISSING:
+                        _put_back(owner, name, own)
+                    else:
+                        setattr(owner, name, own)
 
     def switch_off(self) -> None:
         """Off for good, whoever still holds it (the diagnosis is over)."""

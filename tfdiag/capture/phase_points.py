@@ -47,7 +47,10 @@ TENSORFLOW_POINTS = (
     # Waiting for kernels still running asynchronously (Keras 3 predict() syncs after the last batch).
     ("tensorflow.python.eager.context", "async_wait", "kernel_execution"),
     # Turning Python/NumPy inputs into tensors (only for values that are not TF/Keras objects already:
-    # see ``converts_user_data``).
+    # see ``converts_user_data``). Keras 3 and tf-keras convert a model's NumPy inputs through here.
+    # Their Functional input standardising methods are not points: a class attribute stays wrapped
+    # on every call (see _wrap_all), and that wrapper cost about 4 us per eager model(x) here;
+    # the casts they may add run as ops (kernel_execution).
     ("tensorflow.python.framework.tensor_conversion_registry", "convert", "input_processing"),
 )
 
@@ -57,7 +60,6 @@ KERAS3_POINTS = (
     ("keras.src.backend.tensorflow.trainer", "TFEpochIterator.__next__", "data_adapter"),
     ("keras.src.backend.tensorflow.trainer", "convert_to_np_if_not_ragged", "output_processing"),
     ("keras.src.backend.tensorflow.trainer", "potentially_ragged_concat", "output_processing"),
-    ("keras.src.models.functional", "Functional._standardize_inputs", "input_processing"),
 )
 
 
@@ -67,7 +69,6 @@ TF_KERAS_POINTS = (
     ("tf_keras.src.engine.data_adapter", "KerasSequenceAdapter._handle_multiprocessing", PRODUCER),
     ("tf_keras.src.engine.training", "potentially_ragged_concat", "output_processing"),
     ("tf_keras.src.utils.tf_utils", "sync_to_numpy_or_python_type", "output_processing"),
-    ("tf_keras.src.engine.functional", "Functional._conform_to_reference_input", "input_processing"),
 )
 
 ALL_POINTS = TENSORFLOW_POINTS + KERAS3_POINTS + TF_KERAS_POINTS
