@@ -156,6 +156,7 @@ def test_traces_only_gate_records_traces_and_no_calls(tmp_path, capsys):
     (["--verify-budget", "5"], "--verify-budget only applies with --verify"),
     (["--cprofile-calls", "-1"], "--cprofile-calls takes a number"),
     (["--phase-every", "0"], "--phase-every takes a number of calls, 1 or more"),
+    (["--phase-every", "4", "--traces-only"], "--phase-every needs call timing"),
 ])
 def test_option_misuse_is_a_usage_error(tmp_path, capsys, options, message):
     script = _script(tmp_path, "print('never runs')\n")

@@ -108,3 +108,35 @@ def test_tracker_switches_the_per_op_points_only_for_sampled_calls():
         assert module.execute is original
     finally:
         patcher.restore()
+
+
+def test_a_call_site_without_sampled_calls_borrows_its_models_split():
+    collector = Collector()
+    split = dict.fromkeys(PHASES, 0.0)
+    for _ in range(3):  # sampled calls at one line
+        collector.add_call("__call__", "m", "x.py:1", "sig", 0.0, 0.010, dict(split, kernel_execution=0.008,
+                                                                               other=0.002), weight=1)
+    # another line, never sampled; one of its calls traced
+    collector.add_call("__call__", "m", "x.py:9", "sig", 0.0, 0.050, dict(split, graph_creation=0.040,
+                                                                           other=0.010), weight=0)
+    collector.add_call("__call__", "m", "x.py:9", "sig", 0.0, 0.010, dict(split, other=0.010), weight=0)
+    calls = {c["call_site"]: c for c in collector.sections()["calls"]}
+    borrowed = calls["x.py:9"]
+    assert borrowed["phase_split_pooled"] and borrowed["phase_calls"] == 0
+    assert borrowed["phases"]["graph_creation"] == pytest.approx(0.040)
+    assert borrowed["phases"]["kernel_execution"] == pytest.approx(0.020 * 0.8)
+    assert sum(borrowed["phases"].values()) == pytest.approx(borrowed["total_s"])
+    assert not calls["x.py:1"]["phase_split_pooled"]
+
+
+def test_teardown_is_measured_before_the_off_thread_move():
+    tracker = PhaseTracker(clock=iter([0.0, 1.0, 2.0, 3.0, 4.0]).__next__)
+    frame = tracker.begin_call("m", 1)  # t=0
+    token = tracker.enter("kernel_execution")  # t=1: other 1 s
+    tracker.exit(token)  # t=2: kernel 1 s
+    frame.off_thread_s = 0.5  # batches made on tf.data threads while the call waited in its graph
+    tracker.switch_if_current(frame, "data_adapter")  # t=3: the iterator is released
+    tracker.end_call(frame)  # t=4: teardown 1 s
+    assert frame.teardown_s == pytest.approx(1.0)
+    assert frame.totals["data_adapter"] == pytest.approx(1.5)
+    assert frame.totals["kernel_execution"] == pytest.approx(0.5)

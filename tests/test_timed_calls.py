@@ -2,6 +2,8 @@
 
 import threading
 
+import pytest
+
 from tfdiag.capture import timed_calls
 from tfdiag.capture.collector import Collector
 from tfdiag.capture.phases import PhaseTracker
@@ -85,3 +87,60 @@ def test_buffers_flush_every_so_often_and_at_the_end():
     assert sum(c["count"] for c in collector.sections()["calls"]) == timed_calls.FLUSH_EVERY
     log.flush_all()
     assert sum(c["count"] for c in collector.sections()["calls"]) == timed_calls.FLUSH_EVERY + 3
+
+
+class BrokenGate:
+    def start(self, api):
+        raise RuntimeError("profiler failed to start")
+
+    def stop(self, token):
+        raise AssertionError("never started")
+
+
+def test_a_failing_profiler_start_records_nothing_and_leaves_no_open_call():
+    wrapped, collector, log, tracker = _wrapped()
+    capture = FakeCapture()
+    capture.gates = [BrokenGate()]
+    gated = timed_calls.timed(Target.call, "predict", capture, lambda t: False, tracker, log)
+    with pytest.raises(RuntimeError):
+        gated(Target(), 1)
+    assert not getattr(tracker.local, "frames", None)
+    assert wrapped(Target(), 2) == 4  # the thread still times its calls
+    log.flush_all()
+    assert [(c["api"], c["count"]) for c in collector.sections()["calls"]] == [("__call__", 1)]
+
+
+def test_an_exception_in_the_call_closes_it_and_is_recorded():
+    wrapped, collector, log, tracker = _wrapped()
+
+    class Failing(Target):
+        def call(self, x):
+            raise ValueError("bad input")
+
+    failing = timed_calls.timed(Failing.call, "__call__", FakeCapture(), lambda t: False, tracker, log)
+    with pytest.raises(ValueError):
+        failing(Failing(), 1)
+    assert not tracker.local.frames
+    log.flush_all()
+    assert collector.sections()["calls"][0]["count"] == 1
+
+
+def test_a_threads_first_call_may_be_unsampled():
+    collector = Collector()
+    tracker = PhaseTracker(sampler=PhaseSampler(every=10**9, first=0))  # no call is sampled
+    log = timed_calls.CallLog(collector)
+    wrapped = timed_calls.timed(Target.call, "__call__", FakeCapture(), lambda t: False, tracker, log)
+    errors = []
+
+    def first_call():
+        try:
+            wrapped(Target(), 1)
+        except Exception as exc:  # the wrapper must not fail on a thread's first call
+            errors.append(exc)
+
+    thread = threading.Thread(target=first_call)
+    thread.start()
+    thread.join()
+    assert errors == []
+    log.flush_all()
+    assert collector.sections()["calls"][0]["phase_calls"] == 0

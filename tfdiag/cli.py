@@ -143,6 +143,8 @@ def _analyze(args) -> int:
     if args.traces_only:
         if args.verify:
             raise UsageError("--verify needs call timing; it cannot be combined with --traces-only")
+        if args.phase_every is not None:
+            raise UsageError("--phase-every needs call timing; it cannot be combined with --traces-only")
         options.update(timing=False, cprofile=False, tf_profiler=False)
     if args.verify:
         options["verify"] = True

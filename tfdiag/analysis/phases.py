@@ -25,6 +25,7 @@ def phase_rows(calls: list[dict]) -> list[dict]:
         rows.append({
             "teardown_s": float(teardown) / measured if measured > 0 else 0.0,
             "phase_calls": call.get("phase_calls"),
+            "phase_split_pooled": bool(call.get("phase_split_pooled")),
             "measured_count": measured,
             "label": f"{call.get('api')} {call.get('target')}",
             "call_site": call.get("call_site", ""),

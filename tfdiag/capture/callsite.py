@@ -95,7 +95,7 @@ def user_frame(skip: int = 1):
 
 def user_call_site(skip: int = 2) -> str:
     """``file:line`` of the user's code that led here (``<unknown>`` if none)."""
-    return site_text(user_code_line(skip + 1))
+    return site_text(user_code_line(skip))
 
 
 def user_code_line(skip: int = 2) -> tuple | None:

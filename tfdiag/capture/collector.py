@@ -62,30 +62,32 @@ class CallStats:
             for name, seconds in phases.items():
                 split[name] = split.get(name, 0.0) + seconds * weight
 
-    def _scale(self) -> float:
-        """Seconds of wall time per weighted sampled second, outside graph creation."""
-        weighed = sum(s for name, s in self.weighted_split.items() if name != "graph_creation")
+    def _scale(self, split: dict) -> float:
+        """Seconds of wall time per weighted sampled second of ``split``, outside graph creation."""
+        weighed = sum(s for name, s in split.items() if name != "graph_creation")
         return max(0.0, self.total_s - self.graph_s) / weighed if weighed > 0 else 0.0
 
-    def phases(self) -> dict:
+    def phases(self, pooled: dict | None = None) -> dict:
         """Seconds per phase over all measured calls; they add up to ``total_s``.
 
         Graph creation is the measured sum; the rest of the wall time is split in the
-        proportions of the sampled calls' weighted phases (outside graph creation)."""
+        proportions of the sampled calls' weighted phases (outside graph creation). A call site
+        with no sampled call borrows ``pooled``, the weighted split of the same model's others."""
         out = dict.fromkeys(PHASES, 0.0)
         out["graph_creation"] = self.graph_s
-        scale = self._scale()
+        split = self.weighted_split if self.phase_calls else (pooled or {})
+        scale = self._scale(split)
         if scale <= 0:
             out["other"] += max(0.0, self.total_s - self.graph_s)
             return out
-        for name, seconds in self.weighted_split.items():
+        for name, seconds in split.items():
             if name != "graph_creation":
                 out[name] = out.get(name, 0.0) + seconds * scale
         return out
 
     def teardown(self) -> float:
         """Of ``phases()["data_adapter"]``, the seconds after the call's tf.data iterator was released."""
-        return self.weighted_teardown * self._scale()
+        return self.weighted_teardown * self._scale(self.weighted_split) if self.phase_calls else 0.0
 
 
 @dataclass
@@ -191,7 +193,13 @@ class Collector:
         """The recording sections built from what was collected (called once, at the end)."""
         with self.lock:
             functions = [_function_section(s) for s in self.functions.values()]
-            calls = [_call_section(s) for s in self.calls.values()]
+            pooled: dict = {}  # (api, target) -> weighted split of its sampled calls, all sites
+            for stats in self.calls.values():
+                if stats.phase_calls:
+                    into = pooled.setdefault((stats.api, stats.target), dict.fromkeys(PHASES, 0.0))
+                    for name, seconds in stats.weighted_split.items():
+                        into[name] = into.get(name, 0.0) + seconds
+            calls = [_call_section(s, pooled.get((s.api, s.target))) for s in self.calls.values()]
             samples = [_sample_section(s) for s in sorted(self.samples, key=lambda s: s[3])]
             warnings = [{"message": m, "count": n} for m, n in self.warnings.items()]
         totals = dict.fromkeys(PHASES, 0.0)
@@ -236,8 +244,9 @@ def _percentile(sorted_values: list, q: float) -> float:
     return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (rank - low)
 
 
-def _call_section(stats: CallStats) -> dict:
+def _call_section(stats: CallStats, pooled: dict | None) -> dict:
     values = sorted(stats.reservoir)
+    borrowed = not stats.phase_calls and stats.count > 0 and pooled is not None
     return {
         "api": stats.api,
         "target": stats.target,
@@ -251,8 +260,10 @@ def _call_section(stats: CallStats) -> dict:
         "p95_s": _percentile(values, 0.95),
         "first_s": stats.first_s,
         "max_s": stats.max_s,
-        "phases": stats.phases(),
+        "phases": stats.phases(pooled),
         "phase_calls": stats.phase_calls,
+        # No sampled call here: the split (outside graph creation) is that of the model's other sites.
+        "phase_split_pooled": borrowed,
         "data_adapter_teardown_s": stats.teardown(),
         "profiled_calls": stats.excluded,
         "profiled_median_s": _percentile(sorted(stats.profiled_s), 0.5) if stats.profiled_s else None,

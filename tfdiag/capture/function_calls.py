@@ -1,9 +1,9 @@
 """Time each top-level call of a user tf.function, with its phases.
 
 ``Function.__call__`` is wrapped; a call is recorded only when it is the user's
-own function (its Python code lives outside TensorFlow, Keras and tfdiag), it
-runs eagerly at the top level (not nested in another instrumented call, not
-while a graph is being traced). Everything else passes straight through.
+own function (its Python code lives outside TensorFlow, Keras and tfdiag) and it
+is not nested in another timed call (a user tf.function calling another, or
+called inside a timed Keras call). Everything else passes straight through.
 """
 
 from __future__ import annotations

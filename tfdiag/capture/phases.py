@@ -49,9 +49,6 @@ class PhaseTracker:
         self.per_op = None  # the Toggle of per-op entry points (phase_points.install sets it)
         self.local = threading.local()  # per thread: ``frames``, the stack of open calls
 
-    def in_call(self) -> bool:
-        return bool(getattr(self.local, "frames", None))
-
     def current_target(self):
         frames = getattr(self.local, "frames", None)
         return frames[-1].target if frames else None
@@ -62,8 +59,8 @@ class PhaseTracker:
 
     def begin_call(self, target=None, weight: int = 1) -> CallFrame:
         """Open a top-level call on this thread. ``weight``: the sampler's answer for it (0: only
-        wall time and graph creation are measured). The caller checks ``in_call()`` first.
-        (timed_calls.py inlines this and ``end_call`` for unsampled calls: keep them in step.)"""
+        wall time and graph creation are measured). The caller checks that no call is open.
+        (timed_calls.py opens and closes unsampled calls inline: keep it in step.)"""
         frames = getattr(self.local, "frames", None)
         if frames is None:
             frames = self.local.frames = []
@@ -90,6 +87,8 @@ class PhaseTracker:
         """The rest of closing a sampled call, once its frame is off the stack."""
         if self.per_op is not None:
             self.per_op.release()
+        if frame.teardown_base is not None:  # before the move below, which is not teardown
+            frame.teardown_s = frame.totals["data_adapter"] - frame.teardown_base
         if frame.off_thread_s:
             # The call's thread waited for those batches inside its graph function, which shows
             # as kernel time: up to that much of it was the wait. (An overestimate by whatever
@@ -97,8 +96,6 @@ class PhaseTracker:
             moved = min(frame.off_thread_s, frame.totals["kernel_execution"])
             frame.totals["kernel_execution"] -= moved
             frame.totals["data_adapter"] += moved
-        if frame.teardown_base is not None:
-            frame.teardown_s = frame.totals["data_adapter"] - frame.teardown_base
 
     def enter(self, phase: str):
         """Switch to ``phase`` (in sampled and unsampled calls alike: the tracing hook's graph

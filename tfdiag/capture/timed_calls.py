@@ -35,11 +35,12 @@ class CallLog:
         thread = threading.current_thread()
         entry = self._local.entry = (thread.name, [])
         with self._lock:
+            finished = []
             if len(self._buffers) >= MAX_THREAD_BUFFERS:  # a thread per request: keep the live ones
-                finished = [(e, t) for e, t in self._buffers if not t.is_alive()]
-                self._buffers = [(e, t) for e, t in self._buffers if t.is_alive()]
-            else:
-                finished = []
+                live = []
+                for entry_thread in self._buffers:
+                    (live if entry_thread[1].is_alive() else finished).append(entry_thread)
+                self._buffers = live
             self._buffers.append((entry, thread))
         for (name, buffer), _ in finished:
             self._flush(name, buffer)
@@ -50,10 +51,14 @@ class CallLog:
         try:
             signature, batch = capture.describe(args, kwargs)
             code_line = callsite.user_code_line(3)  # 3: this method, the wrapper, its caller
-            name, buffer = getattr(self._local, "entry", None) or self._new_buffer()
-            buffer.append((api, capture, target, signature, batch, code_line, frame, profiled))
+            try:
+                name = capture.target_name(target)
+            except Exception:  # a target whose name cannot be read still counts
+                name = type(target).__name__
+            thread, buffer = getattr(self._local, "entry", None) or self._new_buffer()
+            buffer.append((api, name, signature, batch, code_line, frame, profiled))
             if len(buffer) >= FLUSH_EVERY:
-                self._flush(name, buffer)
+                self._flush(thread, buffer)
             for observer in capture.observers:
                 try:
                     observer(api, target, args, kwargs)
@@ -74,28 +79,23 @@ class CallLog:
             pending = buffer[:]
             del buffer[:len(pending)]
         records = []
-        for api, capture, target, signature, batch, code_line, frame, profiled in pending:
-            try:
-                name = capture.target_name(target)
-            except Exception as exc:  # a target whose name cannot be read still counts
-                self.collector.warn(f"could not name a {api} target: {exc.__class__.__name__}: {exc}")
-                name = type(target).__name__
-            site = callsite.site_text(code_line)
-            records.append((api, name, site, signature, frame.start, frame.last - frame.start, frame.totals,
-                            thread, profiled, batch, frame.weight, frame.teardown_s))
+        for api, name, signature, batch, code_line, frame, profiled in pending:
+            records.append((api, name, callsite.site_text(code_line), signature, frame.start,
+                            frame.last - frame.start, frame.totals, thread, profiled, batch, frame.weight,
+                            frame.teardown_s))
         self.collector.add_calls(records)
 
 
 def timed(original: Callable, api: str, capture, skip: Callable, tracker: PhaseTracker, log: CallLog) -> Callable:
     """``original`` timed when it is a top-level call that ``skip(target)`` does not refuse.
 
-    ``capture`` provides ``describe(args, kwargs) -> (signature, batch)``, ``target_name(target)``,
-    ``gates`` (gates.py) and ``observers``.
+    ``capture`` provides ``describe(args, kwargs) -> (signature, batch)``, ``target_name(target)``
+    (cheap: it runs per call), ``gates`` (gates.py) and ``observers``.
     """
-    # What begin_call/end_call do, inlined for the unsampled calls (most calls): in a hot eager loop
-    # each Python call of ours costs ~0.5 us, so this function makes as few as it can.
+    # Unsampled calls (most calls) open and close their frame inline, as begin_call/end_call
+    # would: in a hot eager loop each Python call of ours costs ~0.5 us.
     begin_call = tracker.begin_call
-    end_sampled = tracker.end_sampled
+    end_call = tracker.end_call
     weight_of = tracker.sampler.weight
     clock = tracker.clock
     add = log.add
@@ -108,30 +108,34 @@ def timed(original: Callable, api: str, capture, skip: Callable, tracker: PhaseT
         if frames or skip(target):
             return original(target, *args, **kwargs)
         weight = weight_of((api, id(target)))
-        if weight or frames is None:
-            frame = begin_call(target, weight)
-            frames = local.frames
-        else:
-            frame = CallFrame(clock(), target, 0)
-            frames.append(frame)
-        taken = None
+        # A profiler's start is not part of the call; if it fails, there is no call to record.
+        taken = gates.start_all(capture.gates, api) if capture.gates else None
+        frame = None
         try:
-            if capture.gates:  # inside the try: the frame must close whatever happens
-                taken = gates.start_all(capture.gates, api)
+            if weight or frames is None:
+                frame = begin_call(target, weight)
+                frames = local.frames  # made by begin_call on a thread's first call
+            else:
+                frame = CallFrame(clock(), target, 0)
+                frames.append(frame)
             return original(target, *args, **kwargs)
         finally:
-            now = clock()
-            frame.totals[frame.stack[-1]] += now - frame.last
-            frame.last = now
-            if frames[-1] is frame:
-                frames.pop()
-            elif frame in frames:
-                frames.remove(frame)
-            if weight:
-                end_sampled(frame)
+            if frame is not None:
+                if weight:
+                    end_call(frame)
+                else:
+                    now = clock()
+                    frame.totals[frame.stack[-1]] += now - frame.last
+                    frame.last = now
+                    if frames[-1] is frame:
+                        frames.pop()
+                    elif frame in frames:
+                        frames.remove(frame)
+                frame.target = None  # the record keeps the target's name, not the model
             if taken:
                 gates.stop_all(taken)
-            add(api, capture, target, args, kwargs, frame, bool(taken))
+            if frame is not None:
+                add(api, capture, target, args, kwargs, frame, bool(taken))
 
     timed_call.__wrapped__ = original
     timed_call.__name__ = getattr(original, "__name__", api)
