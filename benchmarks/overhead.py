@@ -1,6 +1,6 @@
 """tfdiag's cost on the question's loops: default capture on vs off, interleaved in one run.
 
-    python benchmarks/overhead.py [--rounds 21] [--predict-calls 30] [--call-calls 300]
+    python benchmarks/overhead.py [--rounds 21] [--predict-calls 30] [--call-calls 1000]
 
 Each round times, for each workload, three blocks of calls in shuffled order: one inside its
 own ``tfdiag.diagnose(cprofile=False, tf_profiler=False)`` ("on") and two without ("off" and
@@ -49,7 +49,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=21)
     parser.add_argument("--predict-calls", type=int, default=30, help="calls per predict() block")
-    parser.add_argument("--call-calls", type=int, default=300, help="calls per model(x) block")
+    parser.add_argument("--call-calls", type=int, default=1000, help="calls per model(x) block")
     parser.add_argument("--seed", type=int, default=0, help="seed of the block order")
     args = parser.parse_args()
 
