@@ -65,7 +65,7 @@ class FunctionCallCapture:
     @staticmethod
     def describe(args: tuple, kwargs: dict) -> tuple[str, None]:
         if len(args) == 1 and not kwargs:
-            return describe_call_input(args[0])[0], None
+            return describe_call_input(args, kwargs)[0], None
         signature = describe_input([*args, kwargs] if kwargs else list(args)) if args or kwargs else "()"
         return signature, None
 

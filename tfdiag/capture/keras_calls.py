@@ -41,8 +41,10 @@ def leading_dim(value, depth: int = 0):
 _ARRAY_SIGNATURES: dict = {}
 
 
-def describe_call_input(value) -> tuple[str, int | None]:
-    """(signature, batch size) of a call's input, cached for arrays: this runs on every call."""
+def describe_call_input(args: tuple, kwargs: dict) -> tuple[str, int | None]:
+    """(signature, batch size) of a call's input (the first argument, or ``x=``/``inputs=``),
+    cached for arrays: this runs on every call, so it is one function."""
+    value = args[0] if args else kwargs.get("x", kwargs.get("inputs"))
     dtype = getattr(value, "dtype", None)
     fast = getattr(value, "_shape_tuple", None)  # EagerTensor: a plain tuple, no TensorShape
     shape = fast() if fast is not None else getattr(value, "shape", None)
@@ -97,13 +99,7 @@ class KerasCallCapture:
         # capture keeping the last input per model); errors become capture warnings.
         self.observers: list = []
 
-    def describe(self, args: tuple, kwargs: dict) -> tuple[str, int | None]:
-        x = args[0] if args else kwargs.get("x", kwargs.get("inputs"))
-        try:
-            return describe_call_input(x)
-        except Exception as exc:  # an input we cannot describe still counts as a call
-            self.collector.warn(f"could not describe a model input: {exc.__class__.__name__}: {exc}")
-            return type(x).__name__, None
+    describe = staticmethod(describe_call_input)
 
     @staticmethod
     def target_name(model) -> str:

@@ -49,7 +49,11 @@ class CallLog:
     def add(self, api: str, capture, target, args: tuple, kwargs: dict, frame, profiled: bool) -> None:
         """One finished call (from the wrapper; never raises into the user's code)."""
         try:
-            signature, batch = capture.describe(args, kwargs)
+            try:
+                signature, batch = capture.describe(args, kwargs)
+            except Exception as exc:  # an input we cannot describe still counts as a call
+                self.collector.warn(f"could not describe a {api} input: {exc.__class__.__name__}: {exc}")
+                signature, batch = "?", None
             code_line = callsite.user_code_line(3)  # 3: this method, the wrapper, its caller
             try:
                 name = capture.target_name(target)
