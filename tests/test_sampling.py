@@ -140,3 +140,26 @@ def test_teardown_is_measured_before_the_off_thread_move():
     assert frame.teardown_s == pytest.approx(1.0)
     assert frame.totals["data_adapter"] == pytest.approx(1.5)
     assert frame.totals["kernel_execution"] == pytest.approx(0.5)
+
+
+def test_diagnose_refuses_phase_every_it_cannot_use():
+    import tfdiag
+    from tfdiag.session import DiagnoseError
+
+    with pytest.raises(DiagnoseError, match="needs call timing"):
+        tfdiag.diagnose(timing=False, phase_every=4)
+    with pytest.raises(DiagnoseError, match="1 or more"):
+        tfdiag.diagnose(phase_every=0)
+
+
+def test_a_borrowed_split_brings_its_share_of_iterator_teardown():
+    collector = Collector()
+    split = dict.fromkeys(PHASES, 0.0)
+    collector.add_call("predict", "m", "x.py:1", "big", 0.0, 2.0, dict(split, kernel_execution=1.0,
+                                                                        data_adapter=1.0), weight=1,
+                       teardown_s=0.8)
+    collector.add_call("predict", "m", "x.py:9", "big", 0.0, 1.0, dict(split, other=1.0), weight=0)
+    calls = {c["call_site"]: c for c in collector.sections()["calls"]}
+    assert calls["x.py:9"]["phase_split_pooled"]
+    assert calls["x.py:9"]["data_adapter_teardown_s"] == pytest.approx(0.4)
+    assert calls["x.py:9"]["data_adapter_teardown_s"] <= calls["x.py:9"]["phases"]["data_adapter"]

@@ -47,9 +47,13 @@ class Diagnoser(contextlib.ContextDecorator):
                  tf_profiler: bool = True, tf_profiler_calls: int = TF_PROFILER_CALLS,
                  clock: Callable[[], float] = time.perf_counter, command: list[str] | None = None,
                  verify: bool = False, verify_budget: float = whatif.DEFAULT_BUDGET_S,
-                 timing: bool = True, phase_every: int = sampling.EVERY) -> None:
+                 timing: bool = True, phase_every: int | None = None) -> None:
         if not timing and verify:
             raise DiagnoseError("verify=True needs call timing (it measures the models seen in timed calls)")
+        if not timing and phase_every is not None:
+            raise DiagnoseError("phase_every needs call timing (it samples timed calls)")
+        if phase_every is None:
+            phase_every = sampling.EVERY
         if isinstance(phase_every, bool) or not isinstance(phase_every, int) or phase_every < 1:
             raise DiagnoseError(f"phase_every takes a whole number of calls, 1 or more (got {phase_every!r})")
         # After each model's or function's first calls, one call in ``phase_every`` gets the full

@@ -94,12 +94,14 @@ def user_frame(skip: int = 1):
 
 
 def user_call_site(skip: int = 2) -> str:
-    """``file:line`` of the user's code that led here (``<unknown>`` if none)."""
+    """``file:line`` of the user's code that led here (``<unknown>`` if none). The search starts
+    ``skip`` frames up from this function (2: its caller) and skips library frames."""
     return site_text(user_code_line(skip))
 
 
 def user_code_line(skip: int = 2) -> tuple | None:
-    """(code, line) of the user's code that led here: cheap, for every call; ``site_text`` later."""
+    """(code, line) of the user's code that led here: cheap, for every call; ``site_text`` later.
+    The search starts ``skip`` frames up from this function (1: its caller)."""
     frame = sys._getframe(skip)
     code = frame.f_code
     known = _code_is_library.get(id(code))

@@ -64,7 +64,7 @@ class CallStats:
 
     def _scale(self, split: dict) -> float:
         """Seconds of wall time per weighted sampled second of ``split``, outside graph creation."""
-        weighed = sum(s for name, s in split.items() if name != "graph_creation")
+        weighed = sum(s for name, s in split.items() if name in PHASES and name != "graph_creation")
         return max(0.0, self.total_s - self.graph_s) / weighed if weighed > 0 else 0.0
 
     def phases(self, pooled: dict | None = None) -> dict:
@@ -81,13 +81,16 @@ class CallStats:
             out["other"] += max(0.0, self.total_s - self.graph_s)
             return out
         for name, seconds in split.items():
-            if name != "graph_creation":
+            if name in PHASES and name != "graph_creation":
                 out[name] = out.get(name, 0.0) + seconds * scale
         return out
 
-    def teardown(self) -> float:
-        """Of ``phases()["data_adapter"]``, the seconds after the call's tf.data iterator was released."""
-        return self.weighted_teardown * self._scale(self.weighted_split) if self.phase_calls else 0.0
+    def teardown(self, pooled: dict | None = None) -> float:
+        """Of ``phases(pooled)["data_adapter"]``, the seconds after the call's tf.data iterator
+        was released."""
+        if self.phase_calls:
+            return self.weighted_teardown * self._scale(self.weighted_split)
+        return pooled.get("teardown", 0.0) * self._scale(pooled) if pooled else 0.0
 
 
 @dataclass
@@ -193,12 +196,15 @@ class Collector:
         """The recording sections built from what was collected (called once, at the end)."""
         with self.lock:
             functions = [_function_section(s) for s in self.functions.values()]
-            pooled: dict = {}  # (api, target) -> weighted split of its sampled calls, all sites
+            # (api, target) -> weighted split (and teardown) of its sampled calls, all sites and inputs
+            pooled: dict = {}
             for stats in self.calls.values():
                 if stats.phase_calls:
-                    into = pooled.setdefault((stats.api, stats.target), dict.fromkeys(PHASES, 0.0))
+                    into = pooled.setdefault((stats.api, stats.target), dict(dict.fromkeys(PHASES, 0.0),
+                                                                              teardown=0.0))
                     for name, seconds in stats.weighted_split.items():
                         into[name] = into.get(name, 0.0) + seconds
+                    into["teardown"] += stats.weighted_teardown
             calls = [_call_section(s, pooled.get((s.api, s.target))) for s in self.calls.values()]
             samples = [_sample_section(s) for s in sorted(self.samples, key=lambda s: s[3])]
             warnings = [{"message": m, "count": n} for m, n in self.warnings.items()]
@@ -246,7 +252,7 @@ def _percentile(sorted_values: list, q: float) -> float:
 
 def _call_section(stats: CallStats, pooled: dict | None) -> dict:
     values = sorted(stats.reservoir)
-    borrowed = not stats.phase_calls and stats.count > 0 and pooled is not None
+    borrowed = not stats.phase_calls and stats.count > 0 and pooled is not None and stats._scale(pooled) > 0
     return {
         "api": stats.api,
         "target": stats.target,
@@ -262,9 +268,9 @@ def _call_section(stats: CallStats, pooled: dict | None) -> dict:
         "max_s": stats.max_s,
         "phases": stats.phases(pooled),
         "phase_calls": stats.phase_calls,
-        # No sampled call here: the split (outside graph creation) is that of the model's other sites.
+        # No sampled call here: the split (outside graph creation) is that of the target's other calls.
         "phase_split_pooled": borrowed,
-        "data_adapter_teardown_s": stats.teardown(),
+        "data_adapter_teardown_s": stats.teardown(pooled),
         "profiled_calls": stats.excluded,
         "profiled_median_s": _percentile(sorted(stats.profiled_s), 0.5) if stats.profiled_s else None,
     }

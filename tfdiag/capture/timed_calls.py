@@ -4,9 +4,9 @@ It runs on every call of the user's loop. An eager ``model(x)`` on a tiny model 
 through so much Keras code that, measured in that loop, each Python call of ours costs
 about 0.5 us (our code and data are out of the CPU caches by then), ten times what a
 micro-benchmark says. So per call the wrapper does only what cannot wait: the nesting
-check, the phase frame, the input's signature (cached), the caller's code and line, and
-one append to its thread's buffer. Turning buffered calls into the collector's records
-(names, call-site text, statistics, samples) happens a batch at a time.
+check, the phase frame, the input's signature (cached), the target's name, the caller's
+code and line, and one append to its thread's buffer. Turning buffered calls into the
+collector's records (call-site text, statistics, samples) happens a batch at a time.
 """
 
 from __future__ import annotations
@@ -53,11 +53,12 @@ class CallLog:
                 signature, batch = capture.describe(args, kwargs)
             except Exception as exc:  # an input we cannot describe still counts as a call
                 self.collector.warn(f"could not describe a {api} input: {exc.__class__.__name__}: {exc}")
-                signature, batch = "?", None
+                signature, batch = (type(args[0]).__name__ if args else "()"), None
             code_line = callsite.user_code_line(3)  # 3: this method, the wrapper, its caller
             try:
                 name = capture.target_name(target)
-            except Exception:  # a target whose name cannot be read still counts
+            except Exception as exc:  # a target whose name cannot be read still counts
+                self.collector.warn(f"could not name a {api} target: {exc.__class__.__name__}: {exc}")
                 name = type(target).__name__
             thread, buffer = getattr(self._local, "entry", None) or self._new_buffer()
             buffer.append((api, name, signature, batch, code_line, frame, profiled))
@@ -112,8 +113,13 @@ def timed(original: Callable, api: str, capture, skip: Callable, tracker: PhaseT
         if frames or skip(target):
             return original(target, *args, **kwargs)
         weight = weight_of((api, id(target)))
-        # A profiler's start is not part of the call; if it fails, there is no call to record.
-        taken = gates.start_all(capture.gates, api) if capture.gates else None
+        # A profiler's start is not part of the call. If it fails, the call runs unprofiled.
+        taken = None
+        if capture.gates:
+            try:
+                taken = gates.start_all(capture.gates, api)
+            except Exception as exc:
+                log.collector.warn(f"a profiler could not start on a {api} call: {exc.__class__.__name__}: {exc}")
         frame = None
         try:
             if weight or frames is None:
