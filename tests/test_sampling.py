@@ -135,7 +135,7 @@ def test_teardown_is_measured_before_the_off_thread_move():
     token = tracker.enter("kernel_execution")  # t=1: other 1 s
     tracker.exit(token)  # t=2: kernel 1 s
     frame.off_thread_s = 0.5  # batches made on tf.data threads while the call waited in its graph
-    tracker.switch_if_current(frame, "data_adapter")  # t=3: the iterator is released
+    tracker.teardown_begins(frame)  # t=3: the iterator is released
     tracker.end_call(frame)  # t=4: teardown 1 s
     assert frame.teardown_s == pytest.approx(1.0)
     assert frame.totals["data_adapter"] == pytest.approx(1.5)

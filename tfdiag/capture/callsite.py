@@ -102,11 +102,6 @@ def user_call_site(skip: int = 2) -> str:
 def user_code_line(skip: int = 2) -> tuple | None:
     """(code, line) of the user's code that led here: cheap, for every call; ``site_text`` later.
     The search starts ``skip`` frames up from this function (1: its caller)."""
-    frame = sys._getframe(skip)
-    code = frame.f_code
-    known = _code_is_library.get(id(code))
-    if known is not None and known[0] is code and not known[1]:  # the usual case: a known user frame
-        return code, frame.f_lineno
     frame = user_frame(skip + 1)
     return None if frame is None else (frame.f_code, frame.f_lineno)
 

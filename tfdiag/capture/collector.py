@@ -62,35 +62,40 @@ class CallStats:
             for name, seconds in phases.items():
                 split[name] = split.get(name, 0.0) + seconds * weight
 
+    def _weights(self, pooled: tuple | None) -> tuple[dict, float]:
+        """(weighted split, weighted teardown) the estimate rests on: this call site's own sampled
+        calls, or, with none, ``pooled``: the same target's other call sites together."""
+        if self.phase_calls:
+            return self.weighted_split, self.weighted_teardown
+        return pooled if pooled is not None else ({}, 0.0)
+
     def _scale(self, split: dict) -> float:
         """Seconds of wall time per weighted sampled second of ``split``, outside graph creation."""
-        weighed = sum(s for name, s in split.items() if name in PHASES and name != "graph_creation")
+        weighed = sum(s for name, s in split.items() if name != "graph_creation")
         return max(0.0, self.total_s - self.graph_s) / weighed if weighed > 0 else 0.0
 
-    def phases(self, pooled: dict | None = None) -> dict:
+    def phases(self, pooled: tuple | None = None) -> dict:
         """Seconds per phase over all measured calls; they add up to ``total_s``.
 
         Graph creation is the measured sum; the rest of the wall time is split in the
-        proportions of the sampled calls' weighted phases (outside graph creation). A call site
-        with no sampled call borrows ``pooled``, the weighted split of the same model's others."""
+        proportions of the sampled calls' weighted phases (outside graph creation)."""
         out = dict.fromkeys(PHASES, 0.0)
         out["graph_creation"] = self.graph_s
-        split = self.weighted_split if self.phase_calls else (pooled or {})
+        split, _ = self._weights(pooled)
         scale = self._scale(split)
         if scale <= 0:
             out["other"] += max(0.0, self.total_s - self.graph_s)
             return out
         for name, seconds in split.items():
-            if name in PHASES and name != "graph_creation":
+            if name != "graph_creation":
                 out[name] = out.get(name, 0.0) + seconds * scale
         return out
 
-    def teardown(self, pooled: dict | None = None) -> float:
+    def teardown(self, pooled: tuple | None = None) -> float:
         """Of ``phases(pooled)["data_adapter"]``, the seconds after the call's tf.data iterator
         was released."""
-        if self.phase_calls:
-            return self.weighted_teardown * self._scale(self.weighted_split)
-        return pooled.get("teardown", 0.0) * self._scale(pooled) if pooled else 0.0
+        split, teardown = self._weights(pooled)
+        return teardown * self._scale(split)
 
 
 @dataclass
@@ -196,15 +201,17 @@ class Collector:
         """The recording sections built from what was collected (called once, at the end)."""
         with self.lock:
             functions = [_function_section(s) for s in self.functions.values()]
-            # (api, target) -> weighted split (and teardown) of its sampled calls, all sites and inputs
-            pooled: dict = {}
+            # (api, target) -> (weighted split, weighted teardown) of its sampled calls, all sites and inputs
+            splits: dict = {}
+            teardowns: dict = {}
             for stats in self.calls.values():
                 if stats.phase_calls:
-                    into = pooled.setdefault((stats.api, stats.target), dict(dict.fromkeys(PHASES, 0.0),
-                                                                              teardown=0.0))
+                    key = (stats.api, stats.target)
+                    into = splits.setdefault(key, dict.fromkeys(PHASES, 0.0))
                     for name, seconds in stats.weighted_split.items():
                         into[name] = into.get(name, 0.0) + seconds
-                    into["teardown"] += stats.weighted_teardown
+                    teardowns[key] = teardowns.get(key, 0.0) + stats.weighted_teardown
+            pooled = {key: (split, teardowns[key]) for key, split in splits.items()}
             calls = [_call_section(s, pooled.get((s.api, s.target))) for s in self.calls.values()]
             samples = [_sample_section(s) for s in sorted(self.samples, key=lambda s: s[3])]
             warnings = [{"message": m, "count": n} for m, n in self.warnings.items()]
@@ -250,9 +257,9 @@ def _percentile(sorted_values: list, q: float) -> float:
     return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (rank - low)
 
 
-def _call_section(stats: CallStats, pooled: dict | None) -> dict:
+def _call_section(stats: CallStats, pooled: tuple | None) -> dict:
     values = sorted(stats.reservoir)
-    borrowed = not stats.phase_calls and stats.count > 0 and pooled is not None and stats._scale(pooled) > 0
+    borrowed = not stats.phase_calls and stats.count > 0 and stats._scale(stats._weights(pooled)[0]) > 0
     return {
         "api": stats.api,
         "target": stats.target,

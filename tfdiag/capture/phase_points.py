@@ -137,7 +137,7 @@ def teardown_wrapper(original: Callable, tracker: PhaseTracker) -> Callable:
         original(iterator, *args, **kwargs)
         frame = tracker.current_frame()
         if frame is not None and frame.weight:
-            weakref.finalize(iterator, tracker.switch_if_current, frame, "data_adapter").atexit = False
+            weakref.finalize(iterator, tracker.teardown_begins, frame).atexit = False
 
     __init__.__wrapped__ = original
     return __init__

@@ -114,13 +114,13 @@ class PhaseTracker:
         stack.append(phase)
         return frame, len(stack)
 
-    def switch_if_current(self, frame: CallFrame, phase: str) -> None:
-        """From here to the end of ``frame``'s call, ``phase`` (if ``frame`` is this thread's open call).
-        Used when a call's tf.data iterator is released: what follows is its teardown."""
+    def teardown_begins(self, frame: CallFrame) -> None:
+        """``frame``'s tf.data iterator is being released: if ``frame`` is this thread's open call,
+        the rest of it (the iterator's teardown) is data_adapter time, also counted apart."""
         if self.current_frame() is frame:
-            self.enter(phase)
+            self.enter("data_adapter")
             if frame.teardown_base is None:
-                frame.teardown_base = frame.totals[phase]
+                frame.teardown_base = frame.totals["data_adapter"]
 
     def exit(self, token) -> None:
         if token is None:
