@@ -2,6 +2,8 @@
 
 import json
 import subprocess
+
+import pytest
 import sys
 
 from tfdiag.analysis import analyze, max_user_traces, retracing
@@ -17,9 +19,9 @@ def test_analysis_and_rendering_never_import_tensorflow(tmp_path):
     code = (
         "import sys, tfdiag\n"
         "from tfdiag.analysis import analyze\n"
-        "from tfdiag.renderers import html\n"
+        "from tfdiag import output\n"
         f"r = tfdiag.load({str(GOLDEN)!r})\n"
-        f"html.write_report(r, analyze(r), {str(tmp_path / 'report.html')!r})\n"
+        f"output.write_report(analyze(r), {str(tmp_path / 'report.html')!r})\n"
         "bad = [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'tf_keras')]\n"
         "assert not bad, bad\n"
     )
@@ -69,8 +71,8 @@ def test_gate_counts_user_traces():
 
 def test_report_rerenders_identically():
     recording = load(GOLDEN)
-    first = html.render_report(recording, analyze(recording))
-    second = html.render_report(load(GOLDEN), analyze(load(GOLDEN)))
+    first = html.render_report(analyze(recording))
+    second = html.render_report(analyze(load(GOLDEN)))
     assert first == second
     for name in ("encode", "sample", "tfdata-retrace", "predict-overhead"):
         assert name in first
@@ -78,7 +80,7 @@ def test_report_rerenders_identically():
 
 def test_terminal_summary_names_the_files():
     recording = load(GOLDEN)
-    out = text.summary(recording, analyze(recording), {"report": "out/report.html"})
+    out = text.summary(analyze(recording), {"report": "out/report.html"})
     assert "out/report.html" in out and "tfdiag open" in out
 
 
@@ -92,7 +94,7 @@ def test_hostile_strings_are_escaped():
     from tfdiag.recording import Recording
 
     recording = Recording.from_dict(data)
-    page = html.render_report(recording, analyze(recording))
+    page = html.render_report(analyze(recording))
     assert "<script>alert(1)" not in page
     assert "&lt;/script&gt;&lt;script&gt;alert(1)&lt;/script&gt;" in page
 
@@ -132,7 +134,7 @@ def test_hostile_strings_in_every_field_are_escaped():
     evil = "</script><script>alert(1)</script>"
     recording = Recording.from_dict(hostile_data(evil))
     analysis = analyze(recording)
-    page = html.render_report(recording, analysis)
+    page = html.render_report(analysis)
     assert "<script>alert(1)" not in page and "alert(1)</script>" not in page
     escaped = "&lt;/script&gt;&lt;script&gt;alert(1)&lt;/script&gt;"
     assert page.count(escaped) >= 10
@@ -142,7 +144,7 @@ def test_hostile_strings_in_every_field_are_escaped():
         assert escaped in sections[name], name
     timeline_svg = page.split('id="timeline"', 1)[1].split("</svg>", 1)[0]
     assert escaped in timeline_svg
-    out = text.summary(recording, analysis, {"report": "r.html"})
+    out = text.summary(analysis, {"report": "r.html"})
     assert evil in out  # the terminal shows the text as it is
 
 
@@ -187,22 +189,82 @@ def test_eager_loop_snippet_is_built_from_the_observed_input():
     phases = dict.fromkeys(PHASES, 0.0)
     phases.update(other=0.6, input_processing=0.1, kernel_execution=0.3)
     call = {"api": "__call__", "target": "tiny", "call_site": "s.py:9", "input_signature": "float32[32, 4]",
-            "batch": 32, "count": 1000, "measured_count": 1000, "median_s": 0.001, "p95_s": 0.002,
+            "input_spec": {"shape": [32, 4], "dtype": "float32"}, "batch": 32, "count": 1000, "measured_count": 1000, "median_s": 0.001, "p95_s": 0.002,
             "first_s": 0.05, "total_s": 1.0, "phases": phases}
     (finding,) = [f for f in analyze(Recording(calls=[call])).findings if f["code"] == "eager-loop"]
     assert "input_signature=[tf.TensorSpec([None, 4], tf.float32)]" in finding["fix"]["code"]
     compile(finding["fix"]["code"], "<snippet>", "exec")
 
 
-def test_sampled_split_and_iterator_teardown_are_stated():
+def test_legacy_sampled_split_and_iterator_teardown_are_stated():
     recording = load(GOLDEN)
     call = max(recording.calls, key=lambda c: c.get("measured_count", c["count"]))
+    call.pop("steady_phases", None)
     measured = call.get("measured_count", call["count"])
+    call["measured_count"] = measured = max(measured, 12)
     call["phase_calls"] = measured - 2
     call["data_adapter_teardown_s"] = 0.5 * call["phases"]["data_adapter"]
-    page = html.render_report(recording, analyze(recording))
+    page = html.render_report(analyze(recording))
     assert f"split measured on {measured - 2} of {measured} calls" in page
     assert "waiting for the tf.data iterator to be released" in page
     # A recording from before sampling (no phase_calls) says neither.
-    plain = html.render_report(load(GOLDEN), analyze(load(GOLDEN)))
+    plain = html.render_report(analyze(load(GOLDEN)))
     assert "split measured on" not in plain and "iterator to be released" not in plain
+
+
+def _steady_call(count: int, phase_calls: int, **extra) -> dict:
+    """A call entry as the contract has it: the first call split alone, then the steady state per call."""
+    from tfdiag.recording import PHASES
+
+    first = dict.fromkeys(PHASES, 0.0)
+    first.update(graph_creation=0.030, kernel_execution=0.031, data_adapter=0.004)
+    steady = dict.fromkeys(PHASES, 0.0)
+    steady.update(data_adapter=0.040, kernel_execution=0.0005, other=0.0015)
+    first_s, per_call = sum(first.values()), sum(steady.values())
+    call = {"api": "predict", "target": "tiny", "call_site": "/app/loop.py:12", "input_signature": "float32[32, 4]",
+            "input_spec": {"shape": [32, 4], "dtype": "float32"}, "batch": 32, "count": count, "median_s": per_call,
+            "p95_s": per_call, "first_s": first_s, "total_s": first_s + per_call * (count - 1),
+            "phases": {p: first[p] + steady[p] * (count - 1) for p in PHASES},
+            "first_phases": first, "steady_phases": steady, "phase_calls": phase_calls, "training": False,
+            "caller": None}
+    call.update(extra)
+    return call
+
+
+def test_steady_state_split_excludes_the_first_call():
+    from tfdiag.analysis.phases import call_phase_split, first_call_split
+
+    call = _steady_call(60, 8)
+    split = call_phase_split(call)
+    assert split["kernel_execution"] == 0.0005 and split["graph_creation"] == 0.0  # not 31 ms / n from call 1
+    assert sum(split.values()) == pytest.approx((call["total_s"] - call["first_s"]) / (call["count"] - 1))
+    assert first_call_split(call)["graph_creation"] == 0.030
+    once = _steady_call(1, 0, steady_phases={})
+    assert sum(call_phase_split(once).values()) == 0.0
+    # a recording from before steady_phases: the old whole-site estimate
+    legacy = {k: v for k, v in call.items() if k not in ("steady_phases", "first_phases")}
+    assert call_phase_split(legacy)["kernel_execution"] == pytest.approx(call["phases"]["kernel_execution"] / 60)
+    assert first_call_split(legacy) is None
+
+
+def test_report_shows_the_first_call_apart_and_how_many_calls_a_split_rests_on():
+    from tfdiag.recording import Recording
+
+    many, few = _steady_call(60, 8), _steady_call(4, 3, call_site="/app/loop.py:20")
+    analysis = analyze(Recording(calls=[many, few], run={"wall_s": 5.0}))
+    rows = {r["call_site"]: r for r in analysis.phase_rows}
+    assert rows["/app/loop.py:12"]["few_calls"] is False and rows["/app/loop.py:20"]["few_calls"] is True
+    page = html.render_report(analysis)
+    phases = page.split('<section id="phases">', 1)[1].split("</section>", 1)[0]
+    assert "split measured on 8 of 59 calls after the first" in phases
+    assert "split measured on only 3 calls after the first" in phases
+    first_lines = phases.split('class="meta first-call">')[1:]
+    assert len(first_lines) == 2
+    assert first_lines[0].startswith("first call, apart: 65 ms — data_adapter 4.00 ms · graph_creation 30 ms · "
+                                     "kernel_execution 31 ms")
+    assert "kernel_execution 0.50 ms" in phases  # the steady split, not the first call's 31 ms
+    verdict = analysis.verdict
+    assert "42 ms per call × 60 calls" in verdict and "rather than the model's own kernels" in verdict
+    few_only = analyze(Recording(calls=[few], run={"wall_s": 5.0}))
+    assert "(a split measured on only 3 calls)" in few_only.verdict
+    assert "measured on only" not in verdict

@@ -53,6 +53,12 @@ def test_report_in_headless_chromium(real_report, browser):
     assert findings.count() >= 2
     assert findings.first.is_visible()
     assert page.locator("#phases svg.bar rect").count() >= 1
+    # each call site's first call on its own line, apart from the steady-state split
+    first_calls = page.locator("#phases .first-call")
+    assert first_calls.count() == page.locator("#phases table.bars tbody tr").count() >= 1
+    assert first_calls.first.is_visible()
+    assert first_calls.first.inner_text().startswith("first call, apart: ")
+    assert any("graph_creation" in t for t in first_calls.all_inner_texts())  # the first call's own split
     # the timeline of calls: one dot per call, the first call marked
     timeline = page.locator("#timeline svg.timeline-chart")
     assert timeline.is_visible()
@@ -110,7 +116,8 @@ def test_hostile_strings_run_nothing_in_the_browser(tmp_path, browser):
 def test_timeline_data_is_bounded_and_marks_first_calls_and_spikes():
     """The chart's data (pure, no browser): bounded points, first calls and spikes kept and marked."""
     from tfdiag import Recording
-    from tfdiag.analysis.timeline import MAX_LABELS, timeline
+    from tfdiag.analysis import analyze
+    from tfdiag.renderers.charts import MAX_LABELS, timeline
 
     site = "/app/serve.py:41"
     samples, t = [], 0.0
@@ -123,7 +130,7 @@ def test_timeline_data_is_bounded_and_marks_first_calls_and_spikes():
     recording = Recording(calls=[{"api": "predict", "target": "m", "call_site": site, "first_s": 0.5,
                                   "count": 30_000}],
                           call_samples=samples[::-1], run={"call_samples_total": 30_000})
-    view = timeline(recording, max_points=500)
+    view = timeline(analyze(recording), max_points=500)
     assert view["shown"] == len(view["points"]) <= 500
     assert (view["sampled"], view["total"], view["first"], view["spikes"], view["traced"]) == (30_000, 30_000, 1, 1, 2)
     first = [p for p in view["points"] if p["first"]]
@@ -136,4 +143,4 @@ def test_timeline_data_is_bounded_and_marks_first_calls_and_spikes():
         assert plot["left"] <= p["x"] <= plot["right"] and plot["top"] <= p["y"] <= plot["bottom"]
     assert first[0]["y"] < spike[0]["y"] < min(p["y"] for p in view["points"] if not (p["first"] or p["spike"])) + 1
     assert 1 <= len(view["labels"]) <= MAX_LABELS and view["labels"][0]["text"].startswith("first call 500 ms")
-    assert timeline(Recording())["points"] == []
+    assert timeline(analyze(Recording()))["points"] == []

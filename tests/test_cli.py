@@ -157,6 +157,8 @@ def test_traces_only_gate_records_traces_and_no_calls(tmp_path, capsys):
     (["--cprofile-calls", "-1"], "--cprofile-calls takes a number"),
     (["--phase-every", "0"], "--phase-every takes a number of calls, 1 or more"),
     (["--phase-every", "4", "--traces-only"], "--phase-every needs call timing"),
+    (["--tf-profiler-calls", "-2"], "--tf-profiler-calls takes a number of calls, 0 or more"),
+    (["--verify", "--verify-budget", "0"], "--verify-budget takes a number of seconds, more than 0"),
 ])
 def test_option_misuse_is_a_usage_error(tmp_path, capsys, options, message):
     script = _script(tmp_path, "print('never runs')\n")
@@ -179,9 +181,55 @@ def test_phase_every_sets_how_many_calls_get_the_full_split(tmp_path):
         assert cli.main(["analyze", "--no-cprofile", "--no-tf-profiler", "--phase-every", every, "-o", str(out),
                          script]) == 0
         recording = load(out / "recording.json")
-        assert recording.run["phase_sampling"] == {"first_calls": 5, "every": int(every)}
         (call,) = [c for c in recording.calls if c["api"] == "__call__"]
         assert call["count"] == 40
         splits[every] = call["phase_calls"]
-    assert splits["1"] == 40
-    assert 5 <= splits["32"] < 40
+    assert splits["1"] == 39  # every call after the first (the first is reported apart)
+    assert 5 <= splits["32"] < 39
+
+
+def test_a_bug_in_tfdiag_is_not_called_a_corrupt_recording(tmp_path, capsys, monkeypatch):
+    """Only a recording that fails its checks is "corrupt"; a failure in analysis or rendering is
+    tfdiag's own bug: one line that says so, and its own exit status."""
+    from tfdiag.renderers import html
+
+    from .conftest import DATA
+
+    def broken(*args, **kwargs):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(html, "render_report", broken)
+    monkeypatch.delenv("TFDIAG_DEBUG", raising=False)
+    assert cli.main(["report", str(DATA / "golden_recording.json"), "-o", str(tmp_path)]) == cli.TFDIAG_BUG == 70
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "a bug in tfdiag" in err and "KeyError" in err and "TFDIAG_DEBUG=1" in err
+    assert "corrupt" not in err
+    monkeypatch.setenv("TFDIAG_DEBUG", "1")
+    with pytest.raises(KeyError):
+        cli.main(["report", str(DATA / "golden_recording.json"), "-o", str(tmp_path)])
+
+
+def test_saved_recording_is_derived_and_the_live_recording_is_untouched(tmp_path):
+    """output.write adds findings and file names to recording.json, never to the Recording itself."""
+    import tfdiag
+    from tfdiag import output
+    from tfdiag.analysis import analyze
+
+    from .conftest import DATA
+
+    recording = tfdiag.load(DATA / "golden_recording.json")
+    recording.findings = []
+    before = json.dumps(recording.to_dict(), sort_keys=True)
+    analysis = analyze(recording)
+    files, written = output.write(tmp_path / "o", recording, analysis,
+                                  {"profile": lambda path: open(path, "w").close() is None})
+    assert json.dumps(recording.to_dict(), sort_keys=True) == before
+    saved = load(files["recording"])
+    assert saved.findings == analysis.findings != []
+    assert saved.extra["cprofile"]["file"] == "profile.prof"
+    assert "tfdiag snakeviz" in written.profilers["cprofile"]["command"]
+    assert "file" not in (analysis.profilers["cprofile"] or {})  # the analysis given is not changed either
+    again = tmp_path / "again"
+    assert cli.main(["report", files["recording"], "-o", str(again)]) == 0
+    assert (again / "report.html").read_text() == (tmp_path / "o" / "report.html").read_text()

@@ -59,7 +59,7 @@ def test_renderer_escapes_arbitrary_strings(name, site, value, number):
     data["calls"][0]["median_s"] = number
     data["warnings"] = [{"message": value, "count": 1}]
     recording = Recording.from_dict(data)
-    page = html.render_report(recording, analyze(recording))
+    page = html.render_report(analyze(recording))
     assert "<script>alert(1)" not in page
 
 
@@ -80,4 +80,4 @@ def test_a_recording_that_loads_always_renders(section, entries):
     except RecordingError as exc:
         assert "\n" not in str(exc)
         return
-    html.render_report(recording, analyze(recording))
+    html.render_report(analyze(recording))

@@ -97,3 +97,44 @@ def test_tf_keras(tmp_path, script, code, function):
         assert recording.environment["keras_flavor"] == "tf-keras"
     assert any(f["code"] == code and f["function"] == function for f in recording.findings), \
         [(f["code"], f["function"]) for f in recording.findings]
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in (EXAMPLES / "retracing").glob("*.py")))
+def test_trace_counts_equal_tensorflows_own(script, monkeypatch):
+    """For every user tf.function an example makes, tfdiag's trace count is TensorFlow's own
+    ``experimental_get_tracing_count()``, summed over the function objects made for that code."""
+    import inspect
+    import os
+    import runpy
+
+    import tensorflow as tf
+
+    import tfdiag
+
+    path = str(EXAMPLES / "retracing" / script)
+    made = []  # every tf.function object the example makes, kept alive to be asked afterwards
+    original = tf.function
+
+    def keep(function):
+        if hasattr(function, "experimental_get_tracing_count"):
+            made.append(function)
+        return function
+
+    def probe(*args, **kwargs):
+        if args and callable(args[0]):
+            return keep(original(*args, **kwargs))
+        decorator = original(*args, **kwargs)
+        return lambda fn: keep(decorator(fn))
+
+    monkeypatch.setattr(tf, "function", probe)
+    with tfdiag.diagnose(cprofile=False, tf_profiler=False) as d:
+        runpy.run_path(path, run_name="__main__")
+    theirs: dict[str, int] = {}
+    for function in made:
+        code = inspect.unwrap(function.python_function).__code__
+        if os.path.samefile(code.co_filename, path):
+            theirs[function.__name__] = theirs.get(function.__name__, 0) + function.experimental_get_tracing_count()
+    ours = {f["name"]: f["trace_count"] for f in d.recording.functions
+            if f["origin"] == "user" and os.path.samefile(f["defined_at"].rsplit(":", 1)[0], path)}
+    assert ours == theirs
+    assert ours or script == "model_rebuilt.py"  # every other example has a user tf.function

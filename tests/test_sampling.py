@@ -7,7 +7,7 @@ import pytest
 
 from tfdiag.capture import patching
 from tfdiag.capture.collector import CallStats, Collector
-from tfdiag.capture.phases import PhaseTracker
+from tfdiag.capture.phase_tracker import PhaseTracker
 from tfdiag.capture.sampling import PhaseSampler
 from tfdiag.recording import PHASES
 

@@ -6,7 +6,7 @@ import pytest
 
 from tfdiag.capture import timed_calls
 from tfdiag.capture.collector import Collector
-from tfdiag.capture.phases import PhaseTracker
+from tfdiag.capture.phase_tracker import PhaseTracker
 from tfdiag.capture.sampling import PhaseSampler
 
 

@@ -1,8 +1,9 @@
 """Command line: argument parsing only; every command calls the library.
 
 Exit statuses: the script's own (0, its sys.exit code, 1 on an uncaught
-exception, 130 on Ctrl-C); 2 for tfdiag's usage errors; 3 when a
-``--fail-on-…`` gate trips.
+exception, 130 on Ctrl-C, 143 on SIGTERM); 2 for tfdiag's usage errors (a
+corrupt recording included); 3 when a ``--fail-on-…`` gate trips; 70 when
+tfdiag itself fails (a bug: one line says so; TFDIAG_DEBUG=1 shows the traceback).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from urllib.parse import quote
 
 USAGE_ERROR = 2
 GATE_TRIPPED = 3
+TFDIAG_BUG = 70  # sysexits' EX_SOFTWARE: tfdiag's own failure, never the script's
 
 
 class UsageError(Exception):
@@ -29,7 +31,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tfdiag", description=(
         "Where TensorFlow/Keras inference time goes, why each tf.function trace happened, "
         "and what to change."))
-    from . import __version__
+    from . import options
+    from ._version import __version__
+
     parser.add_argument("--version", action="version", version=f"tfdiag {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -38,26 +42,9 @@ def _parser() -> argparse.ArgumentParser:
     analyze.add_argument("-o", "--out", default="tfdiag-report", metavar="DIR",
                          help="output folder (default: tfdiag-report/)")
     analyze.add_argument("--open", action="store_true", help="open the report in a browser afterwards")
-    analyze.add_argument("--no-cprofile", action="store_true", help="do not run cProfile on sampled calls")
-    analyze.add_argument("--no-tf-profiler", action="store_true",
-                         help="do not run the TF Profiler (no tensorboard/ folder)")
-    analyze.add_argument("--tf-profiler-calls", type=int, default=None, metavar="N",
-                         help="how many calls the TF Profiler window covers, from call 3 (default: 3)")
-    analyze.add_argument("--cprofile-calls", type=int, default=None, metavar="N",
-                         help="how many calls cProfile samples at most (default: 8)")
-    analyze.add_argument("--phase-every", type=int, default=None, metavar="N",
-                         help="after each model's first 5 calls, measure the full phase split on one "
-                              "call in N at random (default: 32; 1: every call, at more cost per call)")
+    options.add_arguments(analyze)
     analyze.add_argument("--fail-on-retrace", type=int, default=None, metavar="N",
                          help="exit 3 if a user tf.function traced more than N times")
-    analyze.add_argument("--verify", action="store_true",
-                         help="after the script, time predict, predict_on_batch, model(x), tf.function, XLA "
-                              "and LiteRT on each model's own input, and recommend what was measured")
-    analyze.add_argument("--verify-budget", type=float, default=None, metavar="SECONDS",
-                         help="time budget for --verify over all models (default: 20)")
-    analyze.add_argument("--traces-only", action="store_true",
-                         help="record tf.function traces only (no call timing, phases or profilers): "
-                              "the cheapest capture, e.g. for a --fail-on-retrace gate in CI")
     analyze.add_argument("--quiet", action="store_true", help="print only the paths written")
     analyze.add_argument("script", metavar="SCRIPT", help="the Python script to run")
     analyze.add_argument("script_args", nargs=argparse.REMAINDER, metavar="SCRIPT_ARGS",
@@ -96,6 +83,12 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"tfdiag: error: {exc}", file=sys.stderr)
         return USAGE_ERROR
+    except Exception as exc:  # not the user's doing: tfdiag's own bug, said so in one line
+        if os.environ.get("TFDIAG_DEBUG"):
+            raise
+        print(f"tfdiag: internal error, a bug in tfdiag ({exc.__class__.__name__}: {exc}); "
+              "rerun with TFDIAG_DEBUG=1 for the traceback", file=sys.stderr)
+        return TFDIAG_BUG
 
 
 def _prepare_out(out: str) -> str:
@@ -109,48 +102,23 @@ def _prepare_out(out: str) -> str:
 
 
 def _analyze(args) -> int:
-    from . import runner
+    import dataclasses
+
+    from . import options, runner
     from .analysis import max_user_traces
     from .renderers import text
     from .session import Diagnoser
 
     try:
         code = runner.compile_script(args.script)
-    except runner.ScriptError as exc:
+        chosen = options.from_arguments(args)
+    except (runner.ScriptError, options.OptionsError) as exc:
         raise UsageError(str(exc)) from None
     if args.fail_on_retrace is not None and args.fail_on_retrace < 0:
         raise UsageError("--fail-on-retrace takes a number of traces, 0 or more")
     out = os.path.abspath(_prepare_out(args.out))  # the script may chdir
-    options = {"cprofile": not args.no_cprofile}
-    if args.cprofile_calls is not None:
-        options["cprofile_calls"] = args.cprofile_calls
-    if args.no_tf_profiler:
-        options["tf_profiler"] = False
-    if args.tf_profiler_calls is not None:
-        if args.tf_profiler_calls < 0:
-            raise UsageError("--tf-profiler-calls takes a number of calls, 0 or more")
-        options["tf_profiler_calls"] = args.tf_profiler_calls
-    if args.verify_budget is not None and not args.verify_budget > 0:
-        raise UsageError("--verify-budget takes a number of seconds, more than 0")
-    if args.verify_budget is not None and not args.verify:
-        raise UsageError("--verify-budget only applies with --verify")
-    if args.cprofile_calls is not None and args.cprofile_calls < 0:
-        raise UsageError("--cprofile-calls takes a number of calls, 0 or more")
-    if args.phase_every is not None:
-        if args.phase_every < 1:
-            raise UsageError("--phase-every takes a number of calls, 1 or more")
-        options["phase_every"] = args.phase_every
-    if args.traces_only:
-        if args.verify:
-            raise UsageError("--verify needs call timing; it cannot be combined with --traces-only")
-        if args.phase_every is not None:
-            raise UsageError("--phase-every needs call timing; it cannot be combined with --traces-only")
-        options.update(timing=False, cprofile=False, tf_profiler=False)
-    if args.verify:
-        options["verify"] = True
-        if args.verify_budget is not None:
-            options["verify_budget"] = args.verify_budget
-    diagnoser = Diagnoser(None, command=["tfdiag", "analyze", args.script, *args.script_args], **options)
+    diagnoser = Diagnoser(None, command=["tfdiag", "analyze", args.script, *args.script_args],
+                          **dataclasses.asdict(chosen))
     with diagnoser:
         diagnoser.outcome = runner.run_code(code, args.script, args.script_args)
     try:
@@ -162,7 +130,7 @@ def _analyze(args) -> int:
     if args.quiet:
         print("\n".join(files.values()), file=sys.stderr)
     else:
-        print(text.summary(diagnoser.recording, diagnoser.analysis, files), file=sys.stderr)
+        print(text.summary(diagnoser.analysis, files), file=sys.stderr)
     if args.open:
         webbrowser.open(_file_url(files["report"]))
     status = diagnoser.outcome.get("exit_status", 0)
@@ -176,23 +144,16 @@ def _analyze(args) -> int:
 
 
 def _report(args) -> int:
-    from . import recording as recording_module
-    import jinja2
-
+    from . import output
     from .analysis import analyze
-    from .renderers import html
+    from .recording import RecordingError, load
 
     try:
-        recording = recording_module.load(args.recording)
-    except recording_module.RecordingError as exc:
+        recording = load(args.recording)  # checks every field analysis and the page rely on
+    except RecordingError as exc:
         raise UsageError(str(exc)) from None
     out = _prepare_out(args.out or os.path.dirname(os.path.abspath(args.recording)))
-    try:
-        path = html.write_report(recording, analyze(recording), os.path.join(out, "report.html"))
-    except (TypeError, KeyError, AttributeError, ValueError, IndexError, jinja2.TemplateError) as exc:
-        # load() checks the fields every stage relies on; anything else malformed lands here.
-        raise UsageError(f"{args.recording}: corrupt recording ({exc.__class__.__name__}: {exc})") from None
-    print(path)
+    print(output.write_report(analyze(recording), os.path.join(out, "report.html")))
     return 0
 
 

@@ -18,9 +18,12 @@ IPython is imported only when the extension is loaded; tfdiag never needs it oth
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import html
 import os
 import shlex
+
+from . import options
 
 DEFAULT_OUT = "tfdiag-report"
 DEFAULT_HEIGHT = 720
@@ -44,15 +47,14 @@ def parser() -> argparse.ArgumentParser:
         "Run the cell under tfdiag.diagnose(), write the report and show it below the cell."))
     p.add_argument("-o", "--out", default=DEFAULT_OUT, metavar="DIR",
                    help=f"output folder (default: {DEFAULT_OUT}/)")
-    p.add_argument("--no-cprofile", action="store_true", help="do not run cProfile on sampled calls")
-    p.add_argument("--no-tf-profiler", action="store_true", help="do not run the TF Profiler")
+    options.add_arguments(p)
     p.add_argument("--height", type=int, default=DEFAULT_HEIGHT, metavar="PX",
                    help=f"height of the inline report (default: {DEFAULT_HEIGHT})")
     p.add_argument("--no-display", action="store_true", help="write the report but do not show it inline")
     return p
 
 
-def parse_line(line: str) -> argparse.Namespace:
+def parse_line(line: str) -> tuple[argparse.Namespace, options.Options]:
     try:
         words = shlex.split(line or "")
     except ValueError as exc:
@@ -60,7 +62,10 @@ def parse_line(line: str) -> argparse.Namespace:
     args = parser().parse_args(words)
     if args.height < 100:
         raise MagicUsageError("%%tfdiag: --height takes a number of pixels, 100 or more")
-    return args
+    try:
+        return args, options.from_arguments(args)
+    except options.OptionsError as exc:
+        raise MagicUsageError(f"%%tfdiag: {exc}") from None
 
 
 def iframe(report_html: str, height: int = DEFAULT_HEIGHT) -> str:
@@ -79,7 +84,7 @@ def output_bundle(diagnoser, files: dict[str, str], height: int, show: bool) -> 
     from .renderers import text
     from .renderers.html import code_spans
 
-    summary = text.summary(diagnoser.recording, diagnoser.analysis, files).strip()
+    summary = text.summary(diagnoser.analysis, files).strip()
     report_path = files.get("report", "")
     links = " · ".join(f"{html.escape(k)}: <code>{html.escape(v)}</code>" for k, v in files.items())
     head = (f'<div class="tfdiag-output"><p><strong>tfdiag:</strong> {code_spans(diagnoser.analysis.verdict)}</p>'
@@ -95,18 +100,14 @@ def run_cell_under_tfdiag(shell, line: str, cell: str):
     """What ``%%tfdiag`` does; returns the Diagnoser (also stored as ``_tfdiag`` in the notebook)."""
     from IPython.display import display
 
-    from .session import Diagnoser, outcome_of
+    from .runner import outcome_of
+    from .session import Diagnoser
 
-    args = parse_line(line)
-    options = {"cprofile": not args.no_cprofile}
-    if args.no_tf_profiler:
-        options["tf_profiler"] = False
-    diagnoser = Diagnoser(None, command=["%%tfdiag", *shlex.split(line or "")], **options)
+    args, chosen = parse_line(line)
+    diagnoser = Diagnoser(None, command=["%%tfdiag", *shlex.split(line or "")], **dataclasses.asdict(chosen))
     with diagnoser:
         result = shell.run_cell(cell, store_history=False)
-        error = result.error_before_exec or result.error_in_exec
-        diagnoser.outcome = (outcome_of(type(error), error) if error is not None
-                             else {"ended_by": "returned", "exit_status": 0})
+        diagnoser.outcome = outcome_of(result.error_before_exec or result.error_in_exec)
     out = os.path.abspath(os.path.expanduser(args.out))
     files = diagnoser.write(out)
     shell.user_ns[RESULT_NAME] = diagnoser
@@ -125,8 +126,9 @@ def load_ipython_extension(ipython) -> None:
         def tfdiag(self, line, cell):
             """Run the cell under tfdiag.diagnose() and show the report inline.
 
-            Options: -o/--out DIR (default tfdiag-report/), --no-cprofile, --no-tf-profiler,
-            --height PX, --no-display. Afterwards `_tfdiag` holds the Diagnoser
+            Options: -o/--out DIR (default tfdiag-report/), --height PX, --no-display, and the
+            capture options of `tfdiag analyze` (--no-cprofile, --no-tf-profiler, --phase-every N,
+            --verify, --traces-only, ...; see `%%tfdiag --help`). Afterwards `_tfdiag` holds the Diagnoser
             (`_tfdiag.findings`, `_tfdiag.recording`, `_tfdiag.report()`).
             """
             try:

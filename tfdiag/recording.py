@@ -52,6 +52,21 @@ _ENTRY_FIELDS: dict[str, dict[str, tuple]] = {
     "warnings": {"message": (str,)},
 }
 _TRACE_FIELDS = {"duration_s": _NUMBER, "args": (list,)}
+_NONE = (type(None),)
+# Fields an entry may have (absent or null is fine; otherwise of this type).
+_OPTIONAL_FIELDS: dict[str, dict[str, tuple]] = {
+    "calls": {"batch": (int,), "measured_count": (int,), "phase_calls": (int,), "first_phases": (dict,),
+              "steady_phases": (dict,), "training": (bool,), "caller": (dict,), "data_adapter_teardown_s": _NUMBER},
+    "functions": {"role": (str,), "model_created_at": (str,), "traces_dropped": (int,)},
+}
+_PHASE_MAPS = ("phases", "first_phases", "steady_phases")
+# Top-level tool sections, when present: (type, type of each entry for lists).
+_TOOL_SECTIONS: dict[str, tuple[type, type | None]] = {
+    "cprofile": (dict, None), "tf_profiler": (dict, None), "alternatives": (list, dict), "retrace_checks": (list, dict),
+}
+# Fields of ``run`` and ``environment`` that reports format, with their types.
+_RUN_FIELDS = {"wall_s": _NUMBER, "exit_status": (int,), "ended_by": (str,), "exception": (str,),
+               "call_samples_total": (int,)}
 
 
 def _check_entries(section: str, entries: list) -> None:
@@ -60,6 +75,7 @@ def _check_entries(section: str, entries: list) -> None:
         return
     for index, entry in enumerate(entries):
         _check_fields(f"{section}[{index}]", entry, fields)
+        _check_fields(f"{section}[{index}]", entry, _OPTIONAL_FIELDS.get(section, {}), optional=True)
         if section == "functions":
             for t_index, trace in enumerate(entry["traces"]):
                 _check_fields(f"{section}[{index}].traces[{t_index}]", trace, _TRACE_FIELDS)
@@ -68,16 +84,19 @@ def _check_entries(section: str, entries: list) -> None:
                         raise RecordingError(f"corrupt recording: {section}[{index}].traces[{t_index}]"
                                              f".args[{a_index}] has no name")
         if section == "calls":
-            for name, value in entry["phases"].items():
-                if not isinstance(value, _NUMBER) or isinstance(value, bool):
-                    raise RecordingError(f"corrupt recording: {section}[{index}].phases.{name} is not a number")
+            for key in _PHASE_MAPS:
+                for name, value in (entry.get(key) or {}).items():
+                    if not isinstance(value, _NUMBER) or isinstance(value, bool):
+                        raise RecordingError(f"corrupt recording: {section}[{index}].{key}.{name} is not a number")
 
 
-def _check_fields(where: str, entry, fields: dict) -> None:
+def _check_fields(where: str, entry, fields: dict, optional: bool = False) -> None:
     if not isinstance(entry, dict):
         raise RecordingError(f"corrupt recording: {where} should be an object")
     for name, kinds in fields.items():
         value = entry.get(name)
+        if optional and value is None:
+            continue
         if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
             raise RecordingError(f"corrupt recording: {where}.{name} is missing or not a "
                                  f"{' or '.join(k.__name__ for k in kinds)}")
@@ -143,24 +162,49 @@ class Recording:
         if any(not isinstance(v, _NUMBER) or isinstance(v, bool) for v in phases.values()):
             raise RecordingError("corrupt recording: 'phases' should map phase names to seconds")
         extra = {k: v for k, v in data.items() if k not in _SECTIONS and k != "schema_version"}
+        _check_tool_sections(extra)
+        _check_fields("run", kwargs["run"], _RUN_FIELDS, optional=True)
+        command = kwargs["environment"].get("command")
+        if command is not None and not (isinstance(command, list) and all(isinstance(w, str) for w in command)):
+            raise RecordingError("corrupt recording: environment.command should be a list of strings")
         return cls(schema_version=version, extra=extra, **kwargs)
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=1, allow_nan=False, default=_json_default)
+        return to_json(self.to_dict())
 
     def save(self, path: str | os.PathLike) -> str:
         """Write the recording as JSON (atomically, so a crash never leaves half a file)."""
-        path = os.fspath(path)
-        text = self.to_json()
-        tmp = f"{path}.tmp"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-        return path
+        return write_atomically(path, self.to_json())
 
     # Convenience views used by analysis and rendering.
     def user_functions(self) -> list[dict]:
         return [f for f in self.functions if f.get("origin") == "user"]
+
+
+def _check_tool_sections(extra: dict) -> None:
+    for name, (kind, entry_kind) in _TOOL_SECTIONS.items():
+        value = extra.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, kind):
+            raise RecordingError(f"corrupt recording: {name!r} should be a {kind.__name__}, found {type(value).__name__}")
+        if entry_kind is not None and not all(isinstance(e, entry_kind) for e in value):
+            raise RecordingError(f"corrupt recording: each entry of {name!r} should be an object")
+
+
+def to_json(data: dict) -> str:
+    """A recording's dict as the JSON recording.json holds (NumPy scalars made plain, no NaN)."""
+    return json.dumps(data, indent=1, allow_nan=False, default=_json_default)
+
+
+def write_atomically(path: str | os.PathLike, text: str) -> str:
+    """Write ``text`` to ``path`` through a temporary file, so a crash never leaves half a file."""
+    path = os.fspath(path)
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+    return path
 
 
 def _json_default(value: Any) -> Any:

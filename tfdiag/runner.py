@@ -69,26 +69,17 @@ def run_code(code: types.CodeType, path: str, args: list[str]) -> dict:
             exec(code, module.__dict__)
         finally:
             _join_script_threads(threads_before)
-        return {"ended_by": "returned", "exit_status": 0}
-    except Terminated:
+        return outcome_of(None)
+    except Terminated as exc:
         print("Terminated (SIGTERM)", file=sys.stderr)
-        return {"ended_by": "terminated", "exit_status": SIGTERM_STATUS}
+        return outcome_of(exc)
     except SystemExit as exc:
-        code_value = exc.code
-        if code_value is None:
-            status = 0
-        elif isinstance(code_value, int):
-            status = code_value
-        else:
-            print(code_value, file=sys.stderr)
-            status = 1
-        return {"ended_by": "sys.exit", "exit_status": status}
-    except KeyboardInterrupt:
+        if exc.code is not None and not isinstance(exc.code, int):
+            print(exc.code, file=sys.stderr)  # as the interpreter does for sys.exit("message")
+        return outcome_of(exc)
+    except BaseException as exc:  # the user's own exception (or Ctrl-C): print it, keep the report
         _print_user_traceback(*sys.exc_info())
-        return {"ended_by": "interrupted", "exit_status": 130}
-    except BaseException as exc:  # the user's own exception: print it, keep the report
-        _print_user_traceback(*sys.exc_info())
-        return {"ended_by": "exception", "exit_status": 1, "exception": f"{type(exc).__name__}: {exc}"}
+        return outcome_of(exc)
     finally:
         if previous_handler is not None:
             signal.signal(signal.SIGTERM, previous_handler)
@@ -96,6 +87,21 @@ def run_code(code: types.CodeType, path: str, args: list[str]) -> dict:
         sys.path[:] = saved_path0
         if saved_main is not None:
             sys.modules["__main__"] = saved_main
+
+
+def outcome_of(exc: BaseException | None) -> dict:
+    """How the code ended, as the recording's ``run`` section says it: ``ended_by``, the exit
+    status the interpreter would have given, and the exception (one line) if one ended it."""
+    if exc is None:
+        return {"ended_by": "returned", "exit_status": 0}
+    if isinstance(exc, Terminated):
+        return {"ended_by": "terminated", "exit_status": SIGTERM_STATUS}
+    if isinstance(exc, KeyboardInterrupt):
+        return {"ended_by": "interrupted", "exit_status": 130}
+    if isinstance(exc, SystemExit):
+        code = exc.code
+        return {"ended_by": "sys.exit", "exit_status": 0 if code is None else int(code) if isinstance(code, int) else 1}
+    return {"ended_by": "exception", "exit_status": 1, "exception": f"{type(exc).__name__}: {exc}"}
 
 
 def _print_user_traceback(exc_type, exc, tb) -> None:

@@ -1,35 +1,35 @@
 """``diagnose()``: install capture, run the user's code, uninstall, return a Recording.
 
 Every hook goes through one Patcher, restored in ``__exit__`` whatever route the
-code leaves by, so TensorFlow is never left patched.
+code leaves by, so TensorFlow is never left patched. The Recording is analysed once
+(``tfdiag.analysis``) and, when ``out`` is given, its files are written by ``tfdiag.output``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import sys
-import shlex
 import threading
 import time
 from typing import Callable
 
-from . import analysis
-from .analysis import profile_rows
+from . import analysis, output
 from .capture import environment
 from .capture.collector import Collector
 from .capture import phase_points, sampling
 from .capture.cprofile import DEFAULT_MAX_CALLS, ProfileGate
 from .capture.tf_profiler import DEFAULT_CALLS as TF_PROFILER_CALLS, TfProfilerGate
 from .capture.function_calls import FunctionCallCapture
-from .capture import whatif
 from .capture.keras_calls import KerasCallCapture
 from .capture.patching import Patcher
-from .capture.phases import PhaseTracker
+from .capture.phase_tracker import PhaseTracker
 from .capture.timed_calls import CallLog
 from .capture.tracing import TraceCapture
+from .options import OptionsError, from_keywords
 from .recording import Recording
+from .runner import outcome_of
+from .verify import DEFAULT_BUDGET_S as VERIFY_BUDGET_S, Verifier
 
 _ACTIVE_LOCK = threading.Lock()
 _ACTIVE: list["Diagnoser"] = []
@@ -42,39 +42,31 @@ class DiagnoseError(RuntimeError):
 class Diagnoser(contextlib.ContextDecorator):
     """Context manager (and decorator) that records what TensorFlow and Keras do inside it."""
 
-    def __init__(self, out: str | os.PathLike | None = None, *, cprofile: bool = True,
-                 cprofile_calls: int = DEFAULT_MAX_CALLS,
-                 tf_profiler: bool = True, tf_profiler_calls: int = TF_PROFILER_CALLS,
+    def __init__(self, out: str | os.PathLike | None = None, *,
                  clock: Callable[[], float] = time.perf_counter, command: list[str] | None = None,
-                 verify: bool = False, verify_budget: float = whatif.DEFAULT_BUDGET_S,
-                 timing: bool = True, phase_every: int | None = None) -> None:
-        if not timing and verify:
-            raise DiagnoseError("verify=True needs call timing (it measures the models seen in timed calls)")
-        if not timing and phase_every is not None:
-            raise DiagnoseError("phase_every needs call timing (it samples timed calls)")
-        if phase_every is None:
-            phase_every = sampling.EVERY
-        if isinstance(phase_every, bool) or not isinstance(phase_every, int) or phase_every < 1:
-            raise DiagnoseError(f"phase_every takes a whole number of calls, 1 or more (got {phase_every!r})")
-        # After each model's or function's first calls, one call in ``phase_every`` gets the full
-        # phase split (sampling.py); 1 measures every call.
-        self.phase_every = phase_every
-        self.out = os.fspath(out) if out is not None else None
+                 **options) -> None:
+        """``options``: the fields of ``tfdiag.options.Options`` (cprofile, cprofile_calls, tf_profiler,
+        tf_profiler_calls, phase_every, verify, verify_budget, timing); a misuse is a DiagnoseError."""
+        try:
+            self.options = from_keywords(options)
+        except OptionsError as exc:
+            raise DiagnoseError(str(exc)) from None
+        chosen = self.options
         # timing=False records tf.function traces only: no call timing, phases or profilers, so
         # calls that do not trace pass through untouched (a CI retrace gate at no measurable cost).
-        self.timing = timing
-        cprofile = cprofile and timing
-        tf_profiler = tf_profiler and timing
-        self.cprofile = cprofile
-        self.cprofile_calls = cprofile_calls
-        self.tf_profiler = tf_profiler
-        self.tf_profiler_calls = tf_profiler_calls
+        self.timing = chosen.timing
+        self.cprofile, self.tf_profiler = chosen.profiles
+        # After each call site's first calls, one call in ``phase_every`` gets the full phase
+        # split (sampling.py); 1 measures every call.
+        self.phase_every = chosen.phase_every if chosen.phase_every is not None else sampling.EVERY
+        self.cprofile_calls = chosen.cprofile_calls if chosen.cprofile_calls is not None else DEFAULT_MAX_CALLS
+        self.tf_profiler_calls = chosen.tf_profiler_calls if chosen.tf_profiler_calls is not None else TF_PROFILER_CALLS
+        self.out = os.fspath(out) if out is not None else None
         self.clock = clock
         self.command = command
-        self.verify = verify
-        self.verify_budget = verify_budget
-        self.keeper: whatif.InputKeeper | None = None
-        self.fn_keeper: whatif.FunctionKeeper | None = None
+        self.verify = chosen.verify
+        self.verify_budget = chosen.verify_budget if chosen.verify_budget is not None else VERIFY_BUDGET_S
+        self.verifier: Verifier | None = None
         self.recording: Recording | None = None
         self.analysis: analysis.Analysis | None = None
         self.outcome: dict = {}
@@ -94,7 +86,7 @@ class Diagnoser(contextlib.ContextDecorator):
         self.tracker = PhaseTracker(self.clock, sampling.PhaseSampler(self.phase_every))
         self.gate = ProfileGate(self.collector, self.cprofile_calls, clock=self.clock) if self.cprofile else None
         self.tf_gate = (TfProfilerGate(self.collector, self.tf_profiler_calls, clock=self.clock)
-                        if self.tf_profiler and self.tf_profiler_calls > 0 else None)
+                        if self.tf_profiler else None)
         if self.gate is not None and self.tf_gate is not None:
             self.gate.exclude = self.tf_gate.owns  # no call runs under both profilers
         self._patcher = Patcher()
@@ -107,19 +99,17 @@ class Diagnoser(contextlib.ContextDecorator):
             self.call_log = CallLog(self.collector)
             function_calls = FunctionCallCapture(self.collector, self.tracker, self.call_log)
             function_calls.install(self._patcher)
-            self.calls = KerasCallCapture(self.collector, self.tracker, self.call_log)
-            if self.verify:  # keeps each model's last input for the what-if timing after exit
-                self.keeper = whatif.InputKeeper()
-                self.calls.observers.append(self.keeper)
-                self.fn_keeper = whatif.FunctionKeeper()  # inputs that made user tf.functions trace
-                self.fn_keeper.install(self._patcher, warn=self.collector.warn)
+            self.keras_capture = KerasCallCapture(self.collector, self.tracker, self.call_log)
+            if self.verify:  # keeps models' inputs and tf.functions' traced inputs to measure after exit
+                self.verifier = Verifier(self.verify_budget, warn=self.collector.warn, clock=self.clock)
+                self.verifier.install(self._patcher, self.keras_capture)
             if self.gate is not None:
-                self.calls.gates.append(self.gate)
+                self.keras_capture.gates.append(self.gate)
             if self.tf_gate is not None:
-                self.calls.gates.append(self.tf_gate)
+                self.keras_capture.gates.append(self.tf_gate)
                 self.tf_gate.install(self._patcher)
-            function_calls.gates = self.calls.gates  # user tf.function calls get profiled too
-            self.calls.install(self._patcher)
+            function_calls.gates = self.keras_capture.gates  # user tf.function calls get profiled too
+            self.keras_capture.install(self._patcher)
         except BaseException:
             self._uninstall()
             raise
@@ -131,14 +121,13 @@ class Diagnoser(contextlib.ContextDecorator):
         self._uninstall()
         verified = self._verify(exc_type)  # after uninstall: its calls stay out of the recording
         if not self.outcome:
-            self.outcome = outcome_of(exc_type, exc)
+            self.outcome = outcome_of(exc)
         self.outcome.setdefault("wall_s", wall)
         self.recording = self._build_recording()
         if verified is not None:
             self.recording.extra.update(verified)
         try:
             self.analysis = analysis.analyze(self.recording)
-            self.recording.findings = self.analysis.findings
             if self.out is not None:
                 self.write(self.out)
         except Exception as exc:
@@ -149,28 +138,13 @@ class Diagnoser(contextlib.ContextDecorator):
         return False
 
     def _verify(self, exc_type) -> dict | None:
-        """--verify: re-run retracing user functions with a generated input_signature, then time
-        the alternative call paths on each model seen. None when not asked."""
-        keeper, self.keeper = self.keeper, None
-        fn_keeper, self.fn_keeper = self.fn_keeper, None
-        if keeper is None:
+        """--verify's ``alternatives`` and ``retrace_checks`` sections; None when not asked."""
+        verifier, self.verifier = self.verifier, None
+        if verifier is None:
             return None
-        sections: dict = {"alternatives": [], "retrace_checks": []}
-        if (exc_type is not None and issubclass(exc_type, KeyboardInterrupt)) or \
-                self.outcome.get("ended_by") == "interrupted":
-            self.collector.warn("--verify skipped: the run was interrupted")
-            return sections
-        started = time.perf_counter()
-        try:
-            if fn_keeper is not None:
-                sections["retrace_checks"] = fn_keeper.verify_all(self.verify_budget * 0.25)
-            remaining = max(0.0, self.verify_budget - (time.perf_counter() - started))
-            sections["alternatives"] = keeper.measure_all(remaining, warn=self.collector.warn)
-        except KeyboardInterrupt:
-            self.collector.warn("--verify interrupted: what was not measured is missing")
-        except Exception as exc:  # verification must never cost the user the report
-            self.collector.warn(f"--verify failed: {exc.__class__.__name__}: {exc}")
-        return sections
+        interrupted = ((exc_type is not None and issubclass(exc_type, KeyboardInterrupt))
+                       or self.outcome.get("ended_by") == "interrupted")
+        return verifier.run(interrupted)
 
     def _uninstall(self) -> None:
         if getattr(self, "tf_gate", None) is not None:
@@ -190,12 +164,10 @@ class Diagnoser(contextlib.ContextDecorator):
         total_samples = sections.pop("call_samples_total")
         recording = Recording(environment=environment.collect(self.command), run=dict(self.outcome), **sections)
         recording.run["call_samples_total"] = total_samples
-        if self.timing:
-            recording.run["phase_sampling"] = {"first_calls": sampling.FIRST_CALLS, "every": self.phase_every}
         if self.gate is not None:
-            recording.extra["cprofile"] = profile_rows.annotate(self.gate.section(), recording.calls)
+            recording.extra["cprofile"] = self.gate.section()
         if tf_section is not None:
-            recording.extra["tf_profiler"] = profile_rows.annotate(tf_section, recording.calls)
+            recording.extra["tf_profiler"] = tf_section
         return recording
 
     def _tf_profiler_section(self) -> dict | None:
@@ -207,88 +179,35 @@ class Diagnoser(contextlib.ContextDecorator):
             self.collector.warn(f"TF Profiler results unavailable: {exc.__class__.__name__}: {exc}")
             return None
 
-    def _write_tensorboard(self, out: str) -> None:
-        """Copy the TF Profiler's logdir to ``out/tensorboard`` (the layout TensorBoard reads)."""
-        section = self.recording.extra.get("tf_profiler") if self.recording is not None else None
-        if self.tf_gate is None or section is None:
-            return
-        target = os.path.join(out, "tensorboard")
-        try:
-            copied = self.tf_gate.copy_to(target)
-        except OSError as exc:
-            self.recording.warnings.append({"message": f"could not copy the TF Profiler trace to {target}: {exc}",
-                                            "count": 1})
-            return
-        if copied:
-            self.files["tensorboard"] = target
-            section["logdir"] = "tensorboard"
-            section["command"] = f"tfdiag tensorboard {shlex.quote(out)}"
-
     # -- results ---------------------------------------------------------------------
     @property
     def findings(self) -> list[dict]:
-        return self.recording.findings if self.recording is not None else []
+        return self.analysis.findings if self.analysis is not None else []
 
-    def write(self, out: str) -> dict[str, str]:
-        """Write report.html, recording.json, profile.prof (when cProfile ran) and tensorboard/ (when the
-        TF Profiler ran) into ``out``."""
-        from .renderers import html
-
-        os.makedirs(out, exist_ok=True)
-        assert self.recording is not None and self.analysis is not None
+    def artifacts(self) -> output.Artifacts:
+        """The profilers' own files this run can leave (see ``output.write``)."""
+        found: output.Artifacts = {}
         if self.gate is not None:
-            prof = os.path.join(out, "profile.prof")
-            if self.gate.save(prof):
-                self.files["profile"] = prof
-                self.recording.extra["cprofile"]["file"] = "profile.prof"
-                self.recording.extra["cprofile"]["command"] = f"tfdiag snakeviz {shlex.quote(out)}"
-        self._write_tensorboard(out)
-        _remove_stale(out, self.files)
-        self.files["recording"] = self.recording.save(os.path.join(out, "recording.json"))
-        self.files["report"] = html.write_report(self.recording, self.analysis, os.path.join(out, "report.html"))
+            found["profile"] = self.gate.save
+        if self.tf_gate is not None:
+            found["tensorboard"] = self.tf_gate.copy_to
+        return found
+
+    def write(self, out: str | os.PathLike) -> dict[str, str]:
+        """Write report.html, recording.json, profile.prof (when cProfile ran) and tensorboard/ (when the
+        TF Profiler ran) into ``out``; returns {kind: path}."""
+        if self.recording is None or self.analysis is None:
+            raise DiagnoseError("no recording yet: write() is available after the diagnose() block ends")
+        self.files, self.analysis = output.write(out, self.recording, self.analysis, self.artifacts())
         return dict(self.files)
 
     def report(self, path: str | os.PathLike | None = None) -> str:
         """Write the HTML report (to ``path`` or ``<out>/report.html``) and return its path."""
-        from .renderers import html
-
         if self.recording is None or self.analysis is None:
             raise DiagnoseError("no recording yet: report() is available after the diagnose() block ends")
         target = os.fspath(path) if path is not None else os.path.join(self.out or "tfdiag-report", "report.html")
         os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
-        return html.write_report(self.recording, self.analysis, target)
-
-
-def _remove_stale(out: str, files: dict) -> None:
-    """Drop a profile.prof or tensorboard/ left in ``out`` by an earlier run that this run did not write,
-    so the folder never pairs this report with another run's profiles."""
-    prof = os.path.join(out, "profile.prof")
-    if "profile" not in files and os.path.isfile(prof):
-        os.remove(prof)
-    logdir = os.path.join(out, "tensorboard")
-    if "tensorboard" not in files and os.path.isdir(logdir):
-        shutil.rmtree(logdir)
-
-
-def outcome_of(exc_type, exc) -> dict:
-    """How the diagnosed code ended, as the recording's ``run`` section says it."""
-    if exc_type is None:
-        return {"ended_by": "returned", "exit_status": 0}
-    if issubclass(exc_type, KeyboardInterrupt):
-        return {"ended_by": "interrupted", "exit_status": 130}
-    if issubclass(exc_type, SystemExit):
-        return {"ended_by": "sys.exit", "exit_status": exit_status_of(exc)}
-    return {"ended_by": "exception", "exit_status": 1,
-            "exception": f"{exc_type.__name__}: {exc}"}
-
-
-def exit_status_of(exc: SystemExit) -> int:
-    code = exc.code
-    if code is None:
-        return 0
-    if isinstance(code, int):
-        return code
-    return 1
+        return output.write_report(self.analysis, target)
 
 
 def diagnose(out: str | os.PathLike | None = None, **options) -> Diagnoser:

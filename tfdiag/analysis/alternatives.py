@@ -1,33 +1,47 @@
-"""Which measured call path to recommend, from a recording's ``alternatives`` (``--verify``).
+"""Which measured path to recommend, from a recording's ``alternatives`` (``--verify``).
 
-Pure functions, no TensorFlow: the capture only times the paths; the choice is made here
-so that a saved recording re-renders the same advice. The rule is the measurement: the
-fastest path whose outputs matched the user's own, never a fixed preference per Keras
-version. A path whose outputs differ beyond the tolerance is shown, never recommended.
+Pure functions, no TensorFlow, and nothing written into the recording: verify only times the
+paths; the choice is made here so that a saved recording re-renders the same advice. The rule is
+the measurement: the fastest path whose outputs matched the user's own, never a fixed preference
+per Keras version. A path whose outputs differ beyond the tolerance is shown, never recommended.
+Every measured path runs the model for inference (``training=False``), so nothing is recommended
+for a call made in a training loop.
 """
 
 from __future__ import annotations
 
 from ..recording import Recording
-from .units import ms
+from .units import duration
 
 MIN_SPEEDUP = 1.1  # closer than this to the user's own path is within timing noise
-TIE = 0.10  # paths within 10% of the fastest are a tie: the simpler one (PATH_ORDER) wins
-PATH_ORDER = ("predict", "predict_on_batch", "__call__", "tf.function", "tf.function_xla", "litert")
+TIE = 0.10  # paths within 10% of the fastest are a tie: the simpler one (earlier in PATHS) wins
+TFDATA_PATH = "tf.data prefetch"  # predict() on a tf.data input built once (the input-bound fix)
 
-LABELS = {
-    "predict": "model.predict(x)",
-    "predict_on_batch": "model.predict_on_batch(x)",
-    "__call__": "model(x, training=False)",
-    "tf.function": "tf.function with an input_signature",
-    "tf.function_xla": "tf.function with an input_signature and jit_compile=True (XLA)",
-    "litert": "LiteRT (ai-edge-litert)",
+# Every path --verify times, simplest first: path -> (table label, label in a sentence).
+PATHS = {
+    "predict": ("model.predict(x)", "model.predict(x)"),
+    "predict_on_batch": ("model.predict_on_batch(x)", "model.predict_on_batch(x)"),
+    "__call__": ("model(x, training=False)", "model(x, training=False)"),
+    "tf.function": ("tf.function + input_signature", "tf.function with an input_signature"),
+    "tf.function_xla": ("tf.function + input_signature, jit_compile=True (XLA)",
+                        "tf.function with an input_signature and jit_compile=True (XLA)"),
+    "litert": ("LiteRT (ai-edge-litert)", "LiteRT (ai-edge-litert)"),
+    TFDATA_PATH: ("model.predict(ds), ds = tf.data batch() + prefetch(), built once",
+                  "model.predict on a tf.data input built once (batch and prefetch)"),
 }
-IN_TENSORFLOW = ("predict", "predict_on_batch", "__call__", "tf.function", "tf.function_xla")
+CALL_PATHS = tuple(p for p in PATHS if p != TFDATA_PATH)  # the ways of calling the model: timed for every model
+USER_APIS = CALL_PATHS[:3]  # the paths a user's own calls are recorded under
+IN_TENSORFLOW = CALL_PATHS[:5]
 
 
 def label(path: str) -> str:
-    return LABELS.get(path, path)
+    """The path as a sentence names it."""
+    return PATHS[path][1] if path in PATHS else path
+
+
+def table_label(path: str) -> str:
+    """The path as the Measured alternatives table names it."""
+    return PATHS[path][0] if path in PATHS else path
 
 
 def entries(recording: Recording) -> list[dict]:
@@ -55,17 +69,28 @@ def is_equivalent(entry: dict) -> bool:
     return not isinstance(tolerance, (int, float)) or diff <= tolerance
 
 
-def choose(target_entries: list[dict], base_path: str) -> dict | None:
-    """The recommendation against ``base_path``: fastest equivalent path, if clearly faster.
+def base_entry(target_entries: list[dict], base_path: str) -> dict | None:
+    """The timed entry of the user's own path, or None."""
+    return next((e for e in target_entries if e.get("path") == base_path and timed(e)), None)
+
+
+def _better(entry: dict, base: dict) -> bool:
+    """Timed, the same outputs as the base, and clearly faster than it."""
+    return (entry is not base and timed(entry) and is_equivalent(entry)
+            and base["median_s"] / entry["median_s"] >= MIN_SPEEDUP)
+
+
+def choose(target_entries: list[dict], base_path: str, *, training: bool = False) -> dict | None:
+    """The recommendation against ``base_path``: fastest equivalent call path, if clearly faster.
 
     Returns ``{"entry", "base", "speedup", "in_tensorflow"}`` (``in_tensorflow``: the fastest
-    equivalent path that stays in TensorFlow, when the winner is LiteRT), or None.
+    equivalent path that stays in TensorFlow, when the winner is LiteRT), or None. Always None
+    for a call in a training loop (``training``): the paths were timed for inference.
     """
-    base = next((e for e in target_entries if e.get("path") == base_path and timed(e)), None)
-    if base is None:
+    base = base_entry(target_entries, base_path)
+    if base is None or training:
         return None
-    candidates = [e for e in target_entries if e is not base and timed(e) and is_equivalent(e)
-                  and base["median_s"] / e["median_s"] >= MIN_SPEEDUP]
+    candidates = [e for e in target_entries if e.get("path") in CALL_PATHS and _better(e, base)]
     if not candidates:
         return None
     best = _fastest(candidates)
@@ -75,25 +100,67 @@ def choose(target_entries: list[dict], base_path: str) -> dict | None:
     return {"entry": best, "base": base, "speedup": base["median_s"] / best["median_s"], "in_tensorflow": in_tf}
 
 
+def choose_input_pipeline(target_entries: list[dict], base_path: str) -> tuple[dict | None, dict | None]:
+    """(the measured tf.data entry or None, the choice when it is clearly faster with the same outputs)."""
+    entry = next((e for e in target_entries if e.get("path") == TFDATA_PATH), None)
+    base = base_entry(target_entries, base_path)
+    if entry is None or base is None or not _better(entry, base):
+        return entry, None
+    return entry, {"entry": entry, "base": base, "speedup": base["median_s"] / entry["median_s"],
+                   "in_tensorflow": None}
+
+
 def _fastest(candidates: list[dict]) -> dict | None:
     """The fastest entry; among those within TIE of it, the simplest path."""
     if not candidates:
         return None
     floor = min(e["median_s"] for e in candidates)
     close = [e for e in candidates if e["median_s"] <= floor * (1 + TIE)]
-    return min(close, key=lambda e: (PATH_ORDER.index(e["path"]) if e.get("path") in PATH_ORDER else len(PATH_ORDER),
-                                     e["median_s"]))
+    order = list(PATHS)
+    return min(close, key=lambda e: (order.index(e["path"]) if e.get("path") in PATHS else len(order), e["median_s"]))
 
 
-def mark_recommended(recording: Recording, chosen: list[dict]) -> None:
-    """Set ``recommended`` on the entries the findings recommend (and only those).
+def recommended(recording: Recording, findings: list[dict]) -> list[dict]:
+    """The entries the findings' measured fixes recommend (each at most once), for the table."""
+    chosen: list[dict] = []
+    for finding in findings:
+        fix = finding.get("fix") or {}
+        measured = fix.get("measured")
+        if fix.get("verified") is not True or not isinstance(measured, dict):
+            continue
+        for entry in entries_for(recording, finding.get("function", "")):
+            if (entry.get("path") == measured.get("path") and entry.get("user_path", measured.get("base_path"))
+                    == measured.get("base_path") and timed(entry) and all(entry is not c for c in chosen)):
+                chosen.append(entry)
+                break
+    return chosen
 
-    The one write analysis makes: it keeps recording.json's ``recommended`` column in step
-    with the findings, and it is idempotent, so re-analysing a saved recording agrees.
-    """
-    ids = {id(e) for e in chosen}
+
+def ran(recording: Recording) -> bool:
+    """Whether --verify ran for this recording (its sections are present, possibly empty)."""
+    return "alternatives" in recording.extra or "retrace_checks" in recording.extra
+
+
+def view(recording: Recording, chosen: list[dict]) -> list[dict]:
+    """The Measured alternatives table: one row per measured entry, in recorded order (grouped by
+    ``target``), with display labels, ``your_path``, ``recommended`` (from ``chosen``, see
+    ``recommended``) and ``same_outputs`` (True/False, None where not compared)."""
+    rows = []
     for entry in entries(recording):
-        entry["recommended"] = id(entry) in ids
+        path, user_path = str(entry.get("path", "")), str(entry.get("user_path", ""))
+        diff = entry.get("max_abs_diff")
+        rows.append(dict(entry, label=table_label(path), user_label=table_label(user_path),
+                         your_path=path == user_path, recommended=any(entry is c for c in chosen),
+                         same_outputs=None if not isinstance(diff, (int, float)) else (
+                             entry.get("equivalent") is True and not entry.get("error")
+                             and diff <= entry.get("tolerance", diff))))
+    return rows
+
+
+def checks_view(recording: Recording) -> list[dict]:
+    """The Retrace fixes, verified table: one row per checked function, as recorded."""
+    value = recording.extra.get("retrace_checks")
+    return [dict(c) for c in value if isinstance(c, dict)] if isinstance(value, list) else []
 
 
 def not_measured_reason(target_entries: list[dict]) -> str | None:
@@ -107,8 +174,10 @@ def not_measured_reason(target_entries: list[dict]) -> str | None:
 # -- the fix text and snippet ---------------------------------------------------------
 def _spec_code(spec) -> str:
     if isinstance(spec, dict) and set(spec) == {"shape", "dtype"}:
-        dims = ", ".join("None" if d is None else str(d) for d in spec.get("shape", []))
-        return f"tf.TensorSpec([{dims}], tf.{spec.get('dtype', 'float32')})"
+        if spec["shape"] is None:
+            return f"tf.TensorSpec(None, tf.{spec['dtype']})"
+        dims = ", ".join("None" if d is None else str(d) for d in spec["shape"])
+        return f"tf.TensorSpec([{dims}], tf.{spec['dtype']})"
     if isinstance(spec, dict):
         return "{" + ", ".join(f"{k!r}: {_spec_code(v)}" for k, v in spec.items()) + "}"
     if isinstance(spec, list):
@@ -125,6 +194,10 @@ def snippet(entry: dict) -> str:
         return "y = model(x, training=False)  # a tensor; .numpy() if you need an array"
     if path == "predict":
         return "y = model.predict(x, verbose=0)"
+    if path == TFDATA_PATH:
+        return (f"ds = tf.data.Dataset.from_tensor_slices(x).batch({entry.get('batch_size') or 32})"
+                ".prefetch(tf.data.AUTOTUNE)  # once\n"
+                "y = model.predict(ds, verbose=0)")
     signature = _spec_code(entry.get("signature"))
     if path in ("tf.function", "tf.function_xla"):
         jit = ", jit_compile=True" if path == "tf.function_xla" else ""
@@ -157,19 +230,19 @@ def _times(speedup: float) -> str:
 
 
 def measured_fix(choice: dict, guide: str) -> dict:
-    """The fix of a predict-overhead / eager-loop finding, from a ``choose`` result."""
+    """The measured fix of a finding, from a ``choose`` (or ``choose_input_pipeline``) result."""
     best, base = choice["entry"], choice["base"]
     diff = best.get("max_abs_diff") or 0.0
     text = (f"Measured on your model and input ({best.get('calls', 0)} interleaved calls per path): "
-            f"{label(best['path'])} takes {ms(best['median_s'])} per call against {ms(base['median_s'])} for "
+            f"{label(best['path'])} takes {duration(best['median_s'])} per call against {duration(base['median_s'])} for "
             f"{label(base['path'])}, {_times(choice['speedup'])} faster, with the same outputs "
             f"(largest difference {diff:.1e}).")
     first = best.get("first_s")
     if isinstance(first, (int, float)) and first > 2 * best["median_s"]:
-        text += f" Its first call costs {ms(first)} once (tracing/compiling/converting)."
+        text += f" Its first call costs {duration(first)} once (tracing/compiling/converting)."
     alt = choice.get("in_tensorflow")
     if alt is not None:
-        text += (f" Staying in TensorFlow: {label(alt['path'])} at {ms(alt['median_s'])} "
+        text += (f" Staying in TensorFlow: {label(alt['path'])} at {duration(alt['median_s'])} "
                  f"({_times(base['median_s'] / alt['median_s'])} faster).")
     code = snippet(best)
     if alt is not None:
@@ -184,7 +257,7 @@ def unmeasured_note(target_entries: list[dict], base_path: str) -> str:
     reason = not_measured_reason(target_entries)
     if reason:
         return f" Not verified on this model ({reason})."
-    if not any(e.get("path") == base_path and timed(e) for e in target_entries):
+    if base_entry(target_entries, base_path) is None:
         return f" Not verified: {label(base_path)} could not be timed on this model."
     return (" Measured on your model: no alternative path was both faster and equivalent, "
             "so tfdiag recommends none (see Measured alternatives).")

@@ -3,6 +3,11 @@
 Pure functions over the ``functions`` section of a recording. Each explained
 trace gets a list of changes, each with a ``cause`` (the finding code it leads
 to), the ``argument`` path and a sentence saying exactly what changed.
+
+A function that is not the user's (origin ``keras``, ``tensorflow``, …) is traced by its
+library, not by code the user wrote: ``library_kind`` says what each of its traces was in
+terms of the user's code (another entry point, a rebuilt model, a bounded shape relaxation,
+another context, or growth that keeps tracing), and its explanation ends with that note.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ class TraceExplanation:
     index: int
     compared_to: int | None
     changes: list[Change] = field(default_factory=list)
+    kind: str | None = None  # library functions only: what ``library_kind`` said of this trace
 
     def to_dict(self) -> dict:
         return {"index": self.index, "compared_to": self.compared_to,
@@ -173,7 +179,7 @@ def explain_function(function: dict) -> list[TraceExplanation]:
             if not changes:
                 break
         assert best is not None
-        _, compared_index, changes = best
+        earlier_position, compared_index, changes = best
         changes = [_with_varying(c, varying) for c in changes]
         if not changes and trace.get("new_object"):
             where = trace.get("created_at") or trace.get("call_site") or "an unknown place"
@@ -181,7 +187,11 @@ def explain_function(function: dict) -> list[TraceExplanation]:
         elif not changes:
             changes = [Change("retrace-structure", "", "same argument types as an earlier trace (a context change: "
                               "device, graph or variable-creation scope)")]
-        explanations.append(TraceExplanation(trace.get("index", position + 1), compared_index, changes))
+        explanation = TraceExplanation(trace.get("index", position + 1), compared_index, changes)
+        if is_library(function):
+            explanation.kind = library_kind(function, trace, traces[earlier_position], changes)
+            explanation.changes.append(Change("library", "", library_note(function, trace, explanation.kind)))
+        explanations.append(explanation)
     return explanations
 
 
@@ -249,3 +259,119 @@ def signature_code(signature: list[dict]) -> str:
 
 def _list_text(shape) -> str:
     return "[" + ", ".join("None" if d is None else str(d) for d in shape) + "]"
+
+
+# -- traces of library functions (Keras, TensorFlow): what they were, in the user's terms --------
+ROLE_TEXT = {"train": "training function", "test": "evaluation function", "predict": "predict function"}
+OWNER = {"keras": "Keras", "tensorflow": "TensorFlow", "tf.data": "tf.data"}
+
+
+def is_library(function: dict) -> bool:
+    """Not the user's code: Keras's, TensorFlow's, tf.data's or another package's function."""
+    return function.get("origin", "user") != "user"
+
+
+def trace_role(function: dict, trace: dict) -> str | None:
+    """``train``/``test``/``predict``: which of the model's functions this trace belongs to, if known."""
+    return trace.get("role") or function.get("role")
+
+
+def library_kind(function: dict, trace: dict, earlier: dict | None, changes: list[Change], role_of=None) -> str:
+    """What a library function's trace was, against the ``earlier`` trace it was compared with.
+
+    ``entry-point``: another of the model's functions (fit, evaluate and predict each trace their
+    own), ``rebuilt``: a new function object for the same inputs (the model was compiled or created
+    again), ``relaxation``: the same function traced once more with ``None`` where sizes varied (later
+    sizes reuse it), ``context``: another input structure or tracing context, ``growth``: a new
+    concrete shape or dtype, traced again with no relaxation in sight. ``role_of(trace)`` may supply
+    roles the recording lacks.
+    """
+    role_of = role_of or (lambda t: trace_role(function, t))
+    if earlier is None or any(c.cause == "new-instance" for c in changes):
+        return "entry-point"
+    roles = (role_of(earlier), role_of(trace))
+    if None not in roles and roles[0] != roles[1]:
+        return "entry-point"
+    causes = {c.cause for c in changes if c.cause != "library"}
+    if trace.get("new_object"):
+        return "rebuilt" if causes <= {"retrace-new-function"} else "entry-point"
+    if causes and _generalizes(earlier.get("args", []), trace.get("args", [])):
+        return "relaxation"
+    if causes <= {"retrace-structure"}:
+        return "relaxation" if causes and trace.get("reduce_retracing") and _only_opaque(changes, trace) else "context"
+    if trace.get("reduce_retracing") and causes <= {"retrace-shape", "retrace-structure"}:
+        return "relaxation"
+    return "growth"
+
+
+def library_note(function: dict, trace: dict, kind: str) -> str:
+    owner = OWNER.get(function.get("origin"), function.get("origin") or "A library")
+    role = ROLE_TEXT.get(trace_role(function, trace) or "", "")
+    if kind == "entry-point":
+        return (f"{owner}: the first trace of the model's {role or 'function'} for this entry point "
+                "(fit, evaluate and predict each trace their own): expected, nothing to change")
+    if kind == "rebuilt":
+        where = trace.get("compiled_at") or function.get("model_created_at")
+        return (f"{owner} made this function again: the model was compiled or created again"
+                f"{' (at ' + where + ')' if where else ''}, which discards its traced functions")
+    if kind == "relaxation":
+        return (f"{owner} traced it once more with None where the sizes varied, so later sizes reuse this "
+                "trace: a bounded relaxation, nothing to change")
+    if kind == "context":
+        return f"{owner} traced it again for another input structure or context: nothing to change in your code"
+    return f"{owner} traced it again for a new input shape or dtype from your code"
+
+
+def _generalizes(old_args: list, new_args: list) -> bool:
+    """Every argument of the new trace accepts what the old one did (``None`` where a size was)."""
+    old = {a.get("name"): a for a in old_args}
+    return len(old) == len(new_args) and all(
+        a.get("name") in old and _relaxes(old[a.get("name")], a) for a in new_args)
+
+
+def _relaxes(old: dict, new: dict) -> bool:
+    kind = old.get("kind")
+    if kind != new.get("kind"):
+        return False
+    if kind == "tensor":
+        if old.get("dtype") != new.get("dtype"):
+            return False
+        old_shape, new_shape = old.get("shape"), new.get("shape")
+        if new_shape is None:
+            return True
+        return (old_shape is not None and len(old_shape) == len(new_shape)
+                and all(n is None or n == o for o, n in zip(old_shape, new_shape)))
+    if kind in ("list", "tuple", "namedtuple", "dict", "attrs"):
+        old_items, new_items = old.get("items") or [], new.get("items") or []
+        return (old.get("length") == new.get("length") and old.get("keys") == new.get("keys")
+                and len(old_items) == len(new_items) and all(_relaxes(o, n) for o, n in zip(old_items, new_items)))
+    keys = ("type", "value", "id", "repr")
+    return all(old.get(k) == new.get(k) for k in keys)
+
+
+def _only_opaque(changes: list[Change], trace: dict) -> bool:
+    """Every structure change is in an argument TensorFlow describes only by its repr (an iterator spec)."""
+    kinds = {a.get("name"): a.get("kind") for a in trace.get("args", [])}
+    return all(kinds.get(c.argument) == "other" for c in changes if c.cause == "retrace-structure")
+
+
+def spec_code(spec, free_batch: bool = True) -> str | None:
+    """A call's structured ``input_spec`` as ``tf.TensorSpec`` code, the batch dimension left free.
+
+    None when a leaf is not an array (an input_signature cannot hold a Python value).
+    """
+    if isinstance(spec, dict) and "dtype" in spec and "shape" in spec:
+        shape = spec["shape"]
+        if shape is None:
+            return f"tf.TensorSpec(None, tf.{spec['dtype']})"
+        dims = ["None" if d is None else str(d) for d in shape]
+        if free_batch and dims:
+            dims[0] = "None"
+        return f"tf.TensorSpec([{', '.join(dims)}], tf.{spec['dtype']})"
+    if isinstance(spec, dict) and "type" not in spec:
+        inner = {k: spec_code(v, free_batch) for k, v in spec.items()}
+        return None if None in inner.values() else "{" + ", ".join(f"{k!r}: {v}" for k, v in inner.items()) + "}"
+    if isinstance(spec, list):
+        parts = [spec_code(v, free_batch) for v in spec]
+        return None if None in parts or not parts else "[" + ", ".join(parts) + "]"
+    return None

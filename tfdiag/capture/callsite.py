@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import inspect
 import os
 import sys
 import sysconfig
@@ -78,7 +79,11 @@ _site_text: dict[tuple, tuple] = {}
 
 def user_frame(skip: int = 1):
     """The innermost frame that belongs to the user's code, or None."""
-    frame = sys._getframe(skip)
+    return first_user_frame(sys._getframe(skip))
+
+
+def first_user_frame(frame):
+    """``frame`` or the first frame out from it that belongs to the user's code, or None."""
     while frame is not None:
         code = frame.f_code
         cached = _code_is_library.get(id(code))
@@ -102,7 +107,7 @@ def user_call_site(skip: int = 2) -> str:
 def user_code_line(skip: int = 2) -> tuple | None:
     """(code, line) of the user's code that led here: cheap, for every call; ``site_text`` later.
     The search starts ``skip`` frames up from this function (1: its caller)."""
-    frame = user_frame(skip + 1)
+    frame = first_user_frame(sys._getframe(skip))
     return None if frame is None else (frame.f_code, frame.f_lineno)
 
 
@@ -122,3 +127,51 @@ def site_text(code_line: tuple | None) -> str:
 
 def code_site(code) -> str:
     return f"{code.co_filename}:{code.co_firstlineno}"
+
+
+_callers: dict[int, tuple] = {}
+
+
+def caller_of(code) -> dict | None:
+    """``{"name", "defined_at"}`` of the user function whose body ``code`` is (None at module
+    level); cached per code object, so a call site costs one lookup at most."""
+    cached = _callers.get(id(code))
+    if cached is not None and cached[0] is code:
+        return cached[1]
+    if code.co_name == "<module>":
+        caller = None
+    else:
+        caller = {"name": getattr(code, "co_qualname", code.co_name), "defined_at": code_site(code)}
+    if len(_callers) > 10_000:
+        _callers.clear()
+    _callers[id(code)] = (code, caller)
+    return caller
+
+
+def user_site_outside(owner, skip: int = 2) -> str | None:
+    """``file:line`` of the user's code that led here, outside ``owner``'s own methods (a model's
+    ``__init__`` or ``compile`` written by the user calling ``super()``), or None. Walks the stack:
+    for rare events only (a model created or compiled)."""
+    frame = user_frame(skip + 1)
+    while frame is not None:
+        code = frame.f_code
+        if not (code.co_argcount and frame.f_locals.get(code.co_varnames[0]) is owner):
+            return site_text((code, frame.f_lineno))
+        frame = first_user_frame(frame.f_back)
+    return None
+
+
+def unwrap_function(function):
+    """The Python function under decorators (``__wrapped__`` chains); itself if the chain loops."""
+    try:
+        return inspect.unwrap(function)
+    except ValueError:
+        return function
+
+
+def code_of(function):
+    """The code object behind a function, method or tf.function's Python function (decorators
+    and bound methods unwrapped), or None."""
+    function = unwrap_function(function)
+    function = getattr(function, "__func__", function)  # a bound method
+    return getattr(function, "__code__", None)

@@ -1,9 +1,10 @@
 """cProfile on a bounded, spread-out sample of predict-family calls.
 
 cProfile slows a Keras ``predict()`` call by tens of percent, so it runs only
-on a few calls (numbers 2, 3, 5, 9, 17, … — never the first, which traces),
-those calls are marked ``profiled`` and kept out of the timing statistics,
-and their stats are merged into one ``pstats`` file that snakeviz opens.
+on a few calls (numbers 2, 3, 5, 9, 17, … — never a call site's first call, which traces
+and is measured on its own: the next call stands in), those calls are marked ``profiled``
+and kept out of the phase split, and their stats are merged into one ``pstats`` file that
+snakeviz opens.
 """
 
 from __future__ import annotations
@@ -48,6 +49,13 @@ class ProfileGate:
         self._deferred = False
         self._busy = False
         self._lock = threading.Lock()
+
+    def start_first(self, api: str) -> None:
+        """A call site's first call: counted, never profiled; if it was its turn, the next call
+        stands in."""
+        with self._lock:
+            self.calls_seen += 1
+            self._deferred = self._deferred or is_scheduled(self.calls_seen)
 
     def start(self, api: str):
         with self._lock:

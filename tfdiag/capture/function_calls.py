@@ -8,26 +8,13 @@ called inside a timed Keras call). Everything else passes straight through.
 
 from __future__ import annotations
 
-import inspect
-
 from . import callsite
 from .collector import Collector
-from .keras_calls import describe_call_input, describe_input
-from .patching import Patcher
-from .phases import PhaseTracker
-from .timed_calls import CallLog, timed
-
-FUNCTION_MODULE = "tensorflow.python.eager.polymorphic_function.polymorphic_function"
-
-
-def code_of(python_function):
-    """The user's code object behind a tf.function's Python function (methods and decorators unwrapped)."""
-    try:
-        python_function = inspect.unwrap(python_function)
-    except ValueError:
-        pass
-    python_function = getattr(python_function, "__func__", python_function)  # a bound method
-    return getattr(python_function, "__code__", None)
+from .keras_calls import call_input_spec, describe_call_input, describe_input, input_spec, no_tape, tape_check
+from .patching import Patcher, guarded
+from .phase_tracker import PhaseTracker
+from .timed_calls import CallLog, timed_call_wrapper
+from .tracing import FUNCTION_MODULE
 
 
 class FunctionCallCapture:
@@ -37,17 +24,16 @@ class FunctionCallCapture:
         self.log = log
         self._user_code: dict[int, tuple] = {}
         self.gates: list = []  # see gates.py; shared with the Keras call capture
-        self.observers: list = []
+        self.tape_is_empty = no_tape
 
     def install(self, patcher: Patcher) -> None:
-        patcher.when_imported(FUNCTION_MODULE, lambda m: self._guarded(patcher, m))
+        patcher.when_imported(FUNCTION_MODULE, guarded(self.collector.warn, "tf.function call timing",
+                                                       self._wrap_call, patcher))
 
-    def _guarded(self, patcher: Patcher, module) -> None:
-        try:
-            patcher.patch(module.Function, "__call__", lambda orig: timed(orig, "tf.function", self, self.skip,
-                                                                         self.tracker, self.log))
-        except Exception as exc:  # TF internals differ: say so, capture the rest
-            self.collector.warn(f"tf.function call timing unavailable: {exc.__class__.__name__}: {exc}")
+    def _wrap_call(self, patcher: Patcher, module) -> None:
+        self.tape_is_empty = tape_check()
+        patcher.patch(module.Function, "__call__", lambda orig: timed_call_wrapper(
+            orig, "tf.function", self, self.skip, self.tracker, self.log))
 
     def skip(self, function) -> bool:
         """Only the user's own functions are timed (TensorFlow's and Keras's pass through)."""
@@ -55,7 +41,7 @@ class FunctionCallCapture:
         cached = self._user_code.get(id(python_function))
         if cached is not None and cached[0] is python_function:  # an id is only valid for its object
             return cached[1]
-        code = code_of(python_function)
+        code = callsite.code_of(python_function)
         refused = code is None or callsite.is_library_file(code.co_filename)
         if len(self._user_code) > 10_000:
             self._user_code.clear()
@@ -68,6 +54,14 @@ class FunctionCallCapture:
             return describe_call_input(args, kwargs)[0], None
         signature = describe_input([*args, kwargs] if kwargs else list(args)) if args or kwargs else "()"
         return signature, None
+
+    @staticmethod
+    def input_spec(args: tuple, kwargs: dict):
+        """Mirrors ``describe``: the one argument's spec, else a list of the arguments (and a dict
+        of the keyword arguments)."""
+        if len(args) == 1 and not kwargs:
+            return call_input_spec(args, kwargs)
+        return input_spec([*args, kwargs] if kwargs else list(args))
 
     @staticmethod
     def target_name(function) -> str:

@@ -1,16 +1,22 @@
 """Profilers that take some calls (cProfile, the TF Profiler), started and stopped around a call.
 
 A gate's ``start(api)`` returns a token when it takes the call, ``stop(token)`` ends it. A call
-any gate took is marked ``profiled`` and kept out of the timing statistics.
+any gate took is marked ``profiled``: its wall time and graph creation count, its phase split
+does not (sampling.py). A call site's first call is measured on its own, so a gate that has
+``start_first(api)`` is told of it instead: it counts the call and never takes it.
 """
 
 from __future__ import annotations
 
 
-def start_all(gates: list, api: str) -> list:
+def start_all(gates: list, api: str, first: bool = False) -> list:
     taken: list = []
     try:
         for gate in gates:
+            start_first = getattr(gate, "start_first", None) if first else None
+            if start_first is not None:
+                start_first(api)
+                continue
             token = gate.start(api)
             if token is not None:
                 taken.append((gate, token))

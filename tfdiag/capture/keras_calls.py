@@ -14,9 +14,9 @@ from __future__ import annotations
 from typing import Callable
 
 from .collector import Collector
-from .patching import Patcher
-from .phases import PhaseTracker
-from .timed_calls import CallLog, timed
+from .patching import Patcher, guarded
+from .phase_tracker import PhaseTracker
+from .timed_calls import CallLog, timed_call_wrapper
 
 KERAS3_TRAINER = "keras.src.backend.tensorflow.trainer"
 KERAS3_MODEL = "keras.src.models.model"
@@ -41,25 +41,69 @@ def leading_dim(value, depth: int = 0):
 _ARRAY_SIGNATURES: dict = {}
 
 
-def describe_call_input(args: tuple, kwargs: dict) -> tuple[str, int | None]:
-    """(signature, batch size) of a call's input (the first argument, or ``x=``/``inputs=``),
-    cached for arrays: this runs on every call, so it is one function."""
-    value = args[0] if args else kwargs.get("x", kwargs.get("inputs"))
+def _cached(value) -> tuple:
+    """(signature, batch, spec) of a call's input: described once per (type, shape, dtype) for an
+    array (this runs on every call); spec None for anything else (``call_input_spec`` makes it)."""
     dtype = getattr(value, "dtype", None)
     fast = getattr(value, "_shape_tuple", None)  # EagerTensor: a plain tuple, no TensorShape
     shape = fast() if fast is not None else getattr(value, "shape", None)
     if dtype is None or shape is None:
-        return describe_input(value), leading_dim(value)
+        return describe_input(value), leading_dim(value), None
     try:
         key = (type(value), tuple(shape), dtype)
         known = _ARRAY_SIGNATURES.get(key)
     except TypeError:  # an unhashable shape or dtype
-        return describe_input(value), leading_dim(value)
+        return describe_input(value), leading_dim(value), None
     if known is None:
         if len(_ARRAY_SIGNATURES) > 10_000:
             _ARRAY_SIGNATURES.clear()
-        known = _ARRAY_SIGNATURES[key] = (describe_input(value), leading_dim(value))
+        known = _ARRAY_SIGNATURES[key] = (describe_input(value), leading_dim(value), input_spec(value))
     return known
+
+
+def _call_input(args: tuple, kwargs: dict):
+    """A model call's input: the first argument, or ``x=``/``inputs=``."""
+    return args[0] if args else kwargs.get("x", kwargs.get("inputs"))
+
+
+def describe_call_input(args: tuple, kwargs: dict) -> tuple[str, int | None]:
+    """(signature, batch size) of a call's input, cached for arrays: this runs on every call."""
+    signature, batch, _ = _cached(_call_input(args, kwargs))
+    return signature, batch
+
+
+def call_input_spec(args: tuple, kwargs: dict):
+    """``input_spec`` of a call's input (see ``input_spec``), cached for arrays like its signature."""
+    value = _call_input(args, kwargs)
+    spec = _cached(value)[2]
+    return spec if spec is not None else input_spec(value)
+
+
+def input_spec(value, depth: int = 0):
+    """The structure of an input as plain data, so analysis never parses signature text: an array
+    is ``{"shape": [int|None, ...], "dtype": "float32"}``, anything else ``{"type": "int"}``;
+    lists, tuples and dicts (keys sorted) nest, up to the signature's limits."""
+    shape = getattr(value, "shape", None)
+    dtype = getattr(value, "dtype", None)
+    if shape is not None and dtype is not None:
+        fast = getattr(value, "_shape_tuple", None)
+        try:
+            dims = fast() if fast is not None else tuple(shape)
+            dims = None if dims is None else [None if d is None else int(d) for d in dims]
+        except (TypeError, ValueError):  # an unknown rank
+            dims = None
+        return {"shape": dims, "dtype": str(getattr(dtype, "name", dtype))}
+    if depth > 3:
+        return {"type": type(value).__name__}
+    if isinstance(value, (list, tuple)):
+        inner = [input_spec(v, depth + 1) for v in value[:MAX_SIGNATURE_ITEMS]]
+        if len(value) > MAX_SIGNATURE_ITEMS:
+            inner.append({"type": "…", "omitted": len(value) - MAX_SIGNATURE_ITEMS})
+        return inner
+    if isinstance(value, dict):
+        items = sorted(value.items(), key=lambda item: str(item[0]))[:MAX_SIGNATURE_ITEMS]
+        return {str(k): input_spec(v, depth + 1) for k, v in items}
+    return {"type": type(value).__name__}
 
 
 def describe_input(value, depth: int = 0) -> str:
@@ -98,23 +142,20 @@ class KerasCallCapture:
         # ``observer(api, model, args, kwargs)`` after each top-level call (e.g. the what-if
         # capture keeping the last input per model); errors become capture warnings.
         self.observers: list = []
+        self.tape_is_empty: Callable[[], bool] = no_tape
 
     describe = staticmethod(describe_call_input)
+    input_spec = staticmethod(call_input_spec)
 
     @staticmethod
     def target_name(model) -> str:
         return str(getattr(model, "name", type(model).__name__))
 
     def install(self, patcher: Patcher) -> None:
-        patcher.when_imported(KERAS3_TRAINER, lambda m: self._guarded(patcher, m, self._keras3_trainer))
-        patcher.when_imported(KERAS3_MODEL, lambda m: self._guarded(patcher, m, self._keras3_model))
-        patcher.when_imported(TF_KERAS_TRAINING, lambda m: self._guarded(patcher, m, self._tf_keras))
-
-    def _guarded(self, patcher: Patcher, module, install: Callable) -> None:
-        try:
-            install(patcher, module)
-        except Exception as exc:  # Keras internals differ: say so, capture the rest
-            self.collector.warn(f"Keras call timing unavailable ({module.__name__}): {exc.__class__.__name__}: {exc}")
+        warn = self.collector.warn
+        patcher.when_imported(KERAS3_TRAINER, guarded(warn, "Keras call timing", self._keras3_trainer, patcher))
+        patcher.when_imported(KERAS3_MODEL, guarded(warn, "Keras call timing", self._keras3_model, patcher))
+        patcher.when_imported(TF_KERAS_TRAINING, guarded(warn, "Keras call timing", self._tf_keras, patcher))
 
     def _keras3_trainer(self, patcher: Patcher, module) -> None:
         cls = module.TensorFlowTrainer
@@ -130,8 +171,9 @@ class KerasCallCapture:
             patcher.patch(cls, api, lambda orig, api=api: self._wrap(orig, api))
 
     def _wrap(self, original: Callable, api: str) -> Callable:
-        # Keras has imported TensorFlow by now, so its eager context can be looked up once.
-        return timed(original, api, self, _in_graph_check(), self.tracker, self.log)
+        # Keras has imported TensorFlow by now, so its eager context and tape stack can be looked up once.
+        self.tape_is_empty = tape_check()
+        return timed_call_wrapper(original, api, self, _in_graph_check(), self.tracker, self.log, self.observers)
 
 
 def _in_graph_check() -> Callable[[object], bool]:
@@ -155,3 +197,18 @@ def _in_graph_check() -> Callable[[object], bool]:
             return not public()
 
     return in_graph
+
+
+def no_tape() -> bool:
+    return True
+
+
+def tape_check() -> Callable[[], bool]:
+    """``tape_is_empty()``: False while a gradient tape records on this thread (a call made under
+    it is a training call). TensorFlow's own check, called directly: it runs per call."""
+    try:
+        from tensorflow.python import pywrap_tfe
+
+        return pywrap_tfe.TFE_Py_TapeSetIsEmpty
+    except (ImportError, AttributeError):
+        return no_tape

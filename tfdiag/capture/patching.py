@@ -6,6 +6,7 @@ whatever route the diagnosed code left by. A ``Toggle`` holds patches that are
 switched on only while some call needs them (the per-op phase entry points);
 its patcher switches it off for good on restore. ``installed()`` lists the
 patches that are live anywhere, for tests that check nothing is left behind.
+Every installer runs through ``guarded``: it may run inside the user's ``import``.
 """
 
 from __future__ import annotations
@@ -77,6 +78,31 @@ class Patcher:
     @property
     def records(self) -> list[tuple[Any, str, Any]]:
         return list(self._records)
+
+
+def guarded(warn: Callable[[str], None], what: str, install: Callable[..., None], *args) -> Callable[[Any], None]:
+    """The ``when_imported`` callback that runs ``install(*args, module)``. It may run inside the
+    user's ``import``: any exception becomes ``warn(...)`` (a capture warning), never the user's
+    ImportError, and the rest of capture goes on."""
+
+    def callback(module) -> None:
+        try:
+            install(*args, module)
+        except Exception as exc:  # internals differ in this version: say so, capture the rest
+            name = getattr(module, "__name__", "?")
+            try:
+                warn(f"{what} unavailable ({name}): {exc.__class__.__name__}: {exc}")
+            except Exception:  # a broken warn must not break the import either
+                pass
+
+    return callback
+
+
+def capture_installed() -> bool:
+    """True while any Patcher is live (between its creation and ``restore()``): a diagnosis is
+    capturing, so code run now is recorded as the user's."""
+    with _LIVE_LOCK:
+        return bool(_LIVE)
 
 
 def installed() -> list[tuple[Any, str]]:

@@ -16,8 +16,8 @@ import weakref
 from typing import Callable
 
 from .collector import Collector
-from .patching import Patcher
-from .phases import PhaseTracker
+from .patching import Patcher, guarded
+from .phase_tracker import PhaseTracker
 
 # Not a phase switch: the batches of a tf-keras generator or Sequence are produced on tf.data's
 # threads (``from_generator`` + prefetch) while the call's own thread waits inside the predict
@@ -150,12 +150,14 @@ def install(patcher: Patcher, tracker: PhaseTracker, collector: Collector, point
     for module_name, attribute, phase in points:
         by_module.setdefault(module_name, []).append((attribute, phase))
     for module_name, entries in by_module.items():
-        patcher.when_imported(module_name, lambda module, entries=entries: _wrap_all(
-            patcher.patch, per_op.add, tracker, collector, module, entries))
+        patcher.when_imported(module_name, guarded(collector.warn, "phase entry points", _wrap_all,
+                                                   patcher.patch, per_op.add, tracker, collector, entries))
 
 
 def _wrap_all(patch_always: Callable, patch_per_op: Callable, tracker: PhaseTracker, collector: Collector,
-              module, entries) -> None:
+              entries, module) -> None:
+    """Wrap each of ``entries`` in ``module`` (inside the user's import: a point that fails is a
+    warning, and the others still go in)."""
     for attribute, phase in entries:
         owner = module
         *path, name = attribute.split(".")
@@ -178,3 +180,6 @@ def _wrap_all(patch_always: Callable, patch_per_op: Callable, tracker: PhaseTrac
         except AttributeError:
             collector.warn(f"phase entry point {module.__name__}.{attribute} not found in this version; "
                            f"its time is attributed to the enclosing phase")
+        except Exception as exc:
+            collector.warn(f"phase entry point {module.__name__}.{attribute} could not be wrapped "
+                           f"({exc.__class__.__name__}: {exc}); its time is attributed to the enclosing phase")

@@ -21,7 +21,7 @@ import time
 import weakref
 from typing import Callable
 
-from . import callsite
+from . import callsite, trace_ops
 from .collector import Collector
 from .patching import Patcher
 
@@ -224,10 +224,22 @@ class TfProfilerGate:
             "steps": [],
             "summary": {},
             "converter": None,
+            "call_sites": [],  # per call site: the model's op time per call (trace_ops.py)
         }
         if files and self.logdir:
-            section.update(read_trace([os.path.join(self.logdir, f["path"]) for f in files], self.collector))
+            paths = [os.path.join(self.logdir, f["path"]) for f in files]
+            section.update(read_trace(paths, self.collector))
+            section["call_sites"] = self.call_sites(paths)
         return section
+
+    def call_sites(self, paths: list[str]) -> list[dict]:
+        """Per profiled call site, the model's op time per call (trace_ops.py), or [] with a warning."""
+        try:
+            markers = {call["call_number"]: call["api"] for call in self.profiled}
+            return trace_ops.per_call_site(self.profiled, trace_ops.call_steps(paths, markers))
+        except Exception as exc:  # a trace this version cannot read costs only the cross-check
+            self.collector.warn(f"TF Profiler trace not read per call: {exc.__class__.__name__}: {exc}")
+            return []
 
     def copy_to(self, target: str) -> bool:
         """Copy the logdir into ``target`` (merging with earlier runs there); False if no trace."""
@@ -235,6 +247,14 @@ class TfProfilerGate:
             return False
         shutil.copytree(self.logdir, target, dirs_exist_ok=True)
         return True
+
+
+def correct_kernel_time(recording) -> None:
+    """Take the tf.data time the TF Profiler saw inside graph functions out of kernel_execution
+    (``trace_ops.move_graph_tf_data``), at the call sites it traced."""
+    section = recording.extra.get("tf_profiler")
+    if isinstance(section, dict):
+        trace_ops.move_graph_tf_data(recording.calls, recording.phases, section.get("call_sites") or [])
 
 
 # -- reading the trace back ------------------------------------------------------------------

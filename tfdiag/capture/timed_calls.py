@@ -4,9 +4,11 @@ It runs on every call of the user's loop. An eager ``model(x)`` on a tiny model 
 through so much Keras code that, measured in that loop, each Python call of ours costs
 about 0.5 us (our code and data are out of the CPU caches by then), ten times what a
 micro-benchmark says. So per call the wrapper does only what cannot wait: the nesting
-check, the phase frame, the input's signature (cached), the target's name, the caller's
-code and line, and one append to its thread's buffer. Turning buffered calls into the
-collector's records (call-site text, statistics, samples) happens a batch at a time.
+check, the call site's key (the input's signature, cached; the caller's code and line; the
+training flag), the sampler and the gates, the phase frame, the target's name, and one
+append to its thread's buffer. The call site key comes before the call: a call site's first
+call is measured on its own and never profiled. Turning buffered calls into the collector's
+records (call-site text, caller, statistics, samples) happens a batch at a time.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Callable
 
 from . import callsite, gates
 from .collector import Collector
-from .phases import CallFrame, PhaseTracker
+from .phase_tracker import CallFrame, PhaseTracker
 
 FLUSH_EVERY = 256
 MAX_THREAD_BUFFERS = 256
@@ -46,31 +48,54 @@ class CallLog:
             self._flush(name, buffer)
         return entry
 
-    def add(self, api: str, capture, target, args: tuple, kwargs: dict, frame, profiled: bool) -> None:
-        """One finished call (from the wrapper; never raises into the user's code)."""
+    def call_site(self, api: str, capture, target, args: tuple, kwargs: dict, seen) -> tuple | None:
+        """Before a call (from the wrapper): ``(key, first, signature, batch, code_line, training,
+        spec, name)``. ``key`` identifies the call site for the sampler; ``first``: not in ``seen``
+        (the sampler's keys), so its first call, whose input is also described as a structure
+        (``spec``). None if the call cannot be told (a warning says why)."""
         try:
             try:
                 signature, batch = capture.describe(args, kwargs)
             except Exception as exc:  # an input we cannot describe still counts as a call
                 self.collector.warn(f"could not describe a {api} input: {exc.__class__.__name__}: {exc}")
                 signature, batch = (type(args[0]).__name__ if args else "()"), None
-            code_line = callsite.user_code_line(3)  # 3: this method, the wrapper, its caller
+            code_line = callsite.user_code_line(2)  # 2: the wrapper's caller
+            training = kwargs.get("training") is True or not capture.tape_is_empty()
+            key = (api, id(target), signature, training) if code_line is None else \
+                (api, id(target), signature, training, id(code_line[0]), code_line[1])
+            first = key not in seen
+            spec = None
+            if first:
+                try:
+                    spec = capture.input_spec(args, kwargs)
+                except Exception as exc:
+                    self.collector.warn(f"could not describe a {api} input: {exc.__class__.__name__}: {exc}")
             try:
                 name = capture.target_name(target)
             except Exception as exc:  # a target whose name cannot be read still counts
                 self.collector.warn(f"could not name a {api} target: {exc.__class__.__name__}: {exc}")
                 name = type(target).__name__
-            thread, buffer = getattr(self._local, "entry", None) or self._new_buffer()
-            buffer.append((api, name, signature, batch, code_line, frame, profiled))
-            if len(buffer) >= FLUSH_EVERY:
-                self._flush(thread, buffer)
-            for observer in capture.observers:
-                try:
-                    observer(api, target, args, kwargs)
-                except Exception as exc:
-                    self.collector.warn(f"call observer failed: {exc.__class__.__name__}: {exc}")
+            return key, first, signature, batch, code_line, training, spec, name
         except Exception as exc:
             self.collector.warn(f"could not record a {api} call: {exc.__class__.__name__}: {exc}")
+            return None
+
+    def add(self, api: str, site: tuple, frame, profiled: bool) -> None:
+        """One finished call (from the wrapper; never raises into the user's code)."""
+        try:
+            thread, buffer = getattr(self._local, "entry", None) or self._new_buffer()
+            buffer.append((api, site, frame, profiled))
+            if len(buffer) >= FLUSH_EVERY:
+                self._flush(thread, buffer)
+        except Exception as exc:
+            self.collector.warn(f"could not record a {api} call: {exc.__class__.__name__}: {exc}")
+
+    def observe(self, observers, api: str, target, args: tuple, kwargs: dict) -> None:
+        for observer in observers:
+            try:
+                observer(api, target, args, kwargs)
+            except Exception as exc:
+                self.collector.warn(f"call observer failed: {exc.__class__.__name__}: {exc}")
 
     def flush_all(self) -> None:
         """Every thread's buffered calls into the collector (at the end of the diagnosis)."""
@@ -84,25 +109,33 @@ class CallLog:
             pending = buffer[:]
             del buffer[:len(pending)]
         records = []
-        for api, name, signature, batch, code_line, frame, profiled in pending:
+        for api, site, frame, profiled in pending:
+            _, first, signature, batch, code_line, training, spec, name = site
+            caller = callsite.caller_of(code_line[0]) if code_line is not None else None
             records.append((api, name, callsite.site_text(code_line), signature, frame.start,
                             frame.last - frame.start, frame.totals, thread, profiled, batch, frame.weight,
-                            frame.teardown_s))
+                            frame.teardown_s, training, caller, spec, first))
         self.collector.add_calls(records)
 
 
-def timed(original: Callable, api: str, capture, skip: Callable, tracker: PhaseTracker, log: CallLog) -> Callable:
+def timed_call_wrapper(original: Callable, api: str, capture, skip: Callable, tracker: PhaseTracker, log: CallLog,
+                       observers=()) -> Callable:
     """``original`` timed when it is a top-level call that ``skip(target)`` does not refuse.
 
-    ``capture`` provides ``describe(args, kwargs) -> (signature, batch)``, ``target_name(target)``
-    (cheap: it runs per call), ``gates`` (gates.py) and ``observers``.
+    ``capture`` provides ``describe(args, kwargs) -> (signature, batch)``, ``input_spec(args,
+    kwargs)`` (first calls only), ``tape_is_empty()`` (False under a gradient tape: a training
+    call), ``target_name(target)`` (cheap: they run per call) and ``gates`` (gates.py, read per
+    call). ``observers``: called with ``(api, target, args, kwargs)`` after each timed call.
     """
     # Unsampled calls (most calls) open and close their frame inline, as begin_call/end_call
     # would: in a hot eager loop each Python call of ours costs ~0.5 us.
     begin_call = tracker.begin_call
     end_call = tracker.end_call
-    weight_of = tracker.sampler.weight
+    sampler = tracker.sampler
+    weight_of = sampler.weight
+    seen = sampler.seen
     clock = tracker.clock
+    call_site = log.call_site
     add = log.add
     local = tracker.local
 
@@ -112,14 +145,17 @@ def timed(original: Callable, api: str, capture, skip: Callable, tracker: PhaseT
         frames = getattr(local, "frames", None)
         if frames or skip(target):
             return original(target, *args, **kwargs)
-        weight = weight_of((api, id(target)))
+        site = call_site(api, capture, target, args, kwargs, seen)
+        if site is None:
+            return original(target, *args, **kwargs)
         # A profiler's start is not part of the call. If it fails, the call runs unprofiled.
         taken = None
         if capture.gates:
             try:
-                taken = gates.start_all(capture.gates, api)
+                taken = gates.start_all(capture.gates, api, site[1])
             except Exception as exc:
                 log.collector.warn(f"a profiler could not start on a {api} call: {exc.__class__.__name__}: {exc}")
+        weight = weight_of(site[0], bool(taken))
         frame = None
         try:
             if weight or frames is None:
@@ -145,7 +181,9 @@ def timed(original: Callable, api: str, capture, skip: Callable, tracker: PhaseT
             if taken:
                 gates.stop_all(taken)
             if frame is not None:
-                add(api, capture, target, args, kwargs, frame, bool(taken))
+                add(api, site, frame, bool(taken))
+                if observers:
+                    log.observe(observers, api, target, args, kwargs)
 
     timed_call.__wrapped__ = original
     timed_call.__name__ = getattr(original, "__name__", api)

@@ -7,14 +7,15 @@ trace, for user functions, Keras's predict/train functions and tf.data's
 of every argument (the cache key), and ``tracing_options.function_cache``
 identifies the ``Function`` object. ``Function.__init__`` is wrapped to learn
 where each Function object was created (for "a new tf.function object for the
-same code"). A call that does not trace never reaches these hooks.
+same code") and, for Keras's functions, which role (train, test, predict) of which model
+they are (models.py). A call that does not trace never reaches these hooks.
 """
 
 from __future__ import annotations
 
 import functools
-import inspect
 import os
+import sys
 import threading
 import time
 import weakref
@@ -22,7 +23,8 @@ from typing import Callable
 
 from . import callsite, trace_types
 from .collector import Collector
-from .patching import Patcher
+from .models import KERAS_PACKAGES, ModelRegistry
+from .patching import Patcher, guarded
 
 TRACING_MODULE = "tensorflow.python.eager.polymorphic_function.tracing_compilation"
 FUNCTION_MODULE = "tensorflow.python.eager.polymorphic_function.polymorphic_function"
@@ -62,19 +64,14 @@ class TraceCapture:
         self._created_at: dict[int, str] = {}
         self._object_index: dict[int, int] = {}
         self._objects_per_code: dict[tuple, int] = {}
+        self._roles: dict[int, tuple] = {}  # id of a Keras-made Function's cache -> (role, weakref to model)
+        self.models = ModelRegistry(collector)
 
     def install(self, patcher: Patcher) -> None:
-        patcher.when_imported(FUNCTION_MODULE, lambda m: self._guarded(self._hook_function_init, patcher, m))
-        patcher.when_imported(TRACING_MODULE, lambda m: self._guarded(self._hook_tracing, patcher, m))
-
-    def _guarded(self, install: Callable, patcher: Patcher, module) -> None:
-        try:
-            install(patcher, module)
-        except Exception as exc:  # TF internals differ: say so, capture the rest
-            self.collector.warn(
-                f"trace capture unavailable in this TensorFlow ({module.__name__}): "
-                f"{exc.__class__.__name__}: {exc}"
-            )
+        warn = self.collector.warn
+        patcher.when_imported(FUNCTION_MODULE, guarded(warn, "trace capture", self._hook_function_init, patcher))
+        patcher.when_imported(TRACING_MODULE, guarded(warn, "trace capture", self._hook_tracing, patcher))
+        self.models.install(patcher)
 
     # -- hooks ----------------------------------------------------------------------
     def _hook_function_init(self, patcher: Patcher, module) -> None:
@@ -88,6 +85,7 @@ class TraceCapture:
                     cache_id = id(function_self._function_cache)  # pylint: disable=protected-access
                     created_at[cache_id] = callsite.user_call_site(2)
                     weakref.finalize(function_self, capture._forget, cache_id)
+                    capture._note_role(cache_id, function_self)
                 except (AttributeError, TypeError):
                     pass
             __init__.__wrapped__ = original
@@ -123,14 +121,25 @@ class TraceCapture:
 
         patcher.patch(module, "_create_concrete_function", make)
 
+    def _note_role(self, cache_id: int, function) -> None:
+        """A Function Keras makes inside a model's make_*_function: remember its role and model."""
+        code = callsite.code_of(getattr(function, "_python_function", None))
+        if code is None or callsite.package_of(code.co_filename) not in KERAS_PACKAGES:
+            return
+        made = self.models.maker(sys._getframe(2))
+        if made is None:
+            return
+        role, model = made
+        try:
+            ref = weakref.ref(model) if model is not None else None
+        except TypeError:
+            ref = None
+        self._roles[cache_id] = (role, ref)
+
     # -- recording ------------------------------------------------------------------
     def _record(self, function_type, tracing_options, duration: float, failed: bool) -> None:
-        python_function = tracing_options.python_function
-        try:
-            python_function = inspect.unwrap(python_function)
-        except ValueError:
-            pass
-        code = getattr(python_function, "__code__", None)
+        python_function = callsite.unwrap_function(tracing_options.python_function)
+        code = callsite.code_of(python_function)
         qualname = getattr(python_function, "__qualname__", None) or str(tracing_options.name)
         if code is not None:
             defined_at = callsite.code_site(code)
@@ -143,18 +152,21 @@ class TraceCapture:
             origin = "user"
         name = str(tracing_options.name)
         model = None
-        if origin == "keras" and self.phase_tracker is not None:
-            # Keras's predict/train functions share code across models: one entry per model.
-            target = self.phase_tracker.current_target()
-            model = None if target is None else str(getattr(target, "name", type(target).__name__))
-            key = (*key, model)
+        cache = tracing_options.function_cache
+        role, model_object = self._role_of(cache) if origin == "keras" else (None, None)
+        if origin == "keras":
+            # Keras's functions share code across models, and Keras 3's train and test functions
+            # share code too: one entry per model and role.
+            if model_object is None and self.phase_tracker is not None:
+                model_object = self.phase_tracker.current_target()
+            model = None if model_object is None else str(getattr(model_object, "name", type(model_object).__name__))
+            key = (*key, model, role)
         args = []
         for parameter in function_type.parameters.values():
             entry = trace_types.describe(parameter.type_constraint)
             entry["name"] = parameter.name
             args.append(entry)
 
-        cache = tracing_options.function_cache
         object_index, new_object = self._object_of(cache, key)
         trace = {
             "call_site": callsite.user_call_site(3),
@@ -171,6 +183,11 @@ class TraceCapture:
             trace["instance"] = {"type": type(instance).__name__, "id": hex(id(instance))}
         if model is not None:
             trace["model"] = model
+        if role is not None:
+            trace["role"] = role
+        if model_object is not None:
+            created_at, compiled_at = self.models.lines(model_object)
+            trace["model_created_at"], trace["compiled_at"] = created_at, compiled_at
         if tracing_options.input_signature is not None:
             trace["has_input_signature"] = True
         if tracing_options.reduce_retracing:
@@ -193,6 +210,15 @@ class TraceCapture:
                 self._object_index[id(cache)] = index
         return index, index > 1
 
+    def _role_of(self, cache) -> tuple:
+        """(role, model) of a Keras-made Function (None, None if not made by a make_*_function)."""
+        entry = self._roles.get(id(cache)) if cache is not None else None
+        if entry is None:
+            return None, None
+        role, ref = entry
+        return role, (ref() if ref is not None else None)
+
     def _forget(self, cache_id: int) -> None:
+        self._roles.pop(cache_id, None)
         self._created_at.pop(cache_id, None)
         self._object_index.pop(cache_id, None)

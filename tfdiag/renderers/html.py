@@ -5,18 +5,18 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
-import os
 import re
 from pathlib import Path
 
 import jinja2
 import markupsafe
 
-from .. import __version__
+from .._version import __version__
 from ..analysis import Analysis
-from ..analysis.findings import ms, short_site
-from ..analysis.timeline import timeline
-from ..recording import PHASES, Recording
+from ..analysis.findings import short_site
+from ..analysis.units import duration
+from ..recording import PHASES
+from .charts import timeline
 
 PHASE_COLORS = {
     "input_processing": "#8e6cc4",
@@ -47,7 +47,7 @@ def environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters["ms"] = ms
+    env.filters["duration"] = duration
     env.filters["short_site"] = short_site
     env.filters["pct"] = lambda v: f"{100 * v:.0f}%"
     env.filters["code_spans"] = code_spans
@@ -67,7 +67,7 @@ LIMITS = {
     "functions": 100,
     "calls": 100,
     "warnings": 50,
-    "cprofile_rows": 15,
+    "profiler_rows": 15,  # cProfile's hot functions and the TF Profiler's top ops
 }
 
 # The page's only script: adds a Copy button to each code snippet. It is a constant (no data
@@ -131,27 +131,22 @@ def http_url(value) -> str:
     return text if _HTTP_URL.fullmatch(text) else ""
 
 
-def render_report(recording: Recording, analysis: Analysis) -> str:
+def render_report(analysis: Analysis, *transitional) -> str:
+    """The page, from the Analysis alone. TRANSITIONAL: ``render_report(recording, analysis)``,
+    the old order, is still accepted until its last callers (tests/test_profilers.py,
+    benchmarks/render_large.py) pass the Analysis only."""
+    if transitional:
+        analysis = transitional[0]
     template = environment().get_template("report.html.j2")
     return template.render(
-        r=recording.to_dict(),
         a=analysis,
         phases=PHASES,
         phase_colors=PHASE_COLORS,
         version=__version__,
         max_row_s=max((row["per_call_s"] for row in analysis.phase_rows), default=0.0),
-        timeline=timeline(recording),
+        timeline=timeline(analysis),
         limits=LIMITS,
         copy_script=markupsafe.Markup(COPY_SCRIPT),
         script_hash=COPY_SCRIPT_HASH,
     )
 
-
-def write_report(recording: Recording, analysis: Analysis, path: str | os.PathLike) -> str:
-    path = os.fspath(path)
-    text = render_report(recording, analysis)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-    return path

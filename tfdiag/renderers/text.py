@@ -7,14 +7,10 @@ import os
 import textwrap
 
 from ..analysis import Analysis
-from ..analysis.findings import ms
-from ..recording import Recording
+from ..analysis.units import duration
 
 TOP_FINDINGS = 3
 WIDTH = 100
-
-_ENDED = {"exception": "raised an exception", "interrupted": "was interrupted (Ctrl-C)",
-          "terminated": "was terminated", "sys.exit": "called sys.exit"}
 
 
 def _wrap(text: str, indent: str, first: str = "") -> list[str]:
@@ -22,32 +18,31 @@ def _wrap(text: str, indent: str, first: str = "") -> list[str]:
                          break_long_words=False, break_on_hyphens=False) or [first or indent]
 
 
-def summary(recording: Recording, analysis: Analysis, files: dict[str, str]) -> str:
+def summary(analysis: Analysis, files: dict[str, str]) -> str:
     lines = [""]
     lines += _wrap(analysis.verdict, "        ", "tfdiag: ")
-    run = recording.run if isinstance(recording.run, dict) else {}
-    ended = run.get("ended_by")
-    if ended in _ENDED and (ended != "sys.exit" or run.get("exit_status") not in (0, None)):
-        how = f"  the code {_ENDED[ended]}"
-        if run.get("exit_status") is not None:
-            how += f" (exit status {run.get('exit_status')})"
-        if run.get("exception"):
-            how += f": {run.get('exception')}"
+    run = analysis.run
+    if run["failed"]:
+        how = f"  the code {run['ending']}"
+        if run["exit_status"] is not None:
+            how += f" (exit status {run['exit_status']})"
+        if run["exception"]:
+            how += f": {run['exception']}"
         lines.append(how + "; the report covers what ran before that")
     for rank, finding in enumerate(analysis.findings[:TOP_FINDINGS], 1):
         lines += _wrap(f"[{finding['severity']}] {finding['code']}: {finding['title']} "
-                       f"(≈{ms(finding['estimated_savings_s'])} to save)", "     ", f"  {rank}. ")
+                       f"(≈{duration(finding['estimated_savings_s'])} to save)", "     ", f"  {rank}. ")
         code = (finding.get("fix") or {}).get("code") or ""
         first_line = next((line.strip() for line in code.splitlines() if line.strip()), "")
         if first_line:
             lines.append(f"     fix: {first_line}" + (" …" if code.strip().count("\n") else ""))
     if len(analysis.findings) > TOP_FINDINGS:
         lines.append(f"  … and {len(analysis.findings) - TOP_FINDINGS} more in the report")
-    for warning in recording.warnings[:3]:
+    for warning in analysis.warnings[:3]:
         if isinstance(warning, dict):
             lines.append(f"  warning: {warning.get('message')}")
-    if len(recording.warnings) > 3:
-        lines.append(f"  … and {len(recording.warnings) - 3} more capture warnings in the report")
+    if len(analysis.warnings) > 3:
+        lines.append(f"  … and {len(analysis.warnings) - 3} more capture warnings in the report")
     lines.append(paths(files))
     return "\n".join(lines)
 

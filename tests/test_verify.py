@@ -3,11 +3,13 @@
 The recommendation logic is tested on crafted ``alternatives`` (deterministic); the
 measurement itself on real Keras 3 models in-process and on tf-keras in a subprocess
 (TF_USE_LEGACY_KERAS must be set before TensorFlow is imported). Speed ratios are not
-asserted here: benchmarks/whatif.py prints them.
+asserted here: benchmarks/verify.py prints them.
 """
 
 from __future__ import annotations
 
+import ast
+import copy
 import json
 import re
 import textwrap
@@ -17,10 +19,10 @@ import pytest
 
 from tfdiag import Recording, load, render
 from tfdiag.analysis import alternatives as alt
-from tfdiag.analysis import analyze
-from tfdiag.capture import whatif
+from tfdiag.analysis import analyze, input_bound
+from tfdiag.verify import RETRACE_CHECK_SHARE, Verifier, keepers, measure, specs
 
-from .conftest import EXAMPLES, run_tfdiag
+from .conftest import EXAMPLES, ROOT, run_tfdiag
 
 DESIGN_KEYS = {"target", "path", "median_s", "speedup", "max_abs_diff", "recommended"}
 
@@ -69,7 +71,8 @@ def _call_finding(recording, code="predict-overhead"):
 
 
 def _recommended(recording):
-    return [e["path"] for e in recording.extra["alternatives"] if e["recommended"]]
+    """The paths the analysis recommends (its Measured alternatives rows; the recording is not written)."""
+    return [row["path"] for row in analyze(recording).alternatives if row["recommended"]]
 
 
 KERAS3 = {"predict": 75.0, "predict_on_batch": 0.76, "__call__": 2.75, "tf.function": 0.43}
@@ -152,21 +155,37 @@ def test_without_verify_the_fix_says_it_is_unverified_and_how_to_verify():
 
 
 def test_a_model_verify_could_not_measure_says_why():
-    entries = [whatif._failed_entry("tiny", "predict", "not measured: input is a _BatchDataset, which cannot be replayed")]
+    entries = [measure.failed_entry("tiny", "predict", "not measured: input is a _BatchDataset, which cannot be replayed")]
     finding = _call_finding(_recording(entries))
     assert finding["fix"]["verified"] is False
     assert "_BatchDataset" in finding["fix"]["text"]
 
 
-def test_recommended_flag_round_trips_and_reanalysis_agrees(tmp_path):
+def test_analysis_recommends_without_writing_and_reanalysis_agrees(tmp_path):
     recording = _recording(_table(KERAS3))
-    analyze(recording)
+    before = copy.deepcopy(recording.extra)
+    analysis = analyze(recording)
+    assert recording.extra == before  # analysis is pure: the measured entries are not marked
+    assert [row["path"] for row in analysis.alternatives if row["recommended"]] == ["tf.function"]
+    assert alt.recommended(recording, analysis.findings) == [recording.extra["alternatives"][3]]
     recording.save(tmp_path / "r.json")
     again = load(tmp_path / "r.json")
     assert _recommended(again) == ["tf.function"]
-    again.extra["alternatives"][0]["recommended"] = True  # stale flag: analysis puts it right
-    analyze(again)
+    again.extra["alternatives"][0]["recommended"] = True  # a stale flag in a file: the findings decide
     assert _recommended(again) == ["tf.function"]
+
+
+def test_view_rows_carry_the_labels_and_flags_the_page_shows():
+    entries = _table({"predict": 80.0, "tf.function": 0.4, "litert": 0.05},
+                     **{"litert": {"diff": 0.25, "equivalent": False}})
+    entries.append(measure.failed_entry("tiny", "tf.function_xla", "failed: crafted", "predict"))
+    rows = {row["path"]: row for row in analyze(_recording(entries)).alternatives}
+    assert rows["predict"]["label"] == "model.predict(x)" and rows["predict"]["your_path"] is True
+    assert rows["tf.function"]["label"] == "tf.function + input_signature" and rows["tf.function"]["recommended"]
+    assert rows["tf.function"]["user_label"] == "model.predict(x)" and rows["tf.function"]["same_outputs"] is True
+    assert rows["litert"]["same_outputs"] is False and not rows["litert"]["recommended"]
+    assert rows["tf.function_xla"]["same_outputs"] is None
+    assert set(alt.PATHS) == set(alt.CALL_PATHS) | {alt.TFDATA_PATH}  # one table of paths, labels with it
 
 
 def test_report_shows_the_measured_table_with_equivalence(tmp_path):
@@ -190,26 +209,132 @@ def test_report_shows_the_measured_table_with_equivalence(tmp_path):
 # -- pure helpers of the capture ---------------------------------------------------------
 def test_compare_outputs():
     a = [np.array([[1.0, np.nan], [3.0, 4.0]], dtype=np.float32)]
-    assert whatif.compare(a, [a[0].copy()]) == (0.0, None)
+    assert measure.compare(a, [a[0].copy()]) == (0.0, None)
     b = [a[0] + np.array([[1e-3, 0.0], [0.0, -2e-3]], dtype=np.float32)]
-    diff, why = whatif.compare(a, b)
+    diff, why = measure.compare(a, b)
     assert why is None and diff == pytest.approx(2e-3, rel=1e-3)
-    assert whatif.compare(a, [np.zeros((2, 2), np.float32)])[0] is None  # NaN where the reference has a number
-    assert "shape" in whatif.compare(a, [np.zeros((2, 3), np.float32)])[1]
-    assert "outputs" in whatif.compare(a, a + a)[1]
-    assert whatif.compare([np.array([1, 2])], [np.array([1, 5])]) == (3.0, None)
+    assert measure.compare(a, [np.zeros((2, 2), np.float32)])[0] is None  # NaN where the reference has a number
+    assert "shape" in measure.compare(a, [np.zeros((2, 3), np.float32)])[1]
+    assert "outputs" in measure.compare(a, a + a)[1]
+    assert measure.compare([np.array([1, 2])], [np.array([1, 5])]) == (3.0, None)
 
 
 def test_specs_merge_to_none_where_shapes_varied():
     s1 = {"shape": [32, 4, 7], "dtype": "float32"}
     s2 = {"shape": [5, 4, 9], "dtype": "float32"}
-    merged = whatif.merge_specs(s1, s2)
+    merged = specs.merge_specs(s1, s2)
     assert merged == {"shape": [None, 4, None], "dtype": "float32"}
-    assert whatif.signature_of({"shape": [32, 4], "dtype": "float32"}) == {"shape": [None, 4], "dtype": "float32"}
-    nested = whatif.merge_specs([s1, {"shape": [32], "dtype": "int64"}], [s2, {"shape": [5], "dtype": "int64"}])
+    assert specs.signature_of({"shape": [32, 4], "dtype": "float32"}) == {"shape": [None, 4], "dtype": "float32"}
+    nested = specs.merge_specs([s1, {"shape": [32], "dtype": "int64"}], [s2, {"shape": [5], "dtype": "int64"}])
     assert nested == [{"shape": [None, 4, None], "dtype": "float32"}, {"shape": [None], "dtype": "int64"}]
-    assert whatif.describe_spec(whatif.signature_of(nested)) == "[float32[None, 4, None], int64[None]]"
-    assert alt.snippet({"path": "tf.function", "signature": whatif.signature_of(nested)}).count("tf.TensorSpec") == 2
+    assert specs.describe_spec(specs.signature_of(nested)) == "[float32[None, 4, None], int64[None]]"
+    assert alt.snippet({"path": "tf.function", "signature": specs.signature_of(nested)}).count("tf.TensorSpec") == 2
+
+
+def test_one_walk_serves_specs_and_inputs_in_the_same_order():
+    x = {"b": np.zeros((3, 2), np.float32), "a": [np.zeros((3,), np.int64), np.ones((3, 1), np.float32)]}
+    spec = specs.input_spec(x)
+    assert spec == {"a": [{"shape": [3], "dtype": "int64"}, {"shape": [3, 1], "dtype": "float32"}],
+                    "b": {"shape": [3, 2], "dtype": "float32"}}
+    assert [leaf["dtype"] for leaf in specs.leaves(spec)] == [a.dtype.name for a in specs.input_leaves(x)]
+    assert specs.pack(spec, [1, 2, 3]) == {"a": [1, 2], "b": 3}
+    assert specs.skeleton(spec) == {"a": [None, None], "b": None} and specs.leading_dim(spec) == 3
+    calls = [(np.zeros((2, 4), np.float32), np.zeros((3,))), (np.zeros((5, 4), np.float32), np.zeros((3, 1)))]
+    assert specs.common_signature(calls) == [{"shape": [None, 4], "dtype": "float32"}, {"shape": None, "dtype": "float64"}]
+    assert specs.common_signature([(np.zeros(2, np.float32),), (np.zeros(2, np.int32),)]) is None
+    assert specs.leaf_text({"shape": None, "dtype": "float64"}) == "float64[?]"
+    with pytest.raises(specs.Unsupported, match="str"):
+        specs.input_spec([np.zeros(2), "text"])
+
+
+# -- training loops get no inference advice -------------------------------------------------
+def test_no_inference_path_is_recommended_for_a_training_loop():
+    entries = _table({"__call__": 5.0, "predict": 80.0, "predict_on_batch": 1.0, "tf.function": 0.5, "litert": 0.1},
+                     user_path="__call__")
+    assert alt.choose(entries, "__call__")["entry"]["path"] == "litert"  # for inference, LiteRT would win
+    assert alt.choose(entries, "__call__", training=True) is None
+    recording = _recording(entries, api="__call__", median_ms=5.0, count=50)
+    recording.calls[0]["training"] = True
+    analysis = analyze(recording)
+    for finding in analysis.findings:
+        assert (finding["fix"].get("measured") or {}).get("path") not in ("litert", "predict", "predict_on_batch",
+                                                                          alt.TFDATA_PATH), finding
+        assert "LiteRT" not in finding["fix"].get("text", "") and "predict" not in finding["fix"].get("code", "")
+    assert not any(row["recommended"] for row in analysis.alternatives)
+
+
+# -- the input-bound fix is measured or modest ----------------------------------------------
+def _input_bound_recording(entries=None, count=200):
+    split = {"input_processing": 0.02, "data_adapter": 0.10, "graph_creation": 0.0, "kernel_execution": 0.06,
+             "output_processing": 0.0, "other": 0.02}
+    call = {"api": "predict", "target": "tiny", "call_site": "/work/big.py:9", "input_signature": "float32[4096, 4]",
+            "count": count, "total_s": 0.2 * count, "median_s": 0.2, "p95_s": 0.2, "first_s": 0.2, "batch": 4096,
+            "phases": {p: v * count for p, v in split.items()}, "steady_phases": split}
+    extra = {} if entries is None else {"alternatives": entries}
+    return Recording(environment={"keras_flavor": "keras3", "tensorflow": "2.21.0"}, calls=[call], extra=extra)
+
+
+def test_input_bound_without_a_measurement_is_unverified_and_at_most_medium():
+    [finding] = input_bound.input_bound_findings(_input_bound_recording(), {})
+    assert finding.estimated_savings_s == pytest.approx(0.12 * 200 * 0.5)  # 12 s: "high" if it were measured
+    assert finding.severity == "medium" and finding.fix["verified"] is False
+    assert "Unverified" in finding.fix["text"] and "--verify" in finding.fix["text"]
+    assert "input-bound" in [f["code"] for f in analyze(_input_bound_recording()).findings]  # in the rules
+
+
+def test_input_bound_quotes_the_measured_speedup_and_is_recommended_only_when_faster_and_equal():
+    faster = _table({"predict": 200.0, "tf.function": 150.0, alt.TFDATA_PATH: 100.0})
+    recording = _input_bound_recording(faster)
+    [finding] = input_bound.input_bound_findings(recording, {})
+    assert finding.fix["verified"] is True and finding.fix["measured"]["path"] == alt.TFDATA_PATH
+    assert "2.0× faster" in finding.fix["text"] and "from_tensor_slices(x).batch(32)" in finding.fix["code"]
+    assert finding.estimated_savings_s == pytest.approx(200 * 0.2 * 0.5) and finding.severity == "high"
+    assert alt.recommended(recording, [finding.to_dict()]) == [faster[2]]
+    assert alt.choose(faster, "predict")["entry"]["path"] == "tf.function"  # never a predict-overhead fix
+    analysis = analyze(recording)
+    assert alt.TFDATA_PATH in [row["path"] for row in analysis.alternatives if row["recommended"]]
+    for overrides, words in (({alt.TFDATA_PATH: {"diff": 0.5, "equivalent": False}}, "outputs differed"),
+                             ({}, "not clearly faster")):
+        times = {"predict": 200.0, alt.TFDATA_PATH: 100.0 if overrides else 210.0}
+        recording = _input_bound_recording(_table(times, **overrides))
+        [finding] = input_bound.input_bound_findings(recording, {})
+        assert finding.fix["verified"] is False and finding.severity == "low" and words in finding.fix["text"]
+        assert finding.estimated_savings_s == 0.0 and alt.recommended(recording, [finding.to_dict()]) == []
+
+
+# -- verify is its own layer ---------------------------------------------------------------
+def test_verify_imports_no_session_and_reads_no_diagnoser_state():
+    package = ROOT / "tfdiag" / "verify"
+    modules = sorted(package.glob("*.py"))
+    assert {m.name for m in modules} >= {"__init__.py", "keepers.py", "specs.py", "paths.py", "measure.py",
+                                         "retrace_checks.py"}
+    for module in modules:
+        assert len(module.read_text().splitlines()) < 400, module
+        for node in ast.walk(ast.parse(module.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                assert "session" not in (node.module or "").split(".") + [a.name for a in node.names], module
+            elif isinstance(node, ast.Import):
+                assert not any("session" in a.name.split(".") for a in node.names), module
+            elif isinstance(node, ast.Attribute):
+                assert node.attr != "_ACTIVE", module
+    assert not (ROOT / "tfdiag" / "capture" / "whatif.py").exists()
+
+
+def test_verifier_splits_its_budget_by_a_named_share_on_the_injected_clock():
+    ticks = iter(range(1000))
+    said: list[str] = []
+    verifier = Verifier(budget_s=2.0 / RETRACE_CHECK_SHARE, warn=said.append, clock=lambda: float(next(ticks)))
+    kept = [keepers.Traced(None, f"f{i}", "a.py:1") for i in range(3)]
+    for traced in kept:
+        traced.traces, traced.unsupported = 2, "crafted"
+    verifier.functions.take = lambda: kept
+    sections = verifier.run(interrupted=False)
+    # one tick per clock read: the checks start at 1, the third reads 4 (3 s in, over the 2 s share)
+    assert [c["error"] for c in sections["retrace_checks"]] == ["not verified: crafted"] * 2 + [
+        "skipped: the --verify budget was spent"]
+    assert sections["alternatives"] == [] and said == []
+    assert Verifier(warn=said.append).run(interrupted=True) == {"alternatives": [], "retrace_checks": []}
+    assert said == ["--verify skipped: the run was interrupted"]
 
 
 # -- real Keras 3, in this process --------------------------------------------------------
@@ -231,7 +356,7 @@ def test_measure_alternatives_times_every_path_on_the_same_input(tmp_path):
     x = _x()
     model.predict(x, verbose=0)
     entries = tfdiag.measure_alternatives(model, x, user_path="predict", budget_s=4.0)
-    assert [e["path"] for e in entries] == list(whatif.PATHS)
+    assert [e["path"] for e in entries] == list(alt.CALL_PATHS)
     for e in entries:
         assert DESIGN_KEYS <= set(e) and e["target"] == "tiny"
         if e["path"] == "litert" and e["error"]:
@@ -258,7 +383,7 @@ def test_every_snippet_runs_as_written_and_gives_the_same_outputs():
     model = _tiny_model()
     x = _x()
     reference = model.predict(x, verbose=0)
-    paths = [p for p in whatif.PATHS[1:] if p != "litert" or importlib.util.find_spec("ai_edge_litert")]
+    paths = [p for p in alt.CALL_PATHS[1:] if p != "litert" or importlib.util.find_spec("ai_edge_litert")]
     for path in paths:
         namespace = {"tf": tf, "model": model, "x": x}
         exec(alt.snippet({"path": path, "signature": {"shape": [None, 4], "dtype": "float32"}}), namespace)
@@ -270,7 +395,7 @@ def test_no_side_effects_on_the_users_model():
     import keras
 
     trained = _tiny_model()
-    x = _x()
+    x = _x(1024)  # large enough that the prebuilt tf.data path is measured too
     trained.compile(optimizer="adam", loss="mse")
     trained.fit(x, x[:, :1], epochs=1, verbose=0)
     trained.predict(x, verbose=0)
@@ -283,8 +408,8 @@ def test_no_side_effects_on_the_users_model():
         optimizer = getattr(model, "optimizer", None)
         iterations = int(optimizer.iterations.numpy()) if optimizer is not None else None
         predict_function = model.predict_function
-        entries = whatif.measure_alternatives(model, x, user_path="predict", budget_s=2.0)
-        assert any(e["median_s"] for e in entries)
+        entries = measure.measure_alternatives(model, x, user_path="predict", budget_s=3.0)
+        assert alt.TFDATA_PATH in [e["path"] for e in entries if e["median_s"]]
         assert all(np.array_equal(w, v.numpy()) for w, v in zip(weights, model.variables))
         assert model.compiled is compiled
         assert getattr(model, "optimizer", None) is optimizer
@@ -314,11 +439,11 @@ def test_diagnose_verify_measures_after_the_run_and_outside_the_recording():
     entries = recording.extra["alternatives"]
     assert {e["target"] for e in entries} == {"tiny"} and entries[0]["path"] == "predict"
     finding = next(f for f in d.findings if f["code"] == "predict-overhead")
-    recommended = [e for e in entries if e["recommended"]]
+    recommended = [row for row in analyze(recording).alternatives if row["recommended"]]
     assert len(recommended) == 1 and alt.is_equivalent(recommended[0])
     assert finding["fix"]["verified"] is True
     assert finding["fix"]["measured"]["path"] == recommended[0]["path"]
-    assert recommended[0] is alt.choose(entries, "predict")["entry"]
+    assert recommended[0]["path"] == alt.choose(entries, "predict")["entry"]["path"]
 
 
 @pytest.mark.tf
@@ -392,6 +517,69 @@ def test_verify_budget_must_be_positive(tmp_path):
     assert cli.main(["analyze", "--verify", "--verify-budget", "0", "-o", str(tmp_path / "o"), str(script)]) == 2
 
 
+@pytest.mark.tf
+def test_a_model_in_a_training_loop_is_not_kept_for_inference_paths():
+    import keras
+    import tensorflow as tf
+
+    import tfdiag
+
+    trained, served = _tiny_model("trained"), _tiny_model("served")
+    x = _x()
+    optimizer = keras.optimizers.SGD(0.01)
+    with tfdiag.diagnose(verify=True, verify_budget=3.0, cprofile=False, tf_profiler=False) as d:
+        for _ in range(4):
+            with tf.GradientTape() as tape:  # under a tape, without the training keyword
+                loss = tf.reduce_mean((trained(x) - x[:, :1]) ** 2)
+            optimizer.apply_gradients(zip(tape.gradient(loss, trained.trainable_variables),
+                                          trained.trainable_variables))
+            trained(x, training=True)  # the keyword alone marks a training loop too
+            served(x, training=False)
+    entries = d.recording.extra["alternatives"]
+    assert {e["target"] for e in entries} == {"served"}
+    assert any("training loop" in w["message"] and "trained" in w["message"] for w in d.recording.warnings)
+    assert not any(row["recommended"] and row["target"] == "trained" for row in analyze(d.recording).alternatives)
+    keeper = keepers.InputKeeper()
+    for _ in range(3):
+        keeper("__call__", served, (x,), {"training": True})
+    assert keeper.take() == [] and keeper.training == {"served"}
+
+
+@pytest.mark.tf
+def test_a_large_batch_predict_gets_a_prebuilt_tf_data_input_measured_and_compared():
+    import tensorflow as tf
+
+    model = _tiny_model()
+    x = _x(2048)
+    model.predict(x, verbose=0, batch_size=256)
+    assert alt.TFDATA_PATH in measure.default_paths("predict", specs.input_spec(x))
+    assert alt.TFDATA_PATH not in measure.default_paths("predict", specs.input_spec(_x(1023)))
+    assert alt.TFDATA_PATH not in measure.default_paths("__call__", specs.input_spec(x))
+    entries = measure.measure_alternatives(model, x, user_path="predict", budget_s=3.0, batch_size=256,
+                                           paths=("predict", "__call__", alt.TFDATA_PATH))
+    tfdata = entries[-1]
+    assert tfdata["path"] == alt.TFDATA_PATH and tfdata["error"] is None and tfdata["batch_size"] == 256
+    assert tfdata["median_s"] > 0 and tfdata["calls"] >= 1 and tfdata["calls"] == entries[0]["calls"]
+    assert tfdata["equivalent"] is True and tfdata["max_abs_diff"] <= tfdata["tolerance"]
+    namespace = {"tf": tf, "model": model, "x": x}
+    exec(alt.snippet(tfdata), namespace)  # the fix's code runs as written and gives the same outputs
+    assert np.max(np.abs(namespace["y"] - model.predict(x, verbose=0))) < 1e-5
+
+
+@pytest.mark.tf
+def test_measure_alternatives_inside_diagnose_warns_and_outside_does_not(recwarn):
+    import tfdiag
+
+    model = _tiny_model()
+    x = _x()
+    with tfdiag.diagnose(cprofile=False, tf_profiler=False):
+        with pytest.warns(UserWarning, match="inside tfdiag.diagnose"):
+            tfdiag.measure_alternatives(model, x, budget_s=0.5, paths=("predict",))
+    recwarn.clear()
+    tfdiag.measure_alternatives(model, x, budget_s=0.5, paths=("predict",))
+    assert not [w for w in recwarn if "diagnose" in str(w.message)]
+
+
 # -- tf-keras (Keras 2), in a subprocess ---------------------------------------------------
 @pytest.mark.tf
 def test_tf_keras_verify_writes_the_table_and_recommends_what_it_measured(tmp_path):
@@ -403,7 +591,7 @@ def test_tf_keras_verify_writes_the_table_and_recommends_what_it_measured(tmp_pa
     recording = load(out / "recording.json")
     assert recording.environment["keras_flavor"] == "tf-keras"
     entries = recording.extra["alternatives"]
-    assert [e["path"] for e in entries][:5] == list(whatif.PATHS)[:5]
+    assert [e["path"] for e in entries][:5] == list(alt.CALL_PATHS)[:5]
     assert all(DESIGN_KEYS <= set(e) for e in entries)
     assert all(e["error"] is None for e in entries if e["path"] in alt.IN_TENSORFLOW), entries
     choice = alt.choose(entries, "predict")
@@ -419,7 +607,8 @@ def test_no_side_effects_on_a_tf_keras_model(tmp_path):
     script = tmp_path / "check.py"
     script.write_text(textwrap.dedent("""
         import json, numpy as np, tensorflow as tf
-        from tfdiag.capture import whatif
+        from tfdiag.analysis.alternatives import CALL_PATHS
+        from tfdiag.verify import measure
         keras = tf.keras
         model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2), keras.layers.Dense(1)])
         x = np.random.default_rng(0).random((32, 4), dtype=np.float32)
@@ -430,7 +619,7 @@ def test_no_side_effects_on_a_tf_keras_model(tmp_path):
         attrs = dict(vars(model))
         counter = int(model._predict_counter.numpy())
         iterations = int(model.optimizer.iterations.numpy())
-        entries = whatif.measure_alternatives(model, x, budget_s=2.0, paths=whatif.PATHS[:4])
+        entries = measure.measure_alternatives(model, x, budget_s=2.0, paths=CALL_PATHS[:4])
         now = vars(model)
         print(json.dumps({
             "module": type(model).__module__,
@@ -452,4 +641,4 @@ def test_no_side_effects_on_a_tf_keras_model(tmp_path):
     assert report["module"].startswith("tf_keras")
     assert report == {**report, "weights": True, "changed": [], "history": True, "compiled": True,
                       "counter": True, "iterations": True}
-    assert report["timed"] == list(whatif.PATHS[:4])
+    assert report["timed"] == list(alt.CALL_PATHS[:4])

@@ -1,4 +1,4 @@
-"""Exclusive-time phase stack: every second of an instrumented call goes to one phase.
+"""The phase tracker: an exclusive-time phase stack, so every second of a call goes to one phase.
 
 Each thread has its own stack. ``begin_call`` opens a call (its base phase is
 ``other``); hooks ``enter``/``exit`` phases inside it; the time between two

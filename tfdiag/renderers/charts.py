@@ -1,8 +1,9 @@
-"""The timeline of calls: one point per sampled call over time, first calls and traces marked.
+"""Chart layout for the report: the timeline of calls, one point per sampled call over time,
+first calls and traces marked.
 
-Pure data preparation for the report's inline SVG (no TensorFlow, no jinja2): it places
-each of a bounded number of call samples in chart coordinates (time on x, duration on a
-log scale on y), so the template only writes the numbers out.
+Layout only (no TensorFlow, no jinja2): it places each of a bounded number of the Analysis's
+call samples in chart coordinates (time on x, duration on a log scale on y), so the template
+only writes the numbers out.
 
 Marks, from what the recording holds:
 
@@ -19,7 +20,8 @@ from __future__ import annotations
 import heapq
 import math
 
-from .findings import ms, short_site
+from ..analysis.findings import short_site
+from ..analysis.units import duration
 
 MAX_POINTS = 1200
 MAX_SERIES = 8
@@ -97,15 +99,13 @@ def _select(samples: list[_Sample], max_points: int) -> list[int]:
     return sorted(chosen)
 
 
-def timeline(recording, max_points: int = MAX_POINTS, width: int = WIDTH, height: int = HEIGHT) -> dict:
-    """Chart-ready view of ``recording.call_samples``; ``points`` is empty when there are none."""
-    samples = [_Sample(s) for s in recording.call_samples if isinstance(s, dict)]
+def timeline(analysis, max_points: int = MAX_POINTS, width: int = WIDTH, height: int = HEIGHT) -> dict:
+    """Chart-ready view of ``analysis.call_samples``; ``points`` is empty when there are none."""
+    samples = [_Sample(s) for s in analysis.call_samples if isinstance(s, dict)]
     samples.sort(key=lambda s: s.start)
-    run = recording.run if isinstance(recording.run, dict) else {}
-    total = run.get("call_samples_total", len(samples))
+    total = analysis.run.get("calls_seen")
     view = {"points": [], "series": [], "x_ticks": [], "y_ticks": [], "width": width, "height": height,
-            "plot": {}, "sampled": len(samples),
-            "total": total if isinstance(total, int) and not isinstance(total, bool) else len(samples),
+            "plot": {}, "sampled": len(samples), "total": total if total is not None else len(samples),
             "shown": 0, "traced": 0, "first": 0, "profiled": 0, "spikes": 0, "labels": [],
             "max_points": max_points}
     if not samples:
@@ -129,7 +129,7 @@ def timeline(recording, max_points: int = MAX_POINTS, width: int = WIDTH, height
 
     # First calls: the earliest sample of a call site, when it is the call entry's first call.
     first_s: dict[tuple, set] = {}
-    for call in recording.calls:
+    for call in analysis.calls:
         if isinstance(call, dict):
             key = (str(call.get("api", "")), str(call.get("target", "")), str(call.get("call_site", "")))
             first_s.setdefault(key, set()).add(_number(call.get("first_s"), -1.0))
@@ -175,7 +175,7 @@ def timeline(recording, max_points: int = MAX_POINTS, width: int = WIDTH, height
         view["x_ticks"].append({"x": x_of(k * step), "label": _seconds_label(k * step, step)})
         k += 1
     for power in range(lo, hi + 1):
-        view["y_ticks"].append({"y": y_of(10.0 ** power), "label": ms(10.0 ** power)})
+        view["y_ticks"].append({"y": y_of(10.0 ** power), "label": duration(10.0 ** power)})
 
     for i in keep:
         s = samples[i]
@@ -199,11 +199,11 @@ def timeline(recording, max_points: int = MAX_POINTS, width: int = WIDTH, height
     for p in sorted(placed, key=lambda p: p["x"]):
         median = medians.get((p["api"], p["target"], p["call_site"]))
         if p["first"]:
-            text = f"first call {ms(p['duration_s'])}"
+            text = f"first call {duration(p['duration_s'])}"
         else:
-            text = f"{ms(p['duration_s'])}, {p['duration_s'] / median:.1f}× median" if median else ms(p["duration_s"])
+            text = f"{duration(p['duration_s'])}, {p['duration_s'] / median:.1f}× median" if median else duration(p["duration_s"])
         if p["graph_s"] > 0:
-            text += f" (tracing {ms(p['graph_s'])})"
+            text += f" (tracing {duration(p['graph_s'])})"
         anchor = "start" if p["x"] < left + (right - left) * 0.75 else "end"
         view["labels"].append({"x": round(p["x"] + (7 if anchor == "start" else -7), 1),
                                "y": round(max(top + 10, p["y"] - 6), 1), "text": text, "anchor": anchor})

@@ -1,0 +1,177 @@
+"""The house, from the source: tfdiag's imports form layers with no circle and no upward import,
+analysis and rendering stay clear of TensorFlow and capture, and re-rendering a saved recording
+loads neither."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import DATA, ROOT
+
+PACKAGE = ROOT / "tfdiag"
+GOLDEN = DATA / "golden_recording.json"
+
+# Lower layers never import higher ones; two parts on one layer never import each other.
+LAYERS = [
+    ("tfdiag._version", "tfdiag.recording", "tfdiag.options", "tfdiag.runner"),
+    ("tfdiag.capture", "tfdiag.analysis"),  # capture never analyses; analysis never captures
+    ("tfdiag.verify", "tfdiag.renderers"),
+    ("tfdiag.output",),
+    ("tfdiag.session",),
+    ("tfdiag.cli", "tfdiag.jupyter"),
+    ("tfdiag", "tfdiag.__main__"),
+]
+PURE = ("tfdiag.analysis", "tfdiag.renderers")
+NEVER_IN_PURE = ("tensorflow", "keras", "tf_keras", "tfdiag.capture", "tfdiag.verify", "tfdiag.session",
+                 "tfdiag.output", "tfdiag.jupyter", "tfdiag.cli")
+
+
+def _modules() -> dict[str, Path]:
+    found = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = ("tfdiag",) + path.relative_to(PACKAGE).with_suffix("").parts
+        name = ".".join(parts).removesuffix(".__init__")
+        found[name] = path
+    return found
+
+
+MODULES = _modules()
+
+
+def _imports(name: str, path: Path) -> set[str]:
+    """Every module ``name`` imports, anywhere in its body (function-level imports included)."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            out |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = package
+            for _ in range(node.level - 1):
+                base = base.rpartition(".")[0]
+            module = (f"{base}.{node.module}" if node.module else base) if node.level else node.module
+            for alias in node.names:  # ``from . import x``: the submodule x when there is one
+                sub = f"{module}.{alias.name}"
+                out.add(sub if sub in MODULES else module)
+    return out
+
+
+GRAPH = {name: {m for m in _imports(name, path) if m != name} for name, path in MODULES.items()}
+
+
+def _part(module: str) -> tuple[int, str]:
+    """(layer, part) of a tfdiag module: the longest listed prefix names its part."""
+    best = None
+    for rank, parts in enumerate(LAYERS):
+        for part in parts:
+            if (module == part or module.startswith(part + ".")) and (best is None or len(part) > len(best[1])):
+                best = (rank, part)
+    assert best is not None, f"{module} belongs to no layer: add it to LAYERS"
+    return best
+
+
+def test_every_module_has_a_layer_and_the_walk_sees_the_package():
+    assert {"tfdiag.session", "tfdiag.output", "tfdiag.analysis", "tfdiag.renderers.html"} <= set(MODULES)
+    for name in MODULES:
+        _part(name)
+    assert "tfdiag.analysis.phases" in GRAPH["tfdiag.analysis"]  # relative imports are resolved
+    assert "tfdiag.recording" in GRAPH["tfdiag.analysis"]
+
+
+def test_no_import_circle():
+    index, low, stack, on_stack, circles = {}, {}, [], set(), []
+    counter = [0]
+    local = {name: {m for m in deps if m in MODULES} for name, deps in GRAPH.items()}
+
+    def visit(v):  # Tarjan's strongly connected components
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on_stack.add(v)
+        for w in local[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                circles.append(sorted(component))
+
+    for v in local:
+        if v not in index:
+            visit(v)
+    assert circles == []
+
+
+def test_no_upward_import():
+    wrong = []
+    for name, deps in GRAPH.items():
+        rank, part = _part(name)
+        for dep in deps:
+            if dep not in MODULES:
+                continue
+            dep_rank, dep_part = _part(dep)
+            if dep_part != part and dep_rank >= rank:
+                wrong.append(f"{name} -> {dep}")
+    assert wrong == []
+
+
+def test_analysis_and_renderers_import_no_tensorflow_capture_verify_session_or_root():
+    wrong = []
+    for name, deps in GRAPH.items():
+        if not name.startswith(PURE):
+            continue
+        for dep in deps:
+            if dep == "tfdiag" or dep.split(".")[0] in NEVER_IN_PURE or dep.startswith(NEVER_IN_PURE):
+                wrong.append(f"{name} -> {dep}")
+    assert wrong == []
+
+
+def test_the_layer_check_catches_a_bad_import(tmp_path):
+    """The walk is not vacuous: an upward import in analysis would be seen."""
+    bad = tmp_path / "bad.py"
+    bad.write_text("def f():\n    from ..session import Diagnoser\n    import tensorflow as tf\n")
+    seen = _imports("tfdiag.analysis.bad", bad)
+    assert {"tfdiag.session", "tensorflow"} <= seen
+
+
+RERENDER = """
+import sys
+{how}
+loaded = sorted(m for m in sys.modules
+                if m.split(".")[0] in ("tensorflow", "keras", "tf_keras")
+                or m.startswith(("tfdiag.capture", "tfdiag.verify", "tfdiag.session")))
+assert not loaded, loaded
+"""
+
+
+@pytest.mark.parametrize("how", [
+    "import tfdiag\ntfdiag.render(tfdiag.load({golden!r}), {out!r})",
+    "from tfdiag import cli\nassert cli.main(['report', {golden!r}, '-o', {folder!r}]) == 0",
+], ids=["tfdiag.render", "tfdiag report"])
+def test_rerendering_a_saved_recording_loads_no_capture_verify_or_tensorflow(tmp_path, how):
+    out = tmp_path / "report.html"
+    code = RERENDER.format(how=how.format(golden=str(GOLDEN), out=str(out), folder=str(tmp_path)))
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert out.stat().st_size > 10_000
+
+
+def test_the_package_still_offers_diagnose_lazily():
+    code = ("import sys, tfdiag\n"
+            "assert 'tfdiag.session' not in sys.modules\n"
+            "assert callable(tfdiag.diagnose) and tfdiag.DiagnoseError.__module__ == 'tfdiag.session'\n"
+            "assert 'diagnose' in dir(tfdiag)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]

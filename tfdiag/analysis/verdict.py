@@ -1,0 +1,121 @@
+"""The verdict: the biggest problem in one sentence: where, what it costs per call, why, and
+what fixing it gains. Pure; reads the recording and the ranked findings."""
+
+from __future__ import annotations
+
+from ..recording import Recording
+from .findings import short_site
+from .phases import FEW_CALLS, call_phase_split
+from .units import duration
+
+PHASE_LABELS = {
+    "input_processing": "input conversion",
+    "data_adapter": "data adapter / tf.data pipeline",
+    "graph_creation": "graph tracing",
+    "kernel_execution": "kernel execution",
+    "output_processing": "output conversion",
+    "other": "other Python overhead",
+}
+
+
+def _batch(call: dict) -> int | None:
+    """The call's batch size: its ``batch``, else the leading dimension of its single input."""
+    batch = call.get("batch")
+    if isinstance(batch, int) and not isinstance(batch, bool):
+        return batch
+    spec = call.get("input_spec")
+    shape = spec.get("shape") if isinstance(spec, dict) else None
+    if isinstance(shape, list) and shape and isinstance(shape[0], int) and not isinstance(shape[0], bool):
+        return shape[0]
+    return None
+
+
+def _batch_text(call: dict) -> str:
+    """``batches of 32 (float32[32, 4])`` from the call's batch size and input signature."""
+    signature = str(call.get("input_signature") or "")
+    batch = _batch(call)
+    if batch is not None:
+        noun = "batches of 1" if batch == 1 else f"batches of {batch}"
+        return f"{noun} ({signature})" if signature else noun
+    return signature or "its input"
+
+
+def _call_of(recording: Recording, finding: dict) -> dict | None:
+    """The call entry a call-path finding is about (same call site and model), busiest first."""
+    apis = ("__call__",) if finding.get("code") == "eager-loop" else ("predict", "predict_on_batch")
+    matches = [c for c in recording.calls if isinstance(c, dict) and c.get("api") in apis
+               and c.get("call_site") == finding.get("call_site") and c.get("target") == finding.get("function")]
+    return max(matches, key=lambda c: c.get("count", 0), default=None)
+
+
+def _phase_clause(call: dict) -> str:
+    split = call_phase_split(call)
+    per_call = sum(split.values())
+    if per_call <= 0:
+        return ""
+    shares = {p: v / per_call for p, v in split.items()}
+    overhead = [p for p in sorted(shares, key=lambda p: -shares[p]) if p != "kernel_execution" and shares[p] >= 0.05]
+    rests = call.get("phase_calls")
+    few = (f" (a split measured on only {rests} call{'s' if rests != 1 else ''})"
+           if isinstance(rests, int) and "steady_phases" in call and rests < FEW_CALLS else "")
+    if shares["kernel_execution"] > 0:
+        named = ", ".join(f"{PHASE_LABELS[p]} {100 * shares[p]:.0f}%" for p in overhead[:3])
+        return (f", of which {100 * (1 - shares['kernel_execution']):.0f}% is per-call overhead"
+                + (f" ({named})" if named else "") + f" rather than the model's own kernels{few}")
+    parts = [f"{PHASE_LABELS[p]} {'is ' if i == 0 else ''}{100 * shares[p]:.0f}%" for i, p in enumerate(overhead[:3])]
+    if not parts:
+        return ""
+    return ", of which " + (parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]) + few
+
+
+def _measured_gain(finding: dict) -> str:
+    """What --verify measured for the recommended path on the user's own model, if it ran."""
+    measured = (finding.get("fix") or {}).get("measured")
+    if not isinstance(measured, dict):
+        return ""
+    median, speedup = measured.get("median_s"), measured.get("speedup")
+    if isinstance(median, (int, float)) and isinstance(speedup, (int, float)) and speedup > 0:
+        return (f"; measured on your model, `{measured.get('path')}` takes {duration(median)} "
+                f"per call ({speedup:.1f}× faster)")
+    return ""
+
+
+def verdict_for(recording: Recording, found: list[dict]) -> str:
+    """The biggest problem in one sentence: where, what it costs per call, why, and what fixing it gains."""
+    if not recording.functions and not recording.calls:
+        why = ("the code never imported TensorFlow" if not recording.environment.get("tensorflow_imported", True)
+               else "no tf.function was traced and no Keras model was called")
+        return f"No TensorFlow activity was seen: {why}."
+    if not found:
+        calls = sum(c.get("count", 0) for c in recording.calls)
+        traces = sum(f.get("trace_count", 0) for f in recording.functions)
+        return (f"No problem found: {calls} Keras call(s) and {traces} tf.function trace(s) recorded, "
+                "none with avoidable overhead or retracing.")
+    top = found[0]
+    savings = float(top.get("estimated_savings_s") or 0.0)
+    more = len(found) - 1
+    tail = f" {more} more finding{'s' if more != 1 else ''} below." if more else ""
+    wall = recording.run.get("wall_s")
+    share = ""
+    if isinstance(wall, (int, float)) and wall > 0 and savings <= wall:
+        percent = 100 * savings / wall
+        share = f" ({'<1' if percent < 1 else f'{percent:.0f}'}% of the {duration(wall)} run)"
+    site = short_site(top.get("call_site") or "") or "an unknown call site"
+    call = _call_of(recording, top) if top.get("code") in ("predict-overhead", "eager-loop") else None
+    if call is not None:
+        api = "model(x)" if call.get("api") == "__call__" else f"{call.get('api')}()"
+        count = call.get("count", 0) or 0
+        return (f"`{api}` on {_batch_text(call)} at `{site}` costs "
+                f"{duration(call.get('median_s', 0.0))} per call × {count} calls{_phase_clause(call)}; "
+                f"fixing it would save about {duration(savings)} in this run{share}"
+                f"{_measured_gain(top)} — see the fix below.{tail}")
+    if top.get("code") == "tfdata-retrace":
+        calls = (top.get("details") or {}).get("predict_calls") or 0
+        per_call = f" (≈{duration(savings / calls)} of graph tracing per call)" if calls else ""
+        return (f"{top['title']} at `{site}`{per_call}: {duration(savings)} spent re-tracing the input pipeline"
+                f"{share}, which the fix below avoids.{tail}")
+    where = f" at `{site}`" if top.get("call_site") else ""
+    return (f"{top['title']}{where}; the extra traces cost about {duration(savings)} in this run{share}, "
+            f"which the fix below saves.{tail}" if top.get("code", "").startswith(("retrace-", "model-rebuilt"))
+            else f"{top['title']}{where}. Fixing it would save about {duration(savings)} in this run{share} — "
+                 f"see the fix below.{tail}")

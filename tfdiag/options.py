@@ -1,0 +1,113 @@
+"""What a run of tfdiag was asked to do, checked once for every way of asking.
+
+``tfdiag analyze``, the ``%%tfdiag`` cell magic and ``tfdiag.diagnose(...)`` all build one
+:class:`Options` and pass it through :func:`validate`; a misuse is an :class:`OptionsError`
+whose message names the option as the caller spelled it (``--phase-every`` on the command
+line and in the magic, ``phase_every`` in Python). ``None`` means "the default of the part
+that uses it" (the sampler's, cProfile's, the TF Profiler's, --verify's), so the defaults
+live in one place each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass
+
+
+class OptionsError(ValueError):
+    """Options that cannot be used together or out of range (the message is one line)."""
+
+
+@dataclass(frozen=True)
+class Options:
+    timing: bool = True  # False: record tf.function traces only (no call timing, phases or profilers)
+    cprofile: bool = True
+    cprofile_calls: int | None = None
+    tf_profiler: bool = True
+    tf_profiler_calls: int | None = None
+    phase_every: int | None = None  # after each model's first calls, the full split on one call in N
+    verify: bool = False
+    verify_budget: float | None = None
+
+    @property
+    def profiles(self) -> tuple[bool, bool]:
+        """Whether cProfile and the TF Profiler run: neither without call timing."""
+        return (self.cprofile and self.timing,
+                self.tf_profiler and self.timing and self.tf_profiler_calls != 0)
+
+
+# How each option is spelled on the command line, where it differs from ``--name-with-dashes``.
+_FLAGS = {"timing": "--traces-only", "cprofile": "--no-cprofile", "tf_profiler": "--no-tf-profiler"}
+_PYTHON = {"timing": "timing=False", "verify": "verify=True"}
+
+
+def _whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def validate(options: Options, flags: bool = False) -> Options:
+    """``options`` if they can be used; else OptionsError. ``flags``: name them as command-line flags."""
+
+    def name(field: str) -> str:
+        if flags:
+            return _FLAGS.get(field, "--" + field.replace("_", "-"))
+        return _PYTHON.get(field, field)
+
+    if not options.timing:
+        for field in ("verify", "phase_every"):
+            if getattr(options, field) not in (None, False):
+                raise OptionsError(f"{name(field)} needs call timing; it cannot be combined with {name('timing')}")
+    every = options.phase_every
+    if every is not None and (not _whole(every) or every < 1):
+        raise OptionsError(f"{name('phase_every')} takes a number of calls, 1 or more (got {every!r})")
+    for field in ("cprofile_calls", "tf_profiler_calls"):
+        calls = getattr(options, field)
+        if calls is not None and (not _whole(calls) or calls < 0):
+            raise OptionsError(f"{name(field)} takes a number of calls, 0 or more (got {calls!r})")
+    budget = options.verify_budget
+    if budget is not None:
+        if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not budget > 0:
+            raise OptionsError(f"{name('verify_budget')} takes a number of seconds, more than 0 (got {budget!r})")
+        if not options.verify:
+            raise OptionsError(f"{name('verify_budget')} only applies with {name('verify')}")
+    return options
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The capture options, the same for ``tfdiag analyze`` and ``%%tfdiag``."""
+    parser.add_argument("--no-cprofile", action="store_true", help="do not run cProfile on sampled calls")
+    parser.add_argument("--cprofile-calls", type=int, default=None, metavar="N",
+                        help="how many calls cProfile samples at most (default: 8)")
+    parser.add_argument("--no-tf-profiler", action="store_true",
+                        help="do not run the TF Profiler (no tensorboard/ folder)")
+    parser.add_argument("--tf-profiler-calls", type=int, default=None, metavar="N",
+                        help="how many calls the TF Profiler window covers, from call 3 (default: 3)")
+    parser.add_argument("--phase-every", type=int, default=None, metavar="N",
+                        help="after each model's first 5 calls, measure the full phase split on one "
+                             "call in N at random (default: 32; 1: every call, at more cost per call)")
+    parser.add_argument("--verify", action="store_true",
+                        help="after the code, time predict, predict_on_batch, model(x), tf.function, XLA "
+                             "and LiteRT on each model's own input, and recommend what was measured")
+    parser.add_argument("--verify-budget", type=float, default=None, metavar="SECONDS",
+                        help="time budget for --verify over all models (default: 20)")
+    parser.add_argument("--traces-only", action="store_true",
+                        help="record tf.function traces only (no call timing, phases or profilers): "
+                             "the cheapest capture, e.g. for a --fail-on-retrace gate in CI")
+
+
+def from_arguments(args: argparse.Namespace) -> Options:
+    """Checked Options from a namespace parsed with :func:`add_arguments` (OptionsError if misused)."""
+    return validate(Options(
+        timing=not args.traces_only, cprofile=not args.no_cprofile, cprofile_calls=args.cprofile_calls,
+        tf_profiler=not args.no_tf_profiler, tf_profiler_calls=args.tf_profiler_calls,
+        phase_every=args.phase_every, verify=args.verify, verify_budget=args.verify_budget), flags=True)
+
+
+def from_keywords(given: dict) -> Options:
+    """Checked Options from ``diagnose(**given)`` (TypeError for an unknown keyword, as Python would)."""
+    known = {f.name for f in dataclasses.fields(Options)}
+    unknown = sorted(set(given) - known)
+    if unknown:
+        raise TypeError(f"diagnose() got an unexpected keyword argument {unknown[0]!r}")
+    return validate(Options(**given))

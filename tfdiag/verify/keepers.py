@@ -1,0 +1,251 @@
+"""The only hooks of --verify: what it keeps while the user's code runs, to measure afterwards.
+
+``InputKeeper`` is an observer of the Keras call capture: per model, the APIs used, the last
+input and the shapes seen. ``FunctionKeeper`` wraps ``Function.__call__`` (through the session's
+Patcher, so it is undone with every other hook) to keep, per user tf.function, the inputs of the
+calls that made it trace. Both are bounded, and neither measures anything: that runs after the
+hooks are gone (``measure.py``, ``retrace_checks.py``).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from typing import Callable
+
+from ..analysis.alternatives import USER_APIS
+from ..capture import callsite
+from ..capture.keras_calls import training_check
+from ..capture.patching import guarded
+from ..capture.tracing import FUNCTION_MODULE
+from . import specs
+
+MAX_MODELS = 8  # models kept for verification (least recently called dropped first)
+MIN_CALLS_TO_MEASURE = 2
+MAX_TRAINING_NAMES = 32  # models seen only in a training loop, named in one warning
+MAX_FUNCTIONS = 16  # user tf.functions whose trace-triggering inputs are kept
+MAX_INPUTS = 8  # inputs kept per function (the first ones that made it trace)
+
+
+def replayable(value) -> bool:
+    """A concrete array or eager tensor: something that can be fed again after the run."""
+    import numpy as np
+    import tensorflow as tf
+
+    return isinstance(value, np.ndarray) or (isinstance(value, tf.Tensor) and hasattr(value, "numpy"))
+
+
+def _eager_input(x) -> tuple[bool, str | None]:
+    """(usable, why-not): only concrete arrays/eager tensors can be replayed later; why-not is
+    None for calls that are not real calls (made while tracing or building a model)."""
+    import tensorflow as tf
+
+    if not tf.executing_eagerly():
+        return False, None
+    found = specs.input_leaves(x)
+    if not found:
+        return False, "no input"
+    for leaf in found:
+        if replayable(leaf):
+            continue
+        kind = type(leaf).__name__
+        if "KerasTensor" in kind or isinstance(leaf, tf.Tensor):
+            return False, None  # symbolic (building a functional model): not a real call
+        return False, f"input is a {kind}, which cannot be replayed (only arrays and tensors can)"
+    return True, None
+
+
+class Seen:
+    """One model as the user called it."""
+    __slots__ = ("model", "target", "counts", "call_site", "last_input", "spec", "unsupported", "order",
+                 "batch_size")
+
+    def __init__(self, model, target: str) -> None:
+        self.model = model
+        self.target = target
+        self.counts: dict[str, int] = {}
+        self.call_site = ""
+        self.last_input = None
+        self.spec = None
+        self.unsupported: str | None = None
+        self.order = 0
+        self.batch_size: int | None = None  # predict()'s batch_size, as the user passed it
+
+    def user_path(self) -> str:
+        return max(USER_APIS, key=lambda api: (self.counts.get(api, 0), -USER_APIS.index(api)))
+
+
+class InputKeeper:
+    """A Keras call observer: per model, the APIs used, the last input and the shapes seen.
+
+    It holds strong references to at most MAX_MODELS models (the least recently called ones
+    are dropped): the diagnosed script's globals may be gone by the time verification runs
+    after it, and a weak reference would then measure nothing. One input per model is kept,
+    so memory stays bounded. Calls in a training loop are not kept.
+    """
+
+    def __init__(self, max_models: int = MAX_MODELS) -> None:
+        self.max_models = max_models
+        self._lock = threading.Lock()
+        self._seen: OrderedDict[int, Seen] = OrderedDict()
+        self._order = 0
+        self.dropped: list[str] = []
+        self.training: set[str] = set()  # models called in a training loop
+        self._in_training: Callable[[dict], bool] | None = None  # the capture's own test, made once TF is in
+
+    def __call__(self, api: str, model, args, kwargs) -> None:
+        if self._in_training is None:
+            self._in_training = training_check()
+        if self._in_training(kwargs):  # training=True or under a GradientTape: no inference advice
+            if len(self.training) < MAX_TRAINING_NAMES:
+                self.training.add(str(getattr(model, "name", type(model).__name__)))
+            return
+        x = args[0] if args else kwargs.get("x", kwargs.get("inputs"))
+        usable, why = _eager_input(x)
+        if not usable and why is None:
+            return
+        spec = None
+        if usable:
+            try:
+                spec = specs.input_spec(x)
+            except specs.Unsupported as exc:
+                usable, why = False, str(exc)
+        site = callsite.user_call_site(3)
+        with self._lock:
+            seen = self._entry(model)
+            seen.counts[api] = seen.counts.get(api, 0) + 1
+            if api == seen.user_path():
+                seen.call_site = site
+            if api == "predict":
+                size = kwargs.get("batch_size", args[1] if len(args) > 1 else None)
+                seen.batch_size = size if isinstance(size, int) and not isinstance(size, bool) else None
+            if usable:
+                seen.last_input = x
+                seen.spec = spec if seen.spec is None else specs.merge_specs(seen.spec, spec)
+                seen.unsupported = None
+            elif seen.last_input is None:
+                seen.unsupported = why
+
+    def _entry(self, model) -> Seen:
+        """The model's record, most recently called last (called with the lock held)."""
+        key = id(model)
+        seen = self._seen.get(key)
+        if seen is None or seen.model is not model:
+            seen = Seen(model, str(getattr(model, "name", type(model).__name__)))
+            self._seen[key] = seen
+            while len(self._seen) > self.max_models:
+                _, old = self._seen.popitem(last=False)
+                self.dropped.append(old.target)
+        self._seen.move_to_end(key)
+        self._order += 1
+        seen.order = self._order
+        return seen
+
+    def take(self) -> list[Seen]:
+        """Models worth measuring, most called first; the keeper forgets them all."""
+        with self._lock:
+            seen = list(self._seen.values())
+            self._seen.clear()
+        seen = [s for s in seen if sum(s.counts.values()) >= MIN_CALLS_TO_MEASURE]
+        seen.sort(key=lambda s: (-sum(s.counts.values()), s.order))
+        return seen
+
+
+class Traced:
+    """One user tf.function and the inputs that made it trace."""
+    __slots__ = ("function", "name", "defined_at", "inputs", "traces", "unsupported")
+
+    def __init__(self, function, name: str, defined_at: str) -> None:
+        self.function = function
+        self.name = name
+        self.defined_at = defined_at
+        self.inputs: list[tuple] = []
+        self.traces = 0
+        self.unsupported: str | None = None
+
+
+class FunctionKeeper:
+    """Keeps, per user tf.function, the inputs of the calls that traced it (bounded), so that
+    --verify can re-run it with a generated input_signature after the run."""
+
+    def __init__(self, max_functions: int = MAX_FUNCTIONS, max_inputs: int = MAX_INPUTS) -> None:
+        self.max_functions = max_functions
+        self.max_inputs = max_inputs
+        self._lock = threading.Lock()
+        self._kept: dict[int, Traced] = {}
+        self._user_code: dict[int, tuple] = {}
+        self.warn: Callable[[str], None] = lambda message: None
+
+    def install(self, patcher, warn: Callable[[str], None] | None = None) -> None:
+        """Wrap ``Function.__call__`` through ``patcher`` once TensorFlow is imported; if TF's
+        internals differ, a warning says so and --verify skips the retrace checks."""
+        if warn is not None:
+            self.warn = warn
+        patcher.when_imported(FUNCTION_MODULE, guarded(self.warn, "--verify keeping tf.function inputs",
+                                                       self._patch, patcher))
+
+    def _patch(self, patcher, module) -> None:
+        patcher.patch(module.Function, "__call__", self._wrap)
+
+    def _user_site(self, function) -> tuple | None:
+        """(name, defined_at) for a user function, None for TF/Keras/tfdiag ones (cached per code)."""
+        code = callsite.code_of(getattr(function, "_python_function", None))
+        if code is None:
+            return None
+        cached = self._user_code.get(id(code))
+        if cached is None or cached[0] is not code:  # an id is only valid while its code object lives
+            site = None if callsite.is_library_file(code.co_filename) else (
+                str(getattr(function, "_name", code.co_name)), callsite.code_site(code))
+            cached = self._user_code[id(code)] = (code, site)
+        return cached[1]
+
+    def _wrap(self, original):
+        keeper = self
+
+        def __call__(function, *args, **kwargs):
+            try:
+                before = len(function._function_cache)  # pylint: disable=protected-access
+            except (AttributeError, TypeError):
+                return original(function, *args, **kwargs)
+            result = original(function, *args, **kwargs)
+            try:
+                if len(function._function_cache) > before:  # pylint: disable=protected-access
+                    keeper._note(function, args, kwargs)
+            except Exception as exc:  # never break the user's call
+                keeper.warn(f"--verify could not keep a tf.function input: {exc.__class__.__name__}: {exc}")
+            return result
+
+        __call__.__wrapped__ = original
+        return __call__
+
+    def _note(self, function, args, kwargs) -> None:
+        site = self._user_site(function)
+        if site is None:
+            return
+        import tensorflow as tf
+
+        if not tf.executing_eagerly():
+            return  # called from inside another trace: symbolic inputs cannot be replayed
+        with self._lock:
+            kept = self._kept.get(id(function))
+            if kept is None or kept.function is not function:
+                if len(self._kept) >= self.max_functions:
+                    return
+                kept = self._kept[id(function)] = Traced(function, *site)
+            kept.traces += 1
+            if kept.unsupported:
+                return
+            if kwargs:
+                kept.unsupported = "called with keyword arguments"
+            elif not all(replayable(a) for a in args):
+                kept.unsupported = ("an argument is not a tensor or array (a Python value or object is "
+                                    "part of the trace key; the finding's fix is to pass a tensor)")
+            elif len(kept.inputs) < self.max_inputs:
+                kept.inputs.append(tuple(args))
+
+    def take(self) -> list[Traced]:
+        """The functions that traced more than once; the keeper forgets them all."""
+        with self._lock:
+            kept = [k for k in self._kept.values() if k.traces >= 2]
+            self._kept.clear()
+        return kept
