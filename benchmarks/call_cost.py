@@ -8,8 +8,8 @@ steady state, which is what matters for small models. Each round runs, in shuffl
 a block of ``--calls`` calls with tfdiag off (twice: "off" and "off again", whose difference
 is this machine's noise), inside ``diagnose(cprofile=False, tf_profiler=False)`` ("on", the
 default phase sampling) and inside ``diagnose(timing=False)`` ("traces only"). Inside a
-diagnosis, 10 untimed calls come first: each model's first calls always get the full phase
-split, which a long loop pays once. Printed: the median per-call time of each mode over all
+diagnosis, 10 untimed calls come first, from the same line: each call site's first calls always
+get the full phase split, which a long loop pays once. Printed: the median per-call time of each mode over all
 rounds and its difference from "off".
 """
 
@@ -47,12 +47,13 @@ def main() -> None:
         model(x)
 
     def block(times: list) -> None:
-        for _ in range(WARM_CALLS):
-            model(x)
-        for _ in range(args.calls):
+        # One line for the untimed and the timed calls: one call site, whose first calls are
+        # always sampled (and which the untimed ones use up).
+        for index in range(WARM_CALLS + args.calls):
             start = time.perf_counter()
             model(x)
-            times.append(time.perf_counter() - start)
+            if index >= WARM_CALLS:
+                times.append(time.perf_counter() - start)
 
     times: dict[str, list] = {mode: [] for mode in MODES}
     order_rng = random.Random(args.seed)

@@ -145,7 +145,7 @@ def measure(name: str, recording: Recording, runs: int) -> dict:
         start = time.perf_counter()
         analysis = analyze(recording)
         middle = time.perf_counter()
-        page = render_report(recording, analysis)
+        page = render_report(analysis)
         end = time.perf_counter()
         analyze_s.append(middle - start)
         render_s.append(end - middle)

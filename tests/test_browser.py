@@ -59,6 +59,11 @@ def test_report_in_headless_chromium(real_report, browser):
     assert first_calls.first.is_visible()
     assert first_calls.first.inner_text().startswith("first call, apart: ")
     assert any("graph_creation" in t for t in first_calls.all_inner_texts())  # the first call's own split
+    # the TF Profiler cross-check: tfdiag's kernel time per call beside the profiler's model-op time
+    check = page.locator("#kernel-check")
+    assert check.is_visible()
+    assert page.locator("#kernel-check tr.kernel-check-row").count() >= 1
+    assert "TF Profiler" in check.inner_text()
     # the timeline of calls: one dot per call, the first call marked
     timeline = page.locator("#timeline svg.timeline-chart")
     assert timeline.is_visible()

@@ -1,12 +1,18 @@
 """Capture on the shapes real code takes: methods, several models, models inside tf.functions,
 keyword arguments, and user code in a folder whose name matches a library."""
 
+import json
+import os
+import subprocess
+import sys
 import textwrap
 
 import pytest
 
 from tfdiag import cli
-from tfdiag.recording import load
+from tfdiag.recording import PHASES, load
+
+from .conftest import DATA
 
 pytestmark = pytest.mark.tf
 
@@ -139,3 +145,102 @@ def test_plain_tf_function_loops_get_both_profilers(tmp_path):
     assert 0 < sum(c["profiled_calls"] for c in calls) < 12
     assert recording.extra["cprofile"]["calls_profiled"] >= 1 and (out / "profile.prof").exists()
     assert list((out / "tensorboard" / "plugins" / "profile").rglob("*.xplane.pb"))
+
+
+# -- the capture probe (tests/data/capture_probe.py), on Keras 3 and tf-keras ----------------------
+PROBE = DATA / "capture_probe.py"
+
+
+def _marked_line(marker: str) -> str:
+    """``file:line`` of the probe line carrying ``# @marker``."""
+    for number, text in enumerate(PROBE.read_text().splitlines(), start=1):
+        if text.rstrip().endswith(f"# @{marker}"):
+            return f"{PROBE}:{number}"
+    raise AssertionError(f"no # @{marker} in {PROBE}")
+
+
+@pytest.fixture(scope="module", params=["keras3", "tf-keras"])
+def capture_probe(request):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    env.pop("TF_USE_LEGACY_KERAS", None)
+    if request.param == "tf-keras":
+        env["TF_USE_LEGACY_KERAS"] = "1"
+    result = subprocess.run([sys.executable, str(PROBE)], capture_output=True, text=True, env=env, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    data = json.loads(result.stdout)
+    assert data["flavor"] == request.param
+    for section in ("predict_loop", "retrace_loop", "eager", "keras_functions"):
+        assert data[section]["warnings"] == [], data[section]["warnings"]
+    return data
+
+
+def test_a_predict_loop_under_both_profilers_has_its_split_on_five_calls_and_its_first_call_apart(capture_probe):
+    (call,) = capture_probe["predict_loop"]["calls"]
+    assert call["count"] == 60 and call["profiled_calls"] >= 3  # cProfile and the TF Profiler took some
+    assert call["phase_calls"] >= 5
+    assert call["call_site"] == _marked_line("predict")
+    assert call["caller"] == {"name": "predict_loop", "defined_at": _marked_line("predict_loop")}
+    assert call["training"] is False
+    first, steady = call["first_phases"], call["steady_phases"]
+    assert sum(first.values()) == pytest.approx(call["first_s"])
+    assert sum(steady.values()) == pytest.approx((call["total_s"] - call["first_s"]) / 59)
+    # The first call traces the predict function; the calls after it do not.
+    assert first["graph_creation"] > 0
+    assert first["graph_creation"] + first["kernel_execution"] > steady["graph_creation"] + steady["kernel_execution"]
+    for name in PHASES:
+        assert call["phases"][name] == pytest.approx(first[name] + steady[name] * 59, abs=1e-9)
+
+
+def test_graph_creation_keeps_the_traces_of_profiled_calls(capture_probe):
+    section = capture_probe["retrace_loop"]
+    (call,) = section["calls"]
+    (step,) = [f for f in section["functions"] if f["name"] == "train_step"]
+    # The first call (tf-keras traces it twice: its optimizer makes variables), then calls 2 and 4.
+    assert step["trace_count"] in (3, 4)
+    assert [t["args"][2]["value"] for t in step["traces"]][-2:] == ["2.0", "3.0"]
+    assert call["count"] == 20 and call["profiled_calls"] >= 2  # calls 2 and 4 ran under a profiler
+    assert call["phase_calls"] >= 5
+    graph = call["phases"]["graph_creation"]
+    assert graph >= step["trace_s"] * (1 - 1e-9)
+    assert call["total_s"] >= graph
+    assert call["input_spec"] == [{"shape": [8, 4], "dtype": "float32"}, {"shape": [8, 1], "dtype": "float32"},
+                                  {"type": "float"}]
+
+
+def test_calls_in_a_training_loop_are_marked_training(capture_probe):
+    calls = {c["call_site"]: c for c in capture_probe["eager"]["calls"]}
+    assert calls[_marked_line("eager_training")]["training"] is True
+    assert calls[_marked_line("under_tape")]["training"] is True  # no training=True, but under a tape
+    assert calls[_marked_line("inference")]["training"] is False
+    assert calls[_marked_line("inference")]["caller"] is None  # module level
+    nested = calls[_marked_line("nested")]
+    assert nested["input_spec"] == [{"a": {"shape": [2], "dtype": "float32"}, "b": {"shape": [2], "dtype": "int32"}},
+                                    {"type": "int"}]
+    assert nested["steady_phases"] == {} and nested["count"] == 1
+
+
+def _keras_functions(capture_probe, model: str) -> list:
+    return [f for f in capture_probe["keras_functions"]["functions"] if f["origin"] == "keras" and f["model"] == model]
+
+
+def test_keras_functions_know_their_role_model_and_compile_line(capture_probe):
+    fitted = _keras_functions(capture_probe, "fitted")
+    assert {f["role"] for f in fitted} == {"train", "test", "predict"}
+    assert {f["model_created_at"] for f in fitted} == {_marked_line("make_model")}
+    first_compile, recompile = _marked_line("fitted_compiled"), _marked_line("recompiled")
+    for function in fitted:
+        lines = [t["compiled_at"] for t in function["traces"]]
+        if function["role"] == "test":  # evaluate() ran before the second compile()
+            assert set(lines) == {first_compile}
+        elif function["role"] == "predict":
+            assert set(lines) == {recompile}
+        else:  # fit() traced before and after the second compile()
+            assert lines[0] == first_compile and lines[-1] == recompile
+
+
+def test_models_created_and_compiled_in_a_loop(capture_probe):
+    for index in range(3):
+        functions = _keras_functions(capture_probe, f"looped{index}")
+        assert functions and {f["role"] for f in functions} == {"train"}
+        assert {f["model_created_at"] for f in functions} == {_marked_line("looped_created")}
+        assert {t["compiled_at"] for f in functions for t in f["traces"]} == {_marked_line("looped_compiled")}

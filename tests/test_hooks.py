@@ -32,6 +32,7 @@ def _originals():
     import keras
     from keras.src.backend.tensorflow import trainer
     from keras.src.models import model as model_module
+    from keras.src.trainers import trainer as base_trainer
     from tensorflow.python.eager.polymorphic_function import polymorphic_function, tracing_compilation
 
     return {
@@ -41,6 +42,8 @@ def _originals():
         "pob": trainer.TensorFlowTrainer.__dict__["predict_on_batch"],
         "model_has_call": "__call__" in model_module.Model.__dict__,
         "function_call": polymorphic_function.Function.__dict__["__call__"],
+        "model_init": model_module.Model.__dict__["__init__"],
+        "compile": base_trainer.Trainer.__dict__["compile"],
         "phase_points": _phase_point_originals(),
         "keras": keras,
     }
@@ -60,7 +63,7 @@ def _use_everything():
 
 def _assert_restored(before):
     after = _originals()
-    for key in ("create", "init", "predict", "pob", "function_call"):
+    for key in ("create", "init", "predict", "pob", "function_call", "model_init", "compile"):
         assert after[key] is before[key], key
     assert len(before["phase_points"]) >= 15
     for point, original in before["phase_points"].items():
@@ -139,3 +142,37 @@ def test_report_method_writes_html(tmp_path):
         _use_everything()
     path = d.report(tmp_path / "r.html")
     assert "predict_on_batch" in open(path).read()
+
+
+def test_a_patch_that_raises_inside_the_users_import_is_a_warning_not_an_import_error():
+    """Installers run inside the user's ``import``: whatever a patch raises there is a warning."""
+    import sys
+
+    from tfdiag.capture import phase_points
+    from tfdiag.capture.collector import Collector
+    from tfdiag.capture.phase_tracker import PhaseTracker
+
+    class BrokenTracker(PhaseTracker):
+        def wrap(self, original, phase, applies=None):
+            raise RuntimeError("broken wrapper")
+
+    saved = sys.modules.pop("colorsys", None)  # a real module, imported afresh below
+    collector = Collector()
+    patcher = patching.Patcher()
+    try:
+        phase_points.install(patcher, BrokenTracker(), collector,
+                             points=[("colorsys", "rgb_to_hls", "kernel_execution"),
+                                     ("colorsys", "hls_to_rgb", "graph_creation")])
+        patcher.when_imported("colorsys", patching.guarded(collector.warn, "a broken installer",
+                                                           lambda patcher, module: 1 / 0, patcher))
+        import colorsys  # must not raise
+
+        assert colorsys.hls_to_rgb(0.0, 0.5, 0.0) == (0.5, 0.5, 0.5)
+    finally:
+        patcher.restore()
+        sys.modules.pop("colorsys", None)
+        if saved is not None:
+            sys.modules["colorsys"] = saved
+    messages = [w for w in collector.warnings]
+    assert sum("could not be wrapped (RuntimeError: broken wrapper)" in m for m in messages) == 2
+    assert any(m.startswith("a broken installer unavailable (colorsys): ZeroDivisionError") for m in messages)

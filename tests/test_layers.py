@@ -175,3 +175,28 @@ def test_the_package_still_offers_diagnose_lazily():
             "assert 'diagnose' in dir(tfdiag)\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_templates_read_the_analysis_and_the_renderers_constants_only():
+    """No template reaches past the Analysis into the recording: the only data they name is ``a``
+    (the Analysis), the chart laid out from it, and the renderer's own constants."""
+    import jinja2
+    from jinja2 import meta
+
+    from tfdiag.renderers import html
+
+    env = html.environment()
+    allowed = {"a", "timeline", "phases", "phase_colors", "version", "max_row_s", "limits", "copy_script",
+               "script_hash"}
+    names = sorted(p.name for p in html.templates_dir().glob("*.j2"))
+    assert "report.html.j2" in names and "_profilers.html.j2" in names
+    for name in names:
+        source = env.loader.get_source(env, name)[0]
+        tree = env.parse(source)
+        assigned = {node.target.name for node in tree.find_all(jinja2.nodes.Assign)
+                    if isinstance(node.target, jinja2.nodes.Name)}
+        used = meta.find_undeclared_variables(tree) - assigned  # set inside an {% if %} counts as set
+        assert used <= allowed, (name, sorted(used - allowed))
+    with_recording = env.parse("{{ r.calls }}{{ recording.run }}")
+    assert meta.find_undeclared_variables(with_recording) - allowed == {"r", "recording"}  # the check can fail
+    assert isinstance(env.undefined, type) and issubclass(env.undefined, jinja2.StrictUndefined)

@@ -49,6 +49,17 @@ def test_phases_add_up_to_wall_time(probe):
     for call in probe["calls"]:
         assert set(call["phases"]) == set(PHASES)
         assert sum(call["phases"].values()) == pytest.approx(call["total_s"], rel=0.01)
+        # The first call apart; the calls after it as a per-call split; together the whole call site.
+        assert sum(call["first_phases"].values()) == pytest.approx(call["first_s"], rel=0.01)
+        steady = call["steady_phases"]
+        if call["count"] == 1:
+            assert steady == {}
+            continue
+        assert sum(steady.values()) == pytest.approx((call["total_s"] - call["first_s"]) / (call["count"] - 1),
+                                                     rel=0.01)
+        for name in PHASES:
+            assert call["phases"][name] == pytest.approx(call["first_phases"][name]
+                                                         + steady[name] * (call["count"] - 1), rel=0.01, abs=1e-9)
     for sample in probe["samples"]:
         if "phases" in sample:
             assert sum(sample["phases"].values()) == pytest.approx(sample["duration_s"], rel=0.01)
@@ -86,7 +97,8 @@ def test_slow_input_batches_are_data_adapter_time(probe):
 def test_concurrent_threads_are_attributed_per_thread(probe):
     call = _call(probe, "__call__", "tiny", "float32[32, 4]")
     assert call["count"] == 60
-    # After the first 5 calls, one in 32 (at random) gets the full split; all count in the wall time.
+    # The first call, the 5 after it, then one in 32 (at random) get the full split; all count in the
+    # wall time. Four threads call from one line: one call site.
     assert 5 <= call["phase_calls"] < call["count"]
     threads = {s["thread"] for s in probe["samples"] if s["api"] == "__call__" and s["target"] == "tiny"}
     assert threads == {f"worker-{i}" for i in range(4)}

@@ -12,16 +12,30 @@ from tfdiag.capture.sampling import PhaseSampler
 from tfdiag.recording import PHASES
 
 
-def test_sampler_takes_the_first_calls_then_one_in_every():
+def test_sampler_takes_the_first_call_and_the_next_unprofiled_calls_then_one_in_every():
     sampler = PhaseSampler(every=4, first=3, seed=1)
-    weights = [sampler.weight("model") for _ in range(4003)]
-    assert weights[:3] == [1, 1, 1]
-    later = weights[3:]
+    weights = [sampler.weight("site") for _ in range(4004)]
+    assert weights[:4] == [1, 1, 1, 1]  # the first call, then 3 more
+    later = weights[4:]
     assert set(later) == {0, 4}
     assert 800 < later.count(4) < 1200  # one in 4 of 4000, at random
-    assert PhaseSampler(every=4, first=3, seed=1).weight("other") == 1  # counted per model
+    assert PhaseSampler(every=4, first=3, seed=1).weight("other") == 1  # counted per call site
     again = PhaseSampler(every=4, first=3, seed=1)
-    assert [again.weight("model") for _ in range(4003)] == weights  # seeded: reproducible
+    assert [again.weight("site") for _ in range(4004)] == weights  # seeded: reproducible
+
+
+def test_profiled_calls_use_up_none_of_the_first_calls():
+    sampler = PhaseSampler(every=10**9, first=5)
+    assert "site" not in sampler.seen
+    assert sampler.weight("site") == 1  # the first call
+    weights = []
+    for index in range(20):  # every other call runs under a profiler
+        weights.append(sampler.weight("site", profiled=index % 2 == 0))
+    assert weights[0::2] == [0] * 10  # profiled: never sampled
+    assert weights[1::2] == [1] * 5 + [0] * 5  # five unprofiled calls after the first, whatever came between
+    profiled_first = PhaseSampler(every=10**9, first=2)
+    assert profiled_first.weight("s", profiled=True) == 0  # a first call a profiler took: not sampled
+    assert [profiled_first.weight("s") for _ in range(3)] == [1, 1, 0]
 
 
 def test_sampler_every_one_measures_every_call():
@@ -31,31 +45,59 @@ def test_sampler_every_one_measures_every_call():
         PhaseSampler(every=0)
 
 
-def test_estimate_keeps_graph_creation_exact_and_adds_up_to_the_wall_time():
+def _phases(**seconds):
+    out = dict.fromkeys(PHASES, 0.0)
+    out.update(seconds)
+    return out
+
+
+def test_first_call_apart_and_the_steady_estimate_adds_up_to_the_wall_time():
     stats = CallStats("__call__", "m", "x.py:1", "float32[1]")
     rng = random.Random(0)
-
-    def phases(**seconds):
-        out = dict.fromkeys(PHASES, 0.0)
-        out.update(seconds)
-        return out
-
     # The first call traces (always sampled, weight 1); later calls: 1 in 16 sampled.
-    stats.add(0.5, rng, phases(graph_creation=0.45, other=0.05), 1)
+    stats.add(0.5, rng, _phases(graph_creation=0.45, other=0.05), 1)
     for index in range(160):
         if index % 16 == 0:
-            stats.add(0.010, rng, phases(kernel_execution=0.006, other=0.004), 16)
+            stats.add(0.010, rng, _phases(kernel_execution=0.006, other=0.004), 16)
         else:
-            stats.add(0.010, rng, phases(other=0.010), 0)  # unsampled: only wall time counts
-    stats.add(0.3, rng, phases(graph_creation=0.29, other=0.01), 0)  # a retrace in an unsampled call
+            stats.add(0.010, rng, _phases(other=0.010), 0)  # unsampled: only wall time counts
+    stats.add(0.3, rng, _phases(graph_creation=0.29, other=0.01), 0)  # a retrace in an unsampled call
+    assert stats.first_s == 0.5
+    assert stats.first_phases["graph_creation"] == 0.45 and sum(stats.first_phases.values()) == pytest.approx(0.5)
+    steady = stats.steady_phases()
+    assert sum(steady.values()) == pytest.approx((stats.total_s - 0.5) / 161)
+    assert steady["graph_creation"] == pytest.approx(0.29 / 161)  # measured on every call, never weighted
+    # The first call's one-off costs stay out: kernel and other split 6:4 as in the sampled later calls.
+    assert steady["kernel_execution"] == pytest.approx((1.9 - 0.29) * 0.6 / 161)
+    assert steady["other"] == pytest.approx((1.9 - 0.29) * 0.4 / 161)
     split = stats.phases()
-    assert split["graph_creation"] == pytest.approx(0.74)  # measured on every call, never weighted
+    assert split["graph_creation"] == pytest.approx(0.74)
     assert sum(split.values()) == pytest.approx(stats.total_s)
-    rest = stats.total_s - 0.74
-    # Weighted: the first call's 0.05 s of other counts once, each sampled later call 16 times.
-    weighted_kernel, weighted_other = 10 * 16 * 0.006, 0.05 + 10 * 16 * 0.004
-    assert split["kernel_execution"] == pytest.approx(rest * weighted_kernel / (weighted_kernel + weighted_other))
-    assert stats.phase_calls == 11
+    for name in PHASES:
+        assert split[name] == pytest.approx(stats.first_phases[name] + steady[name] * 161)
+    assert stats.phase_calls == 10  # sampled calls after the first
+
+
+def test_profiled_calls_count_in_the_wall_time_and_graph_creation_not_in_the_split():
+    collector = Collector()
+    collector.add_call("tf.function", "step", "x.py:1", "sig", 0.0, 0.1, _phases(graph_creation=0.09, other=0.01))
+    # Call 2 runs under cProfile and retraces: its tracing time is kept.
+    collector.add_call("tf.function", "step", "x.py:1", "sig", 0.2, 0.12, _phases(graph_creation=0.1, other=0.02),
+                       profiled=True, weight=0)
+    for index in range(5):
+        collector.add_call("tf.function", "step", "x.py:1", "sig", 1.0 + index, 0.01,
+                           _phases(kernel_execution=0.008, other=0.002))
+    call = collector.sections()["calls"][0]
+    assert call["count"] == 7 and call["profiled_calls"] == 1 and call["phase_calls"] == 5
+    assert call["total_s"] == pytest.approx(0.1 + 0.12 + 0.05)
+    assert call["phases"]["graph_creation"] == pytest.approx(0.19)
+    assert call["total_s"] >= call["phases"]["graph_creation"]
+    steady = call["steady_phases"]
+    assert steady["graph_creation"] == pytest.approx(0.1 / 6)
+    # The profiled call's other 0.02 s is spread in the unprofiled calls' proportions (8:2).
+    assert steady["kernel_execution"] == pytest.approx((0.17 - 0.1) * 0.8 / 6)
+    assert call["median_s"] == pytest.approx(0.01)  # profiled durations stay out of the percentiles
+    assert call["first_phases"]["graph_creation"] == 0.09 and call["first_s"] == 0.1
 
 
 def test_collector_samples_carry_phases_only_when_sampled():
@@ -116,15 +158,19 @@ def test_a_call_site_without_sampled_calls_borrows_its_models_split():
     for _ in range(3):  # sampled calls at one line
         collector.add_call("__call__", "m", "x.py:1", "sig", 0.0, 0.010, dict(split, kernel_execution=0.008,
                                                                                other=0.002), weight=1)
-    # another line, never sampled; one of its calls traced
+    # another line, whose calls after the first were all profiled; one of them traced
+    collector.add_call("__call__", "m", "x.py:9", "sig", 0.0, 0.020, dict(split, other=0.020), weight=1)
     collector.add_call("__call__", "m", "x.py:9", "sig", 0.0, 0.050, dict(split, graph_creation=0.040,
-                                                                           other=0.010), weight=0)
-    collector.add_call("__call__", "m", "x.py:9", "sig", 0.0, 0.010, dict(split, other=0.010), weight=0)
+                                                                           other=0.010), weight=0, profiled=True)
+    collector.add_call("__call__", "m", "x.py:9", "sig", 0.0, 0.010, dict(split, other=0.010), weight=0,
+                       profiled=True)
     calls = {c["call_site"]: c for c in collector.sections()["calls"]}
     borrowed = calls["x.py:9"]
     assert borrowed["phase_split_pooled"] and borrowed["phase_calls"] == 0
     assert borrowed["phases"]["graph_creation"] == pytest.approx(0.040)
-    assert borrowed["phases"]["kernel_execution"] == pytest.approx(0.020 * 0.8)
+    # The other site's calls after its first (8:2) split the 0.020 s outside graph creation.
+    assert borrowed["steady_phases"]["kernel_execution"] == pytest.approx(0.020 * 0.8 / 2)
+    assert borrowed["first_phases"]["other"] == pytest.approx(0.020)  # its own first call, not borrowed
     assert sum(borrowed["phases"].values()) == pytest.approx(borrowed["total_s"])
     assert not calls["x.py:1"]["phase_split_pooled"]
 
@@ -155,11 +201,40 @@ def test_diagnose_refuses_phase_every_it_cannot_use():
 def test_a_borrowed_split_brings_its_share_of_iterator_teardown():
     collector = Collector()
     split = dict.fromkeys(PHASES, 0.0)
-    collector.add_call("predict", "m", "x.py:1", "big", 0.0, 2.0, dict(split, kernel_execution=1.0,
-                                                                        data_adapter=1.0), weight=1,
-                       teardown_s=0.8)
-    collector.add_call("predict", "m", "x.py:9", "big", 0.0, 1.0, dict(split, other=1.0), weight=0)
+    for _ in range(2):
+        collector.add_call("predict", "m", "x.py:1", "big", 0.0, 2.0, dict(split, kernel_execution=1.0,
+                                                                            data_adapter=1.0), weight=1,
+                           teardown_s=0.8)
+    collector.add_call("predict", "m", "x.py:9", "big", 0.0, 1.0, dict(split, other=1.0), weight=1)
+    collector.add_call("predict", "m", "x.py:9", "big", 0.0, 1.0, dict(split, other=1.0), weight=0, profiled=True)
     calls = {c["call_site"]: c for c in collector.sections()["calls"]}
     assert calls["x.py:9"]["phase_split_pooled"]
+    assert calls["x.py:9"]["steady_teardown_s"] == pytest.approx(0.4)
     assert calls["x.py:9"]["data_adapter_teardown_s"] == pytest.approx(0.4)
     assert calls["x.py:9"]["data_adapter_teardown_s"] <= calls["x.py:9"]["phases"]["data_adapter"]
+    assert calls["x.py:1"]["data_adapter_teardown_s"] == pytest.approx(1.6)  # its first call's, plus the steady
+
+
+def test_a_call_site_first_call_is_never_taken_by_cprofile():
+    from tfdiag.capture import gates
+    from tfdiag.capture.cprofile import ProfileGate
+
+    gate = ProfileGate(Collector())
+    assert gates.start_all([gate], "predict", first=True) == []  # call 1
+    assert gates.start_all([gate], "predict", first=True) == []  # call 2, its turn: the next call stands in
+    taken = gates.start_all([gate], "predict")  # call 3
+    assert taken
+    gates.stop_all(taken)
+    assert [p["call_number"] for p in gate.profiled] == [3]
+
+
+def test_cprofile_still_runs_in_a_loop_whose_every_call_is_a_new_call_site():
+    from tfdiag.capture import gates
+    from tfdiag.capture.cprofile import MAX_WAIT, ProfileGate
+
+    gate = ProfileGate(Collector())
+    for _ in range(MAX_WAIT + 2):  # a new input shape every call: each one a call site's first
+        taken = gates.start_all([gate], "tf.function", first=True)
+        if taken:
+            gates.stop_all(taken)
+    assert [p["call_number"] for p in gate.profiled] == [2 + MAX_WAIT]  # call 2's turn, after waiting

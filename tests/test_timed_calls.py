@@ -13,12 +13,17 @@ from tfdiag.capture.sampling import PhaseSampler
 class FakeCapture:
     gates: list = []
 
-    def __init__(self):
-        self.observers = []
-
     @staticmethod
     def describe(args, kwargs):
         return f"{len(args)} args", None
+
+    @staticmethod
+    def input_spec(args, kwargs):
+        return [{"type": type(a).__name__} for a in args]
+
+    @staticmethod
+    def tape_is_empty():
+        return True
 
     @staticmethod
     def target_name(target):
@@ -28,7 +33,7 @@ class FakeCapture:
 class Target:
     name = "model"
 
-    def call(self, x):
+    def call(self, x, training=None):
         return x * 2
 
 
@@ -36,7 +41,7 @@ def _wrapped(skip=lambda target: False):
     collector = Collector()
     tracker = PhaseTracker(sampler=PhaseSampler(every=1, first=0))
     log = timed_calls.CallLog(collector)
-    wrapped = timed_calls.timed(Target.call, "__call__", FakeCapture(), skip, tracker, log)
+    wrapped = timed_calls.timed_call_wrapper(Target.call, "__call__", FakeCapture(), skip, tracker, log)
     return wrapped, collector, log, tracker
 
 
@@ -47,7 +52,7 @@ def test_top_level_calls_are_recorded_and_nested_ones_are_part_of_them():
     def predict(model, x):
         return wrapped(model, x) + 1  # the model called inside predict(): part of the predict call
 
-    outer = timed_calls.timed(predict, "predict", FakeCapture(), lambda t: False, tracker, log)
+    outer = timed_calls.timed_call_wrapper(predict, "predict", FakeCapture(), lambda t: False, tracker, log)
     assert wrapped(target, 3) == 6
     assert outer(target, 3) == 7
     log.flush_all()
@@ -101,7 +106,7 @@ def test_a_failing_profiler_start_is_a_warning_and_the_call_runs_unprofiled():
     wrapped, collector, log, tracker = _wrapped()
     capture = FakeCapture()
     capture.gates = [BrokenGate()]
-    gated = timed_calls.timed(Target.call, "predict", capture, lambda t: False, tracker, log)
+    gated = timed_calls.timed_call_wrapper(Target.call, "predict", capture, lambda t: False, tracker, log)
     assert gated(Target(), 1) == 2
     assert not tracker.local.frames
     log.flush_all()
@@ -117,7 +122,7 @@ def test_an_exception_in_the_call_closes_it_and_is_recorded():
         def call(self, x):
             raise ValueError("bad input")
 
-    failing = timed_calls.timed(Failing.call, "__call__", FakeCapture(), lambda t: False, tracker, log)
+    failing = timed_calls.timed_call_wrapper(Failing.call, "__call__", FakeCapture(), lambda t: False, tracker, log)
     with pytest.raises(ValueError):
         failing(Failing(), 1)
     assert not tracker.local.frames
@@ -129,7 +134,7 @@ def test_a_threads_first_call_may_be_unsampled():
     collector = Collector()
     tracker = PhaseTracker(sampler=PhaseSampler(every=10**9, first=0))  # no call is sampled
     log = timed_calls.CallLog(collector)
-    wrapped = timed_calls.timed(Target.call, "__call__", FakeCapture(), lambda t: False, tracker, log)
+    wrapped = timed_calls.timed_call_wrapper(Target.call, "__call__", FakeCapture(), lambda t: False, tracker, log)
     errors = []
 
     def first_call():
@@ -144,3 +149,68 @@ def test_a_threads_first_call_may_be_unsampled():
     assert errors == []
     log.flush_all()
     assert collector.sections()["calls"][0]["phase_calls"] == 0
+
+
+class WindowGate:
+    """Takes the calls whose number (counted over every call it is told of) is in ``numbers``."""
+
+    def __init__(self, numbers, first_aware=True):
+        self.numbers = set(numbers)
+        self.seen = 0
+        self.taken = []
+        if first_aware:
+            self.start_first = self._start_first
+
+    def _start_first(self, api):
+        self.seen += 1
+
+    def start(self, api):
+        self.seen += 1
+        return self.seen if self.seen in self.numbers else None
+
+    def stop(self, token):
+        self.taken.append(token)
+
+
+def test_profiled_calls_leave_the_first_call_and_five_unprofiled_calls_to_the_split():
+    collector = Collector()
+    tracker = PhaseTracker(sampler=PhaseSampler(every=10**9, first=5))  # no random samples
+    log = timed_calls.CallLog(collector)
+    capture = FakeCapture()
+    capture.gates = [WindowGate(range(1, 12))]  # would take calls 1-11 if it could
+    wrapped = timed_calls.timed_call_wrapper(Target.call, "predict", capture, lambda t: False, tracker, log)
+    target = Target()
+    for index in range(20):
+        wrapped(target, index)
+    log.flush_all()
+    call = collector.sections()["calls"][0]
+    assert capture.gates[0].taken == list(range(2, 12))  # the first call was not the gate's to take
+    assert call["count"] == 20 and call["profiled_calls"] == 10
+    assert call["phase_calls"] == 5  # unprofiled calls after the first, never used up by profiled ones
+    assert call["first_phases"] and sum(call["first_phases"].values()) == pytest.approx(call["first_s"])
+    assert sum(call["steady_phases"].values()) == pytest.approx((call["total_s"] - call["first_s"]) / 19)
+    assert call["input_spec"] == [{"type": "int"}]
+    assert call["training"] is False
+    assert call["caller"]["name"].endswith("test_profiled_calls_leave_the_first_call_and_five_unprofiled_calls_to_the_split")
+
+
+def test_call_sites_are_told_apart_by_line_and_training():
+    collector = Collector()
+    tracker = PhaseTracker(sampler=PhaseSampler(every=1, first=0))
+    log = timed_calls.CallLog(collector)
+    capture = FakeCapture()
+    wrapped = timed_calls.timed_call_wrapper(Target.call, "__call__", capture, lambda t: False, tracker, log)
+    target = Target()
+    for _ in range(3):
+        wrapped(target, 1)
+    wrapped(target, 1, training=True)
+    capture.tape_is_empty = staticmethod(lambda: False)  # under a gradient tape
+    wrapped(target, 1)
+    log.flush_all()
+    calls = collector.sections()["calls"]
+    by_training = {}
+    for call in calls:
+        by_training.setdefault(call["training"], []).append(call)
+    assert sorted(c["count"] for c in by_training[False]) == [3]
+    assert sorted(c["count"] for c in by_training[True]) == [1, 1]  # training=True, and under a tape: two lines
+    assert len({c["call_site"] for c in calls}) == 3

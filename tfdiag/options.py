@@ -84,8 +84,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tf-profiler-calls", type=int, default=None, metavar="N",
                         help="how many calls the TF Profiler window covers, from call 3 (default: 3)")
     parser.add_argument("--phase-every", type=int, default=None, metavar="N",
-                        help="after each model's first 5 calls, measure the full phase split on one "
-                             "call in N at random (default: 32; 1: every call, at more cost per call)")
+                        help="after each call site's first call and the 5 unprofiled calls after it, measure "
+                             "the full phase split on one call in N at random (default: 32; 1: every call, "
+                             "at more cost per call)")
     parser.add_argument("--verify", action="store_true",
                         help="after the code, time predict, predict_on_batch, model(x), tf.function, XLA "
                              "and LiteRT on each model's own input, and recommend what was measured")

@@ -29,6 +29,13 @@ def write_report(analysis: Analysis, path: str | os.PathLike) -> str:
     return write_atomically(path, html.render_report(analysis))
 
 
+def write_recording(path: str | os.PathLike, recording: Recording, analysis: Analysis) -> str:
+    """Write recording.json: the recording's sections with the analysis's (``Analysis.recorded``)."""
+    data = recording.to_dict()
+    data.update(analysis.recorded())
+    return write_atomically(path, to_json(data))
+
+
 def write(out: str | os.PathLike, recording: Recording, analysis: Analysis,
           artifacts: Artifacts | None = None) -> tuple[dict[str, str], Analysis]:
     """Write every file of the run into ``out``. Returns {kind: path} of what was written, and
@@ -62,9 +69,7 @@ def write(out: str | os.PathLike, recording: Recording, analysis: Analysis,
                 sections["tf_profiler"] = {"logdir": TENSORBOARD, "command": f"tfdiag tensorboard {quoted}"}
     _remove_stale(out, files)
     written = analysis.with_output(sections, warnings)
-    data = recording.to_dict()
-    data.update(written.recorded())
-    files["recording"] = write_atomically(os.path.join(out, "recording.json"), to_json(data))
+    files["recording"] = write_recording(os.path.join(out, "recording.json"), recording, written)
     files["report"] = write_report(written, os.path.join(out, "report.html"))
     return files, written
 

@@ -14,6 +14,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 
 import tfdiag  # noqa: E402
+from tfdiag import output  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -43,5 +44,5 @@ with tfdiag.diagnose(command=["golden"]) as d:
     for temperature in (1.0, 0.95, 0.9):
         sample(tf.constant([[1.0, 2.0]]), temperature)
 
-d.recording.save(os.path.join(HERE, "golden_recording.json"))
+output.write_recording(os.path.join(HERE, "golden_recording.json"), d.recording, d.analysis)  # as recording.json
 print("wrote", os.path.join(HERE, "golden_recording.json"), file=sys.stderr)

@@ -7,6 +7,10 @@ call site says how much of each call was ``kernel_execution``. The two measure t
 by different means, so they should agree up to the runtime's own dispatch cost per call: a row
 disagrees when tfdiag's figure is above twice the profiler's plus half a millisecond, or below
 half of it. A disagreement is a warning, never a finding: it says which figure to doubt.
+
+Where the profiler saw a call's graph functions wait for tf.data themselves, capture has already
+moved that wait out of tfdiag's kernel time (``graph_tf_data_s`` on the call entry, see
+capture/trace_ops.py); the row says how much, so a reader knows the figure is corrected.
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ def kernel_rows(recording: Recording) -> list[dict]:
         weights = [float(c.get("count") or 0) for c in calls]
         tfdiag_s = sum(phases.call_phase_split(c)["kernel_execution"] * w for c, w in zip(calls, weights)) / sum(weights)
         phase_calls = sum(int(c.get("phase_calls") or 0) for c in calls)
+        moved = sum(float(_number(c.get("graph_tf_data_s")) or 0.0) * w for c, w in zip(calls, weights)) / sum(weights)
         ok = agrees(tfdiag_s, profiler_s)
         row = {
             "api": site.get("api"),
@@ -65,6 +70,7 @@ def kernel_rows(recording: Recording) -> list[dict]:
             "phase_calls": phase_calls,
             "calls_profiled": int(site.get("calls_profiled") or 0),
             "measure": site.get("measure"),
+            "moved_tf_data_s": moved,  # per call, taken out of kernel_execution as tf.data time inside graphs
             "agrees": ok,
             "warning": None if ok else _warning(site, tfdiag_s, profiler_s, phase_calls),
         }

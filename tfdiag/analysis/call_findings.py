@@ -165,7 +165,8 @@ def _training_fix(call: dict) -> dict:
                          f"paths do not apply. Decorate your step function `{name}`{where} with @tf.function: the "
                          "forward pass, the gradient and the optimizer update then run as one graph, and the "
                          "Python code runs once per trace instead of every step."),
-                "code": f"@tf.function  # traces once; every later step runs as one graph\ndef {short}(...):\n    ...  # your step, unchanged",
+                "code": (f"@tf.function  # traces once; every later step runs as one graph\n"
+                         f"def {short}(...):\n    ...  # your step, unchanged"),
                 "guide": GUIDES["training"]}
     return {"text": (f"This call is in a training loop (training=True or under a GradientTape) at module level, so "
                      f"inference paths do not apply. Move the step at {short_site(call.get('call_site', ''))} (forward "

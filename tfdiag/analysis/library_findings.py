@@ -104,17 +104,19 @@ def _rebuilt_finding(recording: Recording, key: tuple, traced: list[tuple[dict, 
     what = (f"the {retracing.ROLE_TEXT[role]} (what {ROLE_ENTRY_POINTS[role]} run)" if role in retracing.ROLE_TEXT
             else "the model's functions")
     of_model = f" of model `{model}`" if model else ""
+    now = f" (now at {short_site(pointer)})" if pointer else ""
     if compiled:
-        why = f"the model is compiled again{' at ' + short_site(pointer) if pointer else ''}, and compile() discards them"
+        why = (f"the model is compiled again{' at ' + short_site(pointer) if pointer else ''}, and each compile() "
+               "discards the functions Keras traced")
         text = (f"Compile the model once, before the loop: every compile() throws away the training, evaluation and "
                 f"predict functions Keras traced, so the next {api}() traces them again.")
-        code = f"model.compile(...)  # once, before the loop{' (now at ' + short_site(pointer) + ')' if pointer else ''}"
+        code = f"model.compile(...)  # once, before the loop{now}"
     else:
         why = (f"the model is created again at {short_site(pointer)}" if pointer
-               else "the model was compiled or created again, which discards them")
+               else "the model was compiled or created again, which discards the functions Keras traced")
         text = (f"Create and compile the model once, before the loop, and reuse it: a new or re-compiled model "
                 f"starts without traced functions, so the next {api}() traces them again.")
-        code = f"model = build_model()  # create and compile once, before the loop{' (now at ' + short_site(pointer) + ')' if pointer else ''}"
+        code = f"model = build_model()  # create and compile once, before the loop{now}"
     code += f"\nfor x in batches:\n    {API_LINE.get(api, 'y = model.predict(x)')}"
     functions = ", ".join(f"`{n}`" for n in per_function)
     return Finding(
@@ -123,8 +125,7 @@ def _rebuilt_finding(recording: Recording, key: tuple, traced: list[tuple[dict, 
         function=name, call_site=pointer or (sites[0] if sites else ""),
         evidence=[f"{len(traced)} trace(s) of Keras's {functions} after the first, each a new tf.function object "
                   f"for the same input; {ms(seconds)} spent tracing again",
-                  *(f"traced again at {short_site(s)} ({API_LINE.get(_api_at(recording, s) or '', 'a Keras call')})"
-                    for s in sites[:4])],
+                  *(f"traced again by {_api_at(recording, s) or api}() at {short_site(s)}" for s in sites[:4])],
         estimated_savings_s=seconds,
         fix={"text": text, "code": code, "guide": GUIDES["performance"]},
         details={"origin": "keras", "role": role, "model": model, "functions": list(per_function),

@@ -292,13 +292,16 @@ def library_kind(function: dict, trace: dict, earlier: dict | None, changes: lis
     roles = (role_of(earlier), role_of(trace))
     if None not in roles and roles[0] != roles[1]:
         return "entry-point"
-    causes = {c.cause for c in changes if c.cause != "library"}
+    argument_changes = [c for c in changes if c.argument and c.cause not in ("library", "retrace-new-function")]
+    causes = {c.cause for c in argument_changes}
     if trace.get("new_object"):
-        return "rebuilt" if causes <= {"retrace-new-function"} else "entry-point"
-    if causes and _generalizes(earlier.get("args", []), trace.get("args", [])):
+        return "entry-point" if argument_changes else "rebuilt"
+    if not argument_changes:
+        return "context"
+    if _generalizes(earlier.get("args", []), trace.get("args", [])):
         return "relaxation"
     if causes <= {"retrace-structure"}:
-        return "relaxation" if causes and trace.get("reduce_retracing") and _only_opaque(changes, trace) else "context"
+        return "relaxation" if trace.get("reduce_retracing") and _only_opaque(argument_changes, trace) else "context"
     if trace.get("reduce_retracing") and causes <= {"retrace-shape", "retrace-structure"}:
         return "relaxation"
     return "growth"
@@ -311,9 +314,10 @@ def library_note(function: dict, trace: dict, kind: str) -> str:
         return (f"{owner}: the first trace of the model's {role or 'function'} for this entry point "
                 "(fit, evaluate and predict each trace their own): expected, nothing to change")
     if kind == "rebuilt":
-        where = trace.get("compiled_at") or function.get("model_created_at")
-        return (f"{owner} made this function again: the model was compiled or created again"
-                f"{' (at ' + where + ')' if where else ''}, which discards its traced functions")
+        compiled, created = trace.get("compiled_at"), function.get("model_created_at")
+        what = (f"compiled again (at {compiled})" if compiled else f"created again (at {created})" if created
+                else "compiled or created again")
+        return f"{owner} made this function again: the model was {what}, which discards its traced functions"
     if kind == "relaxation":
         return (f"{owner} traced it once more with None where the sizes varied, so later sizes reuse this "
                 "trace: a bounded relaxation, nothing to change")

@@ -21,6 +21,10 @@ from .collector import Collector
 
 DEFAULT_MAX_CALLS = 8
 TOP_ROWS = 25
+# A call site's first call is left alone while its turn waits for a later call, unless it has
+# waited this many calls: a loop whose every call is a new call site (a new input shape each
+# time) still gets profiled.
+MAX_WAIT = 8
 
 
 def is_scheduled(call_number: int) -> bool:
@@ -46,28 +50,38 @@ class ProfileGate:
         self.exclude: Callable[[int], bool] | None = None
         # Each profiled call's own duration and call site, to measure cProfile's overhead.
         self.profiled: list[dict] = []
-        self._deferred = False
+        self._deferred_at: int | None = None  # the call number whose turn is waiting for a later call
         self._busy = False
         self._lock = threading.Lock()
 
-    def start_first(self, api: str) -> None:
-        """A call site's first call: counted, never profiled; if it was its turn, the next call
-        stands in."""
+    def start_first(self, api: str):
+        """A call site's first call: counted, not profiled (if it was its turn, a later call stands
+        in), unless a turn has waited ``MAX_WAIT`` calls already."""
         with self._lock:
-            self.calls_seen += 1
-            self._deferred = self._deferred or is_scheduled(self.calls_seen)
+            waited = self._deferred_at is not None and self.calls_seen + 1 - self._deferred_at >= MAX_WAIT
+            if not waited:
+                self.calls_seen += 1
+                if is_scheduled(self.calls_seen):
+                    self._defer(self.calls_seen)
+                return None
+        return self.start(api)
+
+    def _defer(self, number: int) -> None:
+        if self._deferred_at is None:
+            self._deferred_at = number
 
     def start(self, api: str):
         with self._lock:
             self.calls_seen += 1
             number = self.calls_seen
             if self.exclude is not None and self.exclude(number):
-                self._deferred = self._deferred or is_scheduled(number)
+                if is_scheduled(number):
+                    self._defer(number)
                 return None
             if (self._busy or self.blocked_by or self.calls_profiled >= self.max_calls
-                    or not (self._deferred or is_scheduled(number))):
+                    or not (self._deferred_at is not None or is_scheduled(number))):
                 return None
-            self._deferred = False
+            self._deferred_at = None
             holder = sys.getprofile()
             if holder is not None:
                 self.blocked_by = _describe(holder)

@@ -212,3 +212,10 @@ def tape_check() -> Callable[[], bool]:
         return pywrap_tfe.TFE_Py_TapeSetIsEmpty
     except (ImportError, AttributeError):
         return no_tape
+
+
+def training_check() -> Callable[[dict], bool]:
+    """``training(kwargs)`` of a model call: True for ``training=True`` or under an active gradient
+    tape (a training loop), as the timed-call wrapper tells it."""
+    tape_is_empty = tape_check()
+    return lambda kwargs: kwargs.get("training") is True or not tape_is_empty()

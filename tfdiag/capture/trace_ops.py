@@ -21,6 +21,7 @@ whose ops the profiler does not list as TF ops, is measured by its host compute 
 
 from __future__ import annotations
 
+import bisect
 import re
 
 _OP_NAME = re.compile(r"[A-Za-z0-9.][A-Za-z0-9_./>-]*")
@@ -28,9 +29,11 @@ _OP_TYPE = re.compile(r"[A-Z_][a-zA-Z0-9_]*")
 # Kernels of tf.data itself: datasets, iterators and the optionals they hand out.
 _TF_DATA_TYPE = re.compile(r"Dataset(V\d+)?$|Iterator|^Optional(FromValue|GetValue|HasValue|None)$")
 _INPUT_WAIT = "IteratorGetNext"
-_EXECUTE = "EagerExecute"  # with ``is_func``: a graph function run from this thread
+_EXECUTE = "EagerExecute"  # with ``is_func``: a graph function run from this thread; else ``eager_op``
+_TF_DATA_WORK = ("MakeIterator", _INPUT_WAIT)  # making an iterator (MakeIterator::...), waiting for a batch
 _NOT_COMPUTE = ("EagerExecute", "EagerLocalExecute", "EagerKernelExecute", "FunctionRun", _INPUT_WAIT)
 _TF_DATA_LINE = "tf_data"
+_STEP_KEYS = ("call_number", "step_s", "model_op_s", "host_compute_s", "graph_function_s", "graph_tf_data_s")
 
 
 def op_type(event_name: str) -> str | None:
@@ -97,20 +100,34 @@ def _line_op_self_times(events: list[tuple[int, int, str]]) -> list[tuple[int, i
     return out
 
 
-def plane_steps(plane, markers: dict[int, str]) -> dict[int, dict]:
-    """Per profiled call number in ``markers`` (number -> api): its model-op and host-compute time."""
-    names = {key: meta.name for key, meta in plane.event_metadata.items()}
-    stat_names = {key: meta.name for key, meta in plane.stat_metadata.items()}
-    steps: dict[int, dict] = {}
-    ops: list[tuple[int, int, str]] = []  # (begin_ps, self_ps, type) off tf.data's threads
-    by_line: dict[int, list] = {}
-    tf_data: list[tuple[int, int]] = []  # tf.data at work or waited for: input waits, tf.data ops off its threads
-    functions: dict[int, list] = {}  # per line: graph functions run from it (EagerExecute of a function)
-    apis = set(markers.values())
-    for position, line in enumerate(plane.lines):
+def _inside(begin: int, spans: list[tuple[int, int]]) -> bool:
+    """``begin`` falls in one of ``spans`` (merged and sorted)."""
+    at = bisect.bisect_right(spans, (begin, float("inf"))) - 1
+    return at >= 0 and spans[at][0] <= begin < spans[at][1]
+
+
+def _merged(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out: list[list[int]] = []
+    for begin, end in sorted(spans):
+        if out and begin <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], end)
+        else:
+            out.append([begin, end])
+    return [(b, e) for b, e in out]
+
+
+class _Line:
+    """One thread line's events, read once: ops, tf.data's spans, graph functions, step markers."""
+
+    def __init__(self, line, names: dict, stat_names: dict, markers: dict[int, str], apis: set) -> None:
         base = line.timestamp_ns * 1000
-        tf_data_line = line.name.startswith(_TF_DATA_LINE) or line.display_name.startswith(_TF_DATA_LINE)
-        line_ops, events = [], []
+        self.tf_data_thread = line.name.startswith(_TF_DATA_LINE) or line.display_name.startswith(_TF_DATA_LINE)
+        self.events: list[tuple[int, int, str]] = []  # everything but step markers, for host compute
+        self.steps: dict[int, tuple[int, int]] = {}
+        self.functions: list[tuple[int, int]] = []  # graph functions run from this thread
+        self.tf_data: list[tuple[int, int]] = []  # tf.data at work or waited for on this thread
+        self.waits: list[tuple[int, int]] = []  # of those, waits for a batch
+        line_ops = []
         for event in line.events:
             name = names.get(event.metadata_id, "")
             begin = base + event.offset_ps
@@ -118,35 +135,52 @@ def plane_steps(plane, markers: dict[int, str]) -> dict[int, dict]:
             kind = op_type(name)
             if kind is not None:
                 line_ops.append((begin, end, kind))
-                if is_tf_data_type(kind) and not tf_data_line:
-                    tf_data.append((begin, end))
-            elif name.startswith(_INPUT_WAIT):
-                tf_data.append((begin, end))
-            elif name == _EXECUTE and event.stats and _stats(event, stat_names).get("is_func"):
-                functions.setdefault(position, []).append((begin, end))
-            if name in apis and event.stats:
-                stats = _stats(event, stat_names)
-                number = stats.get("step_num")
-                if "_r" in stats and isinstance(number, int) and markers.get(number) == name:
-                    steps[number] = {"line": position, "begin": begin, "end": end}
-                    continue  # a step marker is not compute
-            events.append((begin, end, name))
-        by_line[position] = events
-        if not tf_data_line:
-            ops.extend(_line_op_self_times(line_ops))
-    for step in steps.values():
-        begin, end = step["begin"], step["end"]
-        model = [(b, s) for b, s, kind in ops if begin <= b < end and not is_tf_data_type(kind)]
-        inside = [(max(b, begin), min(e, end), name) for b, e, name in by_line[step["line"]] if b < end and e > begin]
-        waited = [(b, e) for b, e, name in inside if name.startswith(_INPUT_WAIT)]
-        compute = [(b, e) for b, e, name in inside if not name.startswith(_NOT_COMPUTE)]
-        graphs = [(max(b, begin), min(e, end)) for b, e in functions.get(step["line"], []) if b < end and e > begin]
-        step["model_op_s"] = sum(s for _, s in model) / 1e12
-        step["model_ops"] = len(model)
-        step["host_compute_s"] = (_union_ps(compute + waited) - _union_ps(waited)) / 1e12  # waits win, as in xprof
-        step["graph_tf_data_s"] = _overlap_ps(graphs, tf_data) / 1e12
-        step["graph_function_s"] = _union_ps(graphs) / 1e12
-        step["step_s"] = (end - begin) / 1e12
+            stats = _stats(event, stat_names) if event.stats and (name == _EXECUTE or name in apis) else {}
+            if (kind is not None and is_tf_data_type(kind)) or name.startswith(_TF_DATA_WORK) or (
+                    name == _EXECUTE and is_tf_data_type(str(stats.get("eager_op") or ""))):
+                self.tf_data.append((begin, end))
+                if name.startswith(_INPUT_WAIT):
+                    self.waits.append((begin, end))
+            elif name == _EXECUTE and stats.get("is_func"):
+                self.functions.append((begin, end))
+            number = stats.get("step_num")
+            if name in apis and "_r" in stats and isinstance(number, int) and markers.get(number) == name:
+                self.steps[number] = (begin, end)
+                continue  # a step marker is not compute
+            self.events.append((begin, end, name))
+        data = _merged(self.tf_data)
+        # The model's ops: not tf.data's kind, not run by tf.data (inside its work on this thread,
+        # such as a function instantiated while an iterator is made), not on tf.data's threads.
+        self.ops = [] if self.tf_data_thread else [
+            (b, s) for b, s, kind in _line_op_self_times(line_ops) if not is_tf_data_type(kind) and not _inside(b, data)]
+
+
+def plane_steps(plane, markers: dict[int, str]) -> dict[int, dict]:
+    """Per profiled call number in ``markers`` (number -> api): its model-op and host-compute time,
+    and its graph functions' time, all of it and the part spent on tf.data."""
+    names = {key: meta.name for key, meta in plane.event_metadata.items()}
+    stat_names = {key: meta.name for key, meta in plane.stat_metadata.items()}
+    lines = [_Line(line, names, stat_names, markers, set(markers.values())) for line in plane.lines]
+    ops = [op for line in lines for op in line.ops]
+    # tf.data's time a graph function can spend: a wait for a batch on whichever thread serves it,
+    # and tf.data work off tf.data's threads (its own threads run alongside, e.g. prefetching).
+    tf_data = [span for line in lines for span in (line.waits if line.tf_data_thread else line.tf_data)]
+    steps: dict[int, dict] = {}
+    for line in lines:
+        for number, (begin, end) in line.steps.items():
+            model = [s for b, s in ops if begin <= b < end]
+            inside = [(max(b, begin), min(e, end), name) for b, e, name in line.events if b < end and e > begin]
+            waited = [(b, e) for b, e, name in inside if name.startswith(_INPUT_WAIT)]
+            compute = [(b, e) for b, e, name in inside if not name.startswith(_NOT_COMPUTE)]
+            graphs = [(max(b, begin), min(e, end)) for b, e in line.functions if b < end and e > begin]
+            steps[number] = {
+                "step_s": (end - begin) / 1e12,
+                "model_op_s": sum(model) / 1e12,
+                "model_ops": len(model),
+                "host_compute_s": (_union_ps(compute + waited) - _union_ps(waited)) / 1e12,  # waits win, as in xprof
+                "graph_function_s": _union_ps(graphs) / 1e12,
+                "graph_tf_data_s": _overlap_ps(graphs, tf_data) / 1e12,
+            }
     return steps
 
 
@@ -176,44 +210,52 @@ def per_call_site(profiled: list[dict], steps: dict[int, dict]) -> list[dict]:
     for call in profiled:
         step = steps.get(call.get("call_number"))
         if step is not None:
-            sites.setdefault((call.get("api"), call.get("call_site")), []).append(step)
+            sites.setdefault((call.get("api"), call.get("call_site")), []).append(dict(step, call_number=call["call_number"]))
     rows = []
     for (api, site), found in sites.items():
         eager = not any(step["model_ops"] for step in found)
         key = "host_compute_s" if eager else "model_op_s"
         rows.append({
             "graph_tf_data_s_per_call": sum(step["graph_tf_data_s"] for step in found) / len(found),
+            "graph_function_s_per_call": sum(step["graph_function_s"] for step in found) / len(found),
             "api": api,
             "call_site": site,
             "calls_profiled": len(found),
             "model_op_s_per_call": sum(step[key] for step in found) / len(found),
             "measure": "host_compute" if eager else "op_self_time",
             "step_s_per_call": sum(step["step_s"] for step in found) / len(found),
+            "steps": [{key: step[key] for key in _STEP_KEYS} for step in found],
         })
     return rows
 
 
 def move_graph_tf_data(calls: list[dict], totals: dict, sites: list[dict]) -> None:
-    """Move each traced call site's tf.data time inside graph functions from kernel_execution
-    to data_adapter.
+    """Move the tf.data time inside graph functions out of kernel_execution, into data_adapter.
 
     tfdiag times a graph function from the outside, all of it as kernel_execution; when the
     function pulls its batches from a tf.data iterator itself (tf-keras's predict function, a
     user's tf.function looping over an iterator) or makes one, the wait for those batches is
-    inside that time, and no Python entry point marks it. The TF Profiler measured it per call (``sites``, from
-    ``per_call_site``): it moves, per steady-state call, from kernel_execution to data_adapter
-    in ``steady_phases``, in the call site's ``phases`` totals and in the run's ``totals``; never
-    more than the kernel time there is. ``graph_tf_data_s`` on the call entry says how much
-    moved per call. The first call keeps its split (its own was not measured)."""
+    inside that time, and no Python entry point marks it. The TF Profiler measured, at the call
+    sites it traced (``sites``, from ``per_call_site``), which share of the graph functions' time
+    went to tf.data and how long they ran besides. That share of each steady-state call's kernel
+    time is tf.data time (a share, as the wait grows and shrinks with the load on the machine,
+    in profiled and unprofiled calls alike), but the kernel time never falls below the functions'
+    time besides tf.data (under the profiler, tf.data's threads run slower and its share looks
+    bigger). It moves in ``steady_phases``, in the call site's ``phases`` totals and in the
+    run's ``totals``; ``graph_tf_data_s`` on the call entry says how much moved per call. The
+    first call keeps its own split."""
     for site in sites:
         wait = site.get("graph_tf_data_s_per_call") or 0.0
-        if wait <= 0:
+        running = site.get("graph_function_s_per_call") or 0.0
+        if wait <= 0 or running <= 0:
             continue
+        share, busy = min(1.0, wait / running), max(0.0, running - wait)
         for call in calls:
             steady = call.get("steady_phases")
             if (call.get("api"), call.get("call_site")) != (site.get("api"), site.get("call_site")) or not steady:
                 continue
-            moved = min(wait, steady.get("kernel_execution", 0.0))
+            kernel = steady.get("kernel_execution", 0.0)
+            moved = max(0.0, min(share * kernel, kernel - busy))
             steady_calls = max(0, (call.get("count") or 0) - (1 if call.get("first_phases") else 0))
             for split, times in ((steady, 1), (call.get("phases"), steady_calls), (totals, steady_calls)):
                 if isinstance(split, dict) and "kernel_execution" in split:

@@ -131,12 +131,8 @@ def http_url(value) -> str:
     return text if _HTTP_URL.fullmatch(text) else ""
 
 
-def render_report(analysis: Analysis, *transitional) -> str:
-    """The page, from the Analysis alone. TRANSITIONAL: ``render_report(recording, analysis)``,
-    the old order, is still accepted until its last callers (tests/test_profilers.py,
-    benchmarks/render_large.py) pass the Analysis only."""
-    if transitional:
-        analysis = transitional[0]
+def render_report(analysis: Analysis) -> str:
+    """The page, from the Analysis alone (templates read nothing else)."""
     template = environment().get_template("report.html.j2")
     return template.render(
         a=analysis,
