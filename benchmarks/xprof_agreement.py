@@ -131,8 +131,8 @@ def meets(row: dict) -> bool:
 
 
 def print_table(rows: list[dict]) -> bool:
-    header = (f"{'flavor':9} {'workload':20} {'api':10} {'calls':>5} {'tfdiag kernel':>14} {'profiler ops':>13} "
-              f"{'measure':13} {'ratio':>6} {'split on':>8}  {'run':>6}  target")
+    header = (f"{'flavor':9} {'workload':20} {'api':11} {'calls':>5} {'tfdiag kernel':>14} {'profiler ops':>13} "
+              f"{'measure':13} {'ratio':>6} {'split on':>8} {'tf.data moved':>13}  {'run':>6}  target")
     print(header)
     print("-" * len(header))
     every = True
@@ -140,14 +140,16 @@ def print_table(rows: list[dict]) -> bool:
         ok = meets(row)
         every = every and ok
         if row.get("missing"):
-            print(f"{row['flavor']:9} {row['workload']:20} no profiled call site in the trace  "
+            print(f"{row['flavor']:9} {row['workload']:20} no call site in the TF Profiler's trace  "
                   f"{row['wall_s']:5.1f}s  MISSED")
             continue
         ratio = f"{row['ratio']:.2f}" if row["ratio"] is not None else "-"
-        print(f"{row['flavor']:9} {row['workload']:20} {row['api']:10} {row['count']:5d} "
+        print(f"{row['flavor']:9} {row['workload']:20} {row['api']:11} {row['count']:5d} "
               f"{1000 * row['tfdiag_kernel_s']:11.3f} ms {1000 * row['profiler_model_op_s']:10.3f} ms "
-              f"{row['measure'] or '-':13} {ratio:>6} {row['phase_calls']:8d}  {row['wall_s']:5.1f}s  "
-              f"{'ok' if ok else 'MISSED'}")
+              f"{row['measure'] or '-':13} {ratio:>6} {row['phase_calls']:8d} {1000 * row['moved_tf_data_s']:10.3f} ms"
+              f"  {row['wall_s']:5.1f}s  {'ok' if ok else 'MISSED'}")
+    print(f"load average {' / '.join(f'{v:.1f}' for v in os.getloadavg())} on {os.cpu_count()} CPUs "
+          f"(other processes' load stretches single calls, and so tfdiag's sampled kernel time)")
     return every
 
 

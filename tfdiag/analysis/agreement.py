@@ -2,8 +2,9 @@
 
 The TF Profiler traced a few calls (the ``tf_profiler`` section); per call site it measured the
 model's op time per call (``call_sites[].model_op_s_per_call``: the self time of the ops that are
-not tf.data's, or for eager calls their host compute). tfdiag's steady-state split of the same
-call site says how much of each call was ``kernel_execution``. The two measure the same thing
+not tf.data's, or for eager calls their host compute, here less the slowdown the profiler itself
+caused there). tfdiag's steady-state split of the same call site says how much of each call was
+``kernel_execution``. The two measure the same thing
 by different means, so they should agree up to the runtime's own dispatch cost per call: a row
 disagrees when tfdiag's figure is above twice the profiler's plus half a millisecond, or below
 half of it. A disagreement is a warning, never a finding: it says which figure to doubt.
@@ -16,7 +17,7 @@ capture/trace_ops.py); the row says how much, so a reader knows the figure is co
 from __future__ import annotations
 
 from ..recording import Recording
-from . import phases
+from . import phases, profile_rows
 from .units import duration
 
 HIGH_RATIO = 2.0
@@ -50,10 +51,15 @@ def kernel_rows(recording: Recording) -> list[dict]:
     for site in sites if isinstance(sites, list) else []:
         if not isinstance(site, dict):
             continue
-        profiler_s = _number(site.get("model_op_s_per_call"))
+        measured_s = _number(site.get("model_op_s_per_call"))
         calls = _site_calls(recording, site.get("api"), site.get("call_site"))
-        if profiler_s is None or not calls:
+        if measured_s is None or not calls:
             continue
+        # An eager call's host compute holds the profiler's own per-op instrumentation: take the
+        # slowdown the profiled calls showed against the unprofiled ones at the same site out of it.
+        # (Graph ops' self time is timed around the kernel alone, so it stays as measured.)
+        slowdown = _slowdown(section, calls) if site.get("measure") == "host_compute" else 1.0
+        profiler_s = measured_s / slowdown
         weights = [float(c.get("count") or 0) for c in calls]
         tfdiag_s = sum(phases.call_phase_split(c)["kernel_execution"] * w for c, w in zip(calls, weights)) / sum(weights)
         phase_calls = sum(int(c.get("phase_calls") or 0) for c in calls)
@@ -70,6 +76,8 @@ def kernel_rows(recording: Recording) -> list[dict]:
             "phase_calls": phase_calls,
             "calls_profiled": int(site.get("calls_profiled") or 0),
             "measure": site.get("measure"),
+            "profiler_measured_s": measured_s,
+            "profiler_slowdown": slowdown,
             "moved_tf_data_s": moved,  # per call, taken out of kernel_execution as tf.data time inside graphs
             "agrees": ok,
             "warning": None if ok else _warning(site, tfdiag_s, profiler_s, phase_calls),
@@ -78,8 +86,15 @@ def kernel_rows(recording: Recording) -> list[dict]:
     return rows
 
 
+def _slowdown(section: dict, calls: list[dict]) -> float:
+    """How many times slower the profiled calls ran than the unprofiled median of their call site (>= 1)."""
+    sites = profile_rows.measured_overhead(section.get("profiled") or [], calls)["sites"]
+    ratios = [s["ratio"] for s in sites if s.get("ratio")]
+    return max(1.0, ratios[0]) if ratios else 1.0
+
+
 def _warning(site: dict, tfdiag_s: float, profiler_s: float, phase_calls: int) -> str:
-    what = ("host compute per call" if site.get("measure") == "host_compute"
+    what = ("host compute per call (less the profiler's own slowdown)" if site.get("measure") == "host_compute"
             else "model-op time per call (self time of the non-tf.data ops)")
     direction = "above" if tfdiag_s > profiler_s else "below"
     ratio = f"×{tfdiag_s / profiler_s:.1f}" if profiler_s > 0 else "with nothing to compare"
