@@ -19,7 +19,7 @@ from .capture import environment
 from .capture.collector import Collector
 from .capture import phase_points, sampling
 from .capture.cprofile import DEFAULT_MAX_CALLS, ProfileGate
-from .capture.tf_profiler import DEFAULT_CALLS as TF_PROFILER_CALLS, TfProfilerGate
+from .capture.tf_profiler import DEFAULT_CALLS as TF_PROFILER_CALLS, TfProfilerGate, correct_kernel_time
 from .capture.function_calls import FunctionCallCapture
 from .capture.keras_calls import KerasCallCapture
 from .capture.patching import Patcher
@@ -168,6 +168,7 @@ class Diagnoser(contextlib.ContextDecorator):
             recording.extra["cprofile"] = self.gate.section()
         if tf_section is not None:
             recording.extra["tf_profiler"] = tf_section
+            correct_kernel_time(recording)  # in-graph tf.data waits are data_adapter, not kernels
         return recording
 
     def _tf_profiler_section(self) -> dict | None:

@@ -4,6 +4,12 @@ Hooks run on the user's threads, so every mutation takes one lock. Per call
 site only aggregates and a fixed-size reservoir of durations are kept, and
 each function keeps its first ``MAX_TRACES_KEPT`` traces in full, so memory
 stays bounded however long the diagnosed program runs.
+
+A call site's entry (``_call_section``) reports its first call apart (``first_phases``: tracing,
+first-run setup) from the calls after it (``steady_phases``, per call: what findings quote), and
+``phases``, the whole call site, is their sum. Every call, profiled or not, counts in ``count``,
+``total_s`` and graph creation; the steady split's proportions come from the sampled unprofiled
+calls after the first (``phase_calls`` of them).
 """
 
 from __future__ import annotations
@@ -259,7 +265,8 @@ class Collector:
         """The recording sections built from what was collected (called once, at the end)."""
         with self.lock:
             functions = [_function_section(s) for s in self.functions.values()]
-            # (api, target) -> (weighted split, weighted teardown) of its sampled calls, all sites and inputs
+            # (api, target) -> (weighted split, weighted teardown) of its sampled calls after each
+            # site's first, all sites and inputs: what a site with none of its own borrows
             splits: dict = {}
             teardowns: dict = {}
             for stats in self.calls.values():

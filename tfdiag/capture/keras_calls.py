@@ -39,26 +39,8 @@ def leading_dim(value, depth: int = 0):
 
 
 _ARRAY_SIGNATURES: dict = {}
-
-
-def _cached(value) -> tuple:
-    """(signature, batch, spec) of a call's input: described once per (type, shape, dtype) for an
-    array (this runs on every call); spec None for anything else (``call_input_spec`` makes it)."""
-    dtype = getattr(value, "dtype", None)
-    fast = getattr(value, "_shape_tuple", None)  # EagerTensor: a plain tuple, no TensorShape
-    shape = fast() if fast is not None else getattr(value, "shape", None)
-    if dtype is None or shape is None:
-        return describe_input(value), leading_dim(value), None
-    try:
-        key = (type(value), tuple(shape), dtype)
-        known = _ARRAY_SIGNATURES.get(key)
-    except TypeError:  # an unhashable shape or dtype
-        return describe_input(value), leading_dim(value), None
-    if known is None:
-        if len(_ARRAY_SIGNATURES) > 10_000:
-            _ARRAY_SIGNATURES.clear()
-        known = _ARRAY_SIGNATURES[key] = (describe_input(value), leading_dim(value), input_spec(value))
-    return known
+_ARRAY_SPECS: dict = {}
+MAX_CACHED = 10_000
 
 
 def _call_input(args: tuple, kwargs: dict):
@@ -67,16 +49,42 @@ def _call_input(args: tuple, kwargs: dict):
 
 
 def describe_call_input(args: tuple, kwargs: dict) -> tuple[str, int | None]:
-    """(signature, batch size) of a call's input, cached for arrays: this runs on every call."""
-    signature, batch, _ = _cached(_call_input(args, kwargs))
-    return signature, batch
+    """(signature, batch size) of a call's input (the first argument, or ``x=``/``inputs=``),
+    cached for arrays: this runs on every call, so it is one function."""
+    value = args[0] if args else kwargs.get("x", kwargs.get("inputs"))
+    dtype = getattr(value, "dtype", None)
+    fast = getattr(value, "_shape_tuple", None)  # EagerTensor: a plain tuple, no TensorShape
+    shape = fast() if fast is not None else getattr(value, "shape", None)
+    if dtype is None or shape is None:
+        return describe_input(value), leading_dim(value)
+    try:
+        key = (type(value), tuple(shape), dtype)
+        known = _ARRAY_SIGNATURES.get(key)
+    except TypeError:  # an unhashable shape or dtype
+        return describe_input(value), leading_dim(value)
+    if known is None:
+        if len(_ARRAY_SIGNATURES) > MAX_CACHED:
+            _ARRAY_SIGNATURES.clear()
+        known = _ARRAY_SIGNATURES[key] = (describe_input(value), leading_dim(value))
+    return known
 
 
 def call_input_spec(args: tuple, kwargs: dict):
-    """``input_spec`` of a call's input (see ``input_spec``), cached for arrays like its signature."""
+    """``input_spec`` of a call's input (a call site's first call only), cached for arrays."""
     value = _call_input(args, kwargs)
-    spec = _cached(value)[2]
-    return spec if spec is not None else input_spec(value)
+    shape = getattr(value, "shape", None)
+    if shape is None or getattr(value, "dtype", None) is None:
+        return input_spec(value)
+    try:
+        key = (type(value), tuple(shape), value.dtype)
+        known = _ARRAY_SPECS.get(key)
+    except TypeError:
+        return input_spec(value)
+    if known is None:
+        if len(_ARRAY_SPECS) > MAX_CACHED:
+            _ARRAY_SPECS.clear()
+        known = _ARRAY_SPECS[key] = input_spec(value)
+    return known
 
 
 def input_spec(value, depth: int = 0):

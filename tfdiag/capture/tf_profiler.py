@@ -6,7 +6,10 @@ calls after warm-up (calls 3, 4, 5 by default), each marked as a step
 folder is only known when the report is written, so the trace goes to a private temporary
 logdir and ``copy_to`` puts it under ``<out>/tensorboard/`` in the layout TensorBoard reads
 (``plugins/profile/<run>/<host>.xplane.pb``). ``read_trace`` turns it into op statistics
-with xprof's converter. A TF Profiler the user's code already runs is left alone.
+with xprof's converter, and ``call_sites`` into the model's op time per profiled call site
+(trace_ops.py), the independent check on tfdiag's kernel_execution; ``correct_kernel_time``
+takes the tf.data time the trace shows inside graph functions out of kernel_execution. A TF
+Profiler the user's code already runs is left alone.
 """
 
 from __future__ import annotations

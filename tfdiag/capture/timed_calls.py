@@ -29,13 +29,13 @@ class CallLog:
 
     def __init__(self, collector: Collector) -> None:
         self.collector = collector
-        self._local = threading.local()
+        self.local = threading.local()  # per thread: ``entry``, (thread name, buffer of finished calls)
         self._buffers: list[tuple[tuple[str, list], threading.Thread]] = []  # ((name, buffer), thread)
         self._lock = threading.Lock()
 
-    def _new_buffer(self) -> tuple[str, list]:
+    def new_buffer(self) -> tuple[str, list]:
         thread = threading.current_thread()
-        entry = self._local.entry = (thread.name, [])
+        entry = self.local.entry = (thread.name, [])
         with self._lock:
             finished = []
             if len(self._buffers) >= MAX_THREAD_BUFFERS:  # a thread per request: keep the live ones
@@ -80,15 +80,12 @@ class CallLog:
             self.collector.warn(f"could not record a {api} call: {exc.__class__.__name__}: {exc}")
             return None
 
-    def add(self, api: str, site: tuple, frame, profiled: bool) -> None:
-        """One finished call (from the wrapper; never raises into the user's code)."""
+    def flush_full(self, entry: tuple[str, list]) -> None:
+        """A thread's buffer reached FLUSH_EVERY calls (from the wrapper; never raises)."""
         try:
-            thread, buffer = getattr(self._local, "entry", None) or self._new_buffer()
-            buffer.append((api, site, frame, profiled))
-            if len(buffer) >= FLUSH_EVERY:
-                self._flush(thread, buffer)
+            self._flush(*entry)
         except Exception as exc:
-            self.collector.warn(f"could not record a {api} call: {exc.__class__.__name__}: {exc}")
+            self.collector.warn(f"could not record calls: {exc.__class__.__name__}: {exc}")
 
     def observe(self, observers, api: str, target, args: tuple, kwargs: dict) -> None:
         for observer in observers:
@@ -136,7 +133,8 @@ def timed_call_wrapper(original: Callable, api: str, capture, skip: Callable, tr
     seen = sampler.seen
     clock = tracker.clock
     call_site = log.call_site
-    add = log.add
+    log_local = log.local
+    new_buffer = log.new_buffer
     local = tracker.local
 
     def timed_call(target, *args, **kwargs):
@@ -181,7 +179,10 @@ def timed_call_wrapper(original: Callable, api: str, capture, skip: Callable, tr
             if taken:
                 gates.stop_all(taken)
             if frame is not None:
-                add(api, site, frame, bool(taken))
+                entry = getattr(log_local, "entry", None) or new_buffer()
+                entry[1].append((api, site, frame, bool(taken)))
+                if len(entry[1]) >= FLUSH_EVERY:
+                    log.flush_full(entry)
                 if observers:
                     log.observe(observers, api, target, args, kwargs)
 

@@ -8,7 +8,8 @@ xprof 2.24, ``xplane_to_op_metrics_db.cc`` and ``xplane_to_step_events.cc``):
   duration less the TF ops nested in it on the same thread line;
 - ``Iterator::...`` events are tf.data's (xprof's ``Dataset`` category), and so are the iterator
   and dataset kernels (``IteratorGetNext``, ``MakeIterator``, ``*Dataset``, ``Optional*``) and
-  everything on tf.data's own threads (lines named ``tf_data_*``: prefetch, parallel map):
+  everything on tf.data's own threads (lines named ``tf_data_*``: prefetch, parallel map) or
+  inside its work on another thread (an op run while ``MakeIterator::...`` makes an iterator):
   none of that is the model;
 - a step's host compute is the time covered by its thread's events other than the step marker,
   the ``EagerExecute``/``EagerLocalExecute``/``EagerKernelExecute``/``FunctionRun`` wrappers
@@ -16,7 +17,11 @@ xprof 2.24, ``xplane_to_op_metrics_db.cc`` and ``xplane_to_step_events.cc``):
 
 Each profiled call is one step (``Trace(api, step_num=n, _r=1)`` in tf_profiler.py). A call's
 model-op time is the self time of the non-tf.data ops that start inside its step; an eager call,
-whose ops the profiler does not list as TF ops, is measured by its host compute instead.
+whose ops the profiler does not list as TF ops, is measured by its host compute instead. The
+step's graph functions (``EagerExecute`` of a function, on the step's thread) are timed too, and
+the part of them spent on tf.data (a batch waited for inside the graph, an iterator made there):
+tfdiag sees a graph function only from outside, so ``move_graph_tf_data`` uses it to take that
+time out of kernel_execution.
 """
 
 from __future__ import annotations
@@ -239,9 +244,9 @@ def move_graph_tf_data(calls: list[dict], totals: dict, sites: list[dict]) -> No
     sites it traced (``sites``, from ``per_call_site``), which share of the graph functions' time
     went to tf.data and how long they ran besides. That share of each steady-state call's kernel
     time is tf.data time (a share, as the wait grows and shrinks with the load on the machine,
-    in profiled and unprofiled calls alike), but the kernel time never falls below the functions'
-    time besides tf.data (under the profiler, tf.data's threads run slower and its share looks
-    bigger). It moves in ``steady_phases``, in the call site's ``phases`` totals and in the
+    in profiled and unprofiled calls alike), but the kernel time never falls below the least
+    time a profiled call's functions ran besides tf.data (under the profiler, tf.data's threads
+    run slower and its share looks bigger). It moves in ``steady_phases``, in the call site's ``phases`` totals and in the
     run's ``totals``; ``graph_tf_data_s`` on the call entry says how much moved per call. The
     first call keeps its own split."""
     for site in sites:
@@ -249,7 +254,12 @@ def move_graph_tf_data(calls: list[dict], totals: dict, sites: list[dict]) -> No
         running = site.get("graph_function_s_per_call") or 0.0
         if wait <= 0 or running <= 0:
             continue
-        share, busy = min(1.0, wait / running), max(0.0, running - wait)
+        share = min(1.0, wait / running)
+        # The least any profiled call's functions ran besides tf.data (one call the machine's
+        # load stretched must not stop the move).
+        busy = min((step["graph_function_s"] - step["graph_tf_data_s"] for step in site.get("steps") or []),
+                   default=running - wait)
+        busy = max(0.0, busy)
         for call in calls:
             steady = call.get("steady_phases")
             if (call.get("api"), call.get("call_site")) != (site.get("api"), site.get("call_site")) or not steady:
