@@ -11,6 +11,7 @@ for a call made in a training loop.
 from __future__ import annotations
 
 from ..recording import Recording
+from .retracing import spec_code
 from .units import duration
 
 MIN_SPEEDUP = 1.1  # closer than this to the user's own path is within timing noise
@@ -53,7 +54,7 @@ def entries_for(recording: Recording, target: str) -> list[dict]:
     return [e for e in entries(recording) if e.get("target") == target]
 
 
-def timed(entry: dict) -> bool:
+def has_timing(entry: dict) -> bool:
     median = entry.get("median_s")
     return not entry.get("error") and isinstance(median, (int, float)) and median > 0
 
@@ -71,12 +72,12 @@ def is_equivalent(entry: dict) -> bool:
 
 def base_entry(target_entries: list[dict], base_path: str) -> dict | None:
     """The timed entry of the user's own path, or None."""
-    return next((e for e in target_entries if e.get("path") == base_path and timed(e)), None)
+    return next((e for e in target_entries if e.get("path") == base_path and has_timing(e)), None)
 
 
 def _better(entry: dict, base: dict) -> bool:
     """Timed, the same outputs as the base, and clearly faster than it."""
-    return (entry is not base and timed(entry) and is_equivalent(entry)
+    return (entry is not base and has_timing(entry) and is_equivalent(entry)
             and base["median_s"] / entry["median_s"] >= MIN_SPEEDUP)
 
 
@@ -130,7 +131,7 @@ def recommended(recording: Recording, findings: list[dict]) -> list[dict]:
             continue
         for entry in entries_for(recording, finding.get("function", "")):
             if (entry.get("path") == measured.get("path") and entry.get("user_path", measured.get("base_path"))
-                    == measured.get("base_path") and timed(entry) and all(entry is not c for c in chosen)):
+                    == measured.get("base_path") and has_timing(entry) and all(entry is not c for c in chosen)):
                 chosen.append(entry)
                 break
     return chosen
@@ -165,26 +166,13 @@ def checks_view(recording: Recording) -> list[dict]:
 
 def not_measured_reason(target_entries: list[dict]) -> str | None:
     """Why a model has no timings (unsupported input, budget spent), from its entries."""
-    if any(timed(e) for e in target_entries):
+    if any(has_timing(e) for e in target_entries):
         return None
     errors = [e.get("error") for e in target_entries if e.get("error")]
     return errors[0] if errors else None
 
 
 # -- the fix text and snippet ---------------------------------------------------------
-def _spec_code(spec) -> str:
-    if isinstance(spec, dict) and set(spec) == {"shape", "dtype"}:
-        if spec["shape"] is None:
-            return f"tf.TensorSpec(None, tf.{spec['dtype']})"
-        dims = ", ".join("None" if d is None else str(d) for d in spec["shape"])
-        return f"tf.TensorSpec([{dims}], tf.{spec['dtype']})"
-    if isinstance(spec, dict):
-        return "{" + ", ".join(f"{k!r}: {_spec_code(v)}" for k, v in spec.items()) + "}"
-    if isinstance(spec, list):
-        return "[" + ", ".join(_spec_code(v) for v in spec) + "]"
-    return "tf.TensorSpec([None, ...], tf.float32)"
-
-
 def snippet(entry: dict) -> str:
     """Code for the path, with the input_signature generated from the observed shapes."""
     path = entry.get("path")
@@ -198,7 +186,8 @@ def snippet(entry: dict) -> str:
         return (f"ds = tf.data.Dataset.from_tensor_slices(x).batch({entry.get('batch_size') or 32})"
                 ".prefetch(tf.data.AUTOTUNE)  # once\n"
                 "y = model.predict(ds, verbose=0)")
-    signature = _spec_code(entry.get("signature"))
+    signature = (spec_code(entry.get("signature"), free_batch=False)
+                 or "tf.TensorSpec([None, ...], tf.float32)  # describe your input here")
     if path in ("tf.function", "tf.function_xla"):
         jit = ", jit_compile=True" if path == "tf.function_xla" else ""
         return ("serve = tf.function(lambda x: model(x, training=False),  # once, outside the loop\n"

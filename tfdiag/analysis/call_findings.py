@@ -13,7 +13,7 @@ from ..recording import Recording
 from . import alternatives, retracing
 from .findings import GUIDES, Finding, severity_for, short_site
 from .phases import call_phase_split
-from .units import ms
+from .units import duration
 
 SMALL_BATCH = 256        # predict-overhead: per-call cost matters on batches up to this size
 EAGER_LOOP_CALLS = 20    # eager-loop: a hot loop has at least this many calls
@@ -105,18 +105,18 @@ def _finding(recording: Recording, kind: str, calls: list[dict]) -> Finding:
     else:
         suffix = " Unverified on your model: run `tfdiag analyze --verify` to time each path."
     evidence = [f"{c.get('count', 0)} calls of {_api_text(c)} at {short_site(c.get('call_site', ''))} on "
-                f"{c.get('input_signature')}, median {ms(c.get('median_s', 0.0))}" for c in calls[:5]]
+                f"{c.get('input_signature')}, median {duration(c.get('median_s', 0.0))}" for c in calls[:5]]
     if kind == "predict-overhead":
         if any(split.values()):
-            evidence.append("per call: " + ", ".join(f"{p} {ms(v)}" for p, v in split.items() if v > 0))
+            evidence.append("per call: " + ", ".join(f"{p} {duration(v)}" for p, v in split.items() if v > 0))
         advice, code = _fastest_path_advice(recording.environment.get("keras_flavor"))
-        title = f"{api}() at {where} costs {ms(median)} per call × {count} calls, mostly fixed per-call overhead"
+        title = f"{api}() at {where} costs {duration(median)} per call × {count} calls, mostly fixed per-call overhead"
         fix = {"text": f"In a loop of small batches, {advice}.{suffix}", "code": code, "guide": GUIDES["predict"]}
     else:
-        evidence.append(f"per call: Python/Keras overhead {ms(split.get('other', 0.0))} and input conversion "
-                        f"{ms(split.get('input_processing', 0.0))} vs kernels {ms(split.get('kernel_execution', 0.0))}")
+        evidence.append(f"per call: Python/Keras overhead {duration(split.get('other', 0.0))} and input conversion "
+                        f"{duration(split.get('input_processing', 0.0))} vs kernels {duration(split.get('kernel_execution', 0.0))}")
         title = (f"{_api_text(call)} at {where} runs eagerly{' in a training loop' if training else ''} "
-                 f"{count} times, {ms(median)} per call")
+                 f"{count} times, {duration(median)} per call")
         fix = _training_fix(call) if training else _serve_fix(call)
         fix["text"] += suffix
     fix["verified"] = choice is not None

@@ -55,7 +55,7 @@ def input_bound_findings(recording: Recording, explained: dict) -> list[Finding]
             severity = severity_for(savings, 0)
             evidence.append(f"--verify: the prebuilt tf.data input measured {choice['speedup']:.1f}× faster than "
                             f"{alternatives.label(choice['base']['path'])} on this model and input, same outputs")
-        elif alternatives.timed(entry or {}):
+        elif alternatives.has_timing(entry or {}):
             base = alternatives.base_entry(target_entries, call.get("api", ""))
             timing = duration(entry["median_s"]) + " per call" + (
                 f" against {duration(base['median_s'])} for your {call.get('api')}(x)" if base else "")

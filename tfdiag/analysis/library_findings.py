@@ -18,7 +18,7 @@ from __future__ import annotations
 from ..recording import Recording
 from . import retracing
 from .findings import GUIDES, Finding, severity_for, short_site
-from .units import ms
+from .units import duration
 
 API_ROLE = {"fit": "train", "train_on_batch": "train", "evaluate": "test", "test_on_batch": "test",
             "predict": "predict", "predict_on_batch": "predict"}
@@ -124,7 +124,7 @@ def _rebuilt_finding(recording: Recording, key: tuple, traced: list[tuple[dict, 
         title=f"Keras traced {what}{of_model} again {count} time(s): {why}",
         function=name, call_site=pointer or (sites[0] if sites else ""),
         evidence=[f"{len(traced)} trace(s) of Keras's {functions} after the first, each a new tf.function object "
-                  f"for the same input; {ms(seconds)} spent tracing again",
+                  f"for the same input; {duration(seconds)} spent tracing again",
                   *(f"traced again by {_api_at(recording, s) or api}() at {short_site(s)}" for s in sites[:4])],
         estimated_savings_s=seconds,
         fix={"text": text, "code": code, "guide": GUIDES["performance"]},
@@ -164,7 +164,7 @@ def _growth_finding(recording: Recording, function: dict, growth: list[tuple[dic
                f"{retracing.ROLE_TEXT.get(role or '', 'function')} {len(growth)} more time(s), once per new input {changed}"),
         function=_target_at(recording, site) or function.get("model") or function.get("name", "?"), call_site=site,
         evidence=[f"{len(growth)} traces of {owner}'s `{function.get('name')}` for new input {changed}s, "
-                  f"{ms(seconds)} spent tracing again; {owner} did not relax them into one trace"],
+                  f"{duration(seconds)} spent tracing again; {owner} did not relax them into one trace"],
         estimated_savings_s=seconds, fix={"text": text, "code": code, "guide": GUIDES["retrace"]},
         details={"origin": function.get("origin"), "role": role, "retraces": len(growth), "call_sites": [site],
                  "traced_function": function.get("name")},
@@ -197,7 +197,7 @@ def tfdata_findings(recording: Recording, explained: dict) -> list[Finding]:
         title=(f"predict() traced {traces / calls:.1f} tf.data functions on every call ({traces} traces over "
                f"{calls} calls)"),
         function="predict", call_site=site,
-        evidence=[f"{ms(seconds)} spent tracing input-pipeline functions: {names}",
+        evidence=[f"{duration(seconds)} spent tracing input-pipeline functions: {names}",
                   "predict() builds a new tf.data pipeline per call; its map functions are new "
                   "tf.function objects, so they trace every time and no retracing warning fires"],
         estimated_savings_s=seconds,

@@ -11,7 +11,7 @@ from collections import defaultdict
 from ..recording import Recording
 from . import retracing
 from .findings import GUIDES, Finding, severity_for, short_site
-from .units import ms
+from .units import duration
 
 
 def _seen(function: dict, argument: str, field: str) -> list:
@@ -126,7 +126,7 @@ def retrace_findings(recording: Recording, explained: dict) -> list[Finding]:
                 what = ", ".join(f"`{a}`" for a in arguments) or "its inputs"
                 title = f"`{name}` retraced {count} time(s) because {what} changed ({cause.replace('retrace-', '')})"
             evidence = [f"{function.get('trace_count')} traces of `{name}` (defined at {function.get('defined_at')}), "
-                        f"{ms(seconds)} spent tracing again"] + examples[:6]
+                        f"{duration(seconds)} spent tracing again"] + examples[:6]
             findings.append(Finding(
                 code=cause, severity=severity_for(seconds, count), title=title, function=name,
                 call_site=call_site or "", evidence=evidence, estimated_savings_s=seconds,

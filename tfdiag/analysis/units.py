@@ -9,5 +9,3 @@ def duration(seconds: float) -> str:
         return f"{seconds * 1000:.0f} ms"
     return f"{seconds * 1000:.2f} ms"
 
-
-ms = duration  # TRANSITIONAL: the old, misleading name; removed once every user says duration()
