@@ -182,13 +182,19 @@ def test_a_predict_loop_under_both_profilers_has_its_split_on_five_calls_and_its
     assert call["caller"] == {"name": "predict_loop", "defined_at": _marked_line("predict_loop")}
     assert call["training"] is False
     first, steady = call["first_phases"], call["steady_phases"]
+    assert call["first_call_measured"] is True  # no profiler took it
     assert sum(first.values()) == pytest.approx(call["first_s"])
-    assert sum(steady.values()) == pytest.approx((call["total_s"] - call["first_s"]) / 59)
+    # A normal call after the first: the mean of the unprofiled ones, the profilers' slowdown left out.
+    samples = capture_probe["predict_loop"]["call_samples"]
+    assert len(samples) == 60 and sum(s["profiled"] for s in samples) == call["profiled_calls"]
+    plain = [s["duration_s"] for s in samples[1:] if not s["profiled"]]
+    assert sum(steady.values()) == pytest.approx(sum(plain) / len(plain))
+    assert sum(call["phases"].values()) == pytest.approx(call["total_s"])
     # The first call traces the predict function; the calls after it do not.
     assert first["graph_creation"] > 0
     assert first["graph_creation"] + first["kernel_execution"] > steady["graph_creation"] + steady["kernel_execution"]
-    for name in PHASES:
-        assert call["phases"][name] == pytest.approx(first[name] + steady[name] * 59, abs=1e-9)
+    for name in PHASES:  # the site's totals: the first call, then the later calls in the steady shares
+        assert call["phases"][name] >= first[name] - 1e-9
 
 
 def test_graph_creation_keeps_the_traces_of_profiled_calls(capture_probe):
@@ -212,6 +218,8 @@ def test_calls_in_a_training_loop_are_marked_training(capture_probe):
     assert calls[_marked_line("eager_training")]["training"] is True
     assert calls[_marked_line("under_tape")]["training"] is True  # no training=True, but under a tape
     assert calls[_marked_line("inference")]["training"] is False
+    if capture_probe["flavor"] == "tf-keras":
+        assert calls[_marked_line("positional_training")]["training"] is True  # model(x, True)
     assert calls[_marked_line("inference")]["caller"] is None  # module level
     nested = calls[_marked_line("nested")]
     assert nested["input_spec"] == [{"a": {"shape": [2], "dtype": "float32"}, "b": {"shape": [2], "dtype": "int32"}},

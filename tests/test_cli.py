@@ -233,3 +233,26 @@ def test_saved_recording_is_derived_and_the_live_recording_is_untouched(tmp_path
     again = tmp_path / "again"
     assert cli.main(["report", files["recording"], "-o", str(again)]) == 0
     assert (again / "report.html").read_text() == (tmp_path / "o" / "report.html").read_text()
+
+
+def test_option_help_states_the_defaults_the_parts_use(monkeypatch, capsys):
+    from tfdiag import options
+
+    for name, value in (("CPROFILE_CALLS", 11), ("TF_PROFILER_CALLS", 7), ("PHASE_EVERY", 17),
+                        ("PHASE_FIRST_CALLS", 6), ("VERIFY_BUDGET_S", 12.5)):
+        monkeypatch.setattr(options, name, value)
+    assert cli.main(["analyze", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for stated in ("(default: 11)", "(default: 7)", "(default: 17;", "the 6 unprofiled", "(default: 12.5)"):
+        assert stated in text
+
+
+def test_diagnoser_takes_checked_options():
+    from tfdiag.capture import sampling
+    from tfdiag.options import Options
+    from tfdiag.session import Diagnoser
+
+    assert Diagnoser(None).phase_every == sampling.EVERY  # None: the sampler's default
+    assert Diagnoser(None, options=Options(phase_every=4, cprofile=False)).phase_every == 4
+    with pytest.raises(TypeError):
+        Diagnoser(None, phase_every=4)  # keywords are diagnose()'s, checked there once

@@ -200,3 +200,110 @@ def test_templates_read_the_analysis_and_the_renderers_constants_only():
     with_recording = env.parse("{{ r.calls }}{{ recording.run }}")
     assert meta.find_undeclared_variables(with_recording) - allowed == {"r", "recording"}  # the check can fail
     assert isinstance(env.undefined, type) and issubclass(env.undefined, jinja2.StrictUndefined)
+
+
+# -- verify observes capture; it patches nothing --------------------------------------------
+PATCHING_CALLS = ("patch", "when_imported", "toggle")
+
+
+def _patching_calls(source: str) -> list[int]:
+    """Lines of ``source`` that install a patch or an import hook (``x.patch(...)`` and the like)."""
+    return [node.lineno for node in ast.walk(ast.parse(source))
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+            and node.func.attr in PATCHING_CALLS]
+
+
+def test_verify_installs_no_patch_of_its_own():
+    found = {path.name: _patching_calls(path.read_text(encoding="utf-8"))
+             for path in sorted((PACKAGE / "verify").glob("*.py"))}
+    assert "keepers.py" in found and all(lines == [] for lines in found.values()), found
+    assert _patching_calls("patcher.patch(module.Function, '__call__', wrap)\n") == [1]  # the check can fail
+
+
+def _live_patches() -> list[tuple[str, str]]:
+    from tfdiag.capture import patching
+
+    return sorted(("sys.meta_path", "import hook") if owner is sys.meta_path else
+                  (getattr(owner, "__name__", type(owner).__name__), name) for owner, name in patching.installed())
+
+
+@pytest.mark.tf
+def test_with_verify_function_call_is_patched_once_and_its_keeper_still_keeps_traced_inputs():
+    import tensorflow as tf
+
+    import tfdiag
+
+    live = {}
+    for verify in (False, True):
+        @tf.function
+        def double(x):
+            return x * 2
+
+        budget = {"verify": True, "verify_budget": 2.0} if verify else {}
+        with tfdiag.diagnose(cprofile=False, tf_profiler=False, **budget) as d:
+            live[verify] = _live_patches()
+            for n in (2, 2, 3, 4):
+                double(tf.ones((n,)))
+    assert live[True] == live[False] and live[True].count(("Function", "__call__")) == 1
+    checks = d.recording.extra["retrace_checks"]
+    assert [(c["function"], c["traces_before"], c["inputs"], c["traces_after"]) for c in checks] == [
+        ("double", 3, 3, 1)]
+
+
+@pytest.mark.tf
+def test_function_call_observers_hear_each_user_call_and_whether_it_traced():
+    import tensorflow as tf
+    from tensorflow.python.eager.polymorphic_function import polymorphic_function
+
+    from tfdiag.capture.collector import Collector
+    from tfdiag.capture.function_calls import FunctionCallCapture
+    from tfdiag.capture.patching import Patcher
+    from tfdiag.capture.phase_tracker import PhaseTracker
+    from tfdiag.capture.timed_calls import CallLog
+
+    original = polymorphic_function.Function.__call__
+
+    @tf.function
+    def plus_one(x):
+        return x + 1
+
+    def installed(*observers):
+        collector = Collector()
+        capture = FunctionCallCapture(collector, PhaseTracker(), CallLog(collector))
+        for observer in observers:
+            capture.observe(observer)
+        patcher = Patcher()
+        capture.install(patcher)
+        return capture, patcher
+
+    capture, patcher = installed()
+    try:  # no observer: the patched __call__ is the timed wrapper alone, nothing more per call
+        assert polymorphic_function.Function.__call__.__wrapped__ is original
+    finally:
+        patcher.restore()
+    heard = []
+    capture, patcher = installed(lambda fn, args, kwargs, traced: heard.append((fn, args[0].shape[0], traced)),
+                                 lambda *_: 1 / 0)
+    try:
+        assert polymorphic_function.Function.__call__.__wrapped__.__wrapped__ is original
+        with pytest.raises(RuntimeError, match="before the capture is installed"):
+            capture.observe(print)
+        for n in (2, 2, 3):
+            plus_one(tf.ones((n,)))
+    finally:
+        patcher.restore()
+    assert heard == [(plus_one, 2, True), (plus_one, 2, False), (plus_one, 3, True)]
+    assert capture.collector.warnings == {"tf.function call observer failed: ZeroDivisionError: division by zero": 3}
+
+
+def test_the_analysis_names_the_recorded_alternatives_entries_for_what_they_are():
+    import dataclasses
+
+    from tfdiag.analysis import Analysis, analyze
+    from tfdiag.recording import Recording
+
+    fields = {f.name for f in dataclasses.fields(Analysis)}
+    assert "recommended" not in fields and {"alternatives", "alternative_entries"} <= fields
+    assert analyze(Recording()).alternative_entries is None and "alternatives" not in analyze(Recording()).recorded()
+    verified = analyze(Recording(extra={"alternatives": []}))
+    assert verified.alternative_entries == [] and verified.recorded()["alternatives"] == []

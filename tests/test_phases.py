@@ -123,3 +123,18 @@ def test_findings_follow_the_phase_split(probe):
     assert any("data_adapter" in e for e in overhead[0]["evidence"])
     assert "Unverified" in overhead[0]["fix"]["text"]
     assert not [f for f in found if f["code"] in ("predict-overhead", "eager-loop") and f["function"] == "mlp"]
+
+
+def test_the_teardown_line_is_per_steady_call():
+    from tfdiag.analysis import phases
+
+    steady = dict.fromkeys(PHASES, 0.0)
+    steady.update(data_adapter=0.004, other=0.001)
+    first = dict.fromkeys(PHASES, 0.0)
+    first.update(data_adapter=0.5)
+    # The first call's iterator took 0.5 s to release; the later calls 2 ms each.
+    call = {"api": "predict", "target": "m", "count": 10, "steady_phases": steady, "first_phases": first,
+            "phases": {p: first[p] + 9 * steady[p] for p in PHASES}, "steady_teardown_s": 0.002,
+            "data_adapter_teardown_s": 0.5 + 9 * 0.002, "phase_calls": 9}
+    (row,) = phases.phase_rows([call])
+    assert row["teardown_s"] == pytest.approx(0.002)  # under the steady-state bar: a later call's

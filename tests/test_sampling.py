@@ -1,6 +1,7 @@
 """Sampled phase splits: the sampler, the switchable patches, and the estimate (no TensorFlow)."""
 
 import random
+import time
 import types
 
 import pytest
@@ -17,8 +18,13 @@ def test_sampler_takes_the_first_call_and_the_next_unprofiled_calls_then_one_in_
     weights = [sampler.weight("site") for _ in range(4004)]
     assert weights[:4] == [1, 1, 1, 1]  # the first call, then 3 more
     later = weights[4:]
-    assert set(later) == {0, 4}
-    assert 800 < later.count(4) < 1200  # one in 4 of 4000, at random
+    assert set(later) == {0, 1}
+    assert 800 < later.count(1) < 1200  # one in 4 of 4000, at random
+    # At random: the gaps between sampled calls vary (no loop period can line up with them), and
+    # about a quarter of the sampled calls follow a sampled call, as deciding each call would give.
+    picked = [index for index, weight in enumerate(later) if weight]
+    gaps = [b - a for a, b in zip(picked, picked[1:])]
+    assert len(set(gaps)) > 8 and 0.18 < gaps.count(1) / len(gaps) < 0.32
     assert PhaseSampler(every=4, first=3, seed=1).weight("other") == 1  # counted per call site
     again = PhaseSampler(every=4, first=3, seed=1)
     assert [again.weight("site") for _ in range(4004)] == weights  # seeded: reproducible
@@ -26,7 +32,7 @@ def test_sampler_takes_the_first_call_and_the_next_unprofiled_calls_then_one_in_
 
 def test_profiled_calls_use_up_none_of_the_first_calls():
     sampler = PhaseSampler(every=10**9, first=5)
-    assert "site" not in sampler.seen
+    assert "site" not in sampler.sites
     assert sampler.weight("site") == 1  # the first call
     weights = []
     for index in range(20):  # every other call runs under a profiler
@@ -41,8 +47,6 @@ def test_profiled_calls_use_up_none_of_the_first_calls():
 def test_sampler_every_one_measures_every_call():
     sampler = PhaseSampler(every=1, first=0)
     assert {sampler.weight("m") for _ in range(100)} == {1}
-    with pytest.raises(ValueError):
-        PhaseSampler(every=0)
 
 
 def _phases(**seconds):
@@ -54,19 +58,19 @@ def _phases(**seconds):
 def test_first_call_apart_and_the_steady_estimate_adds_up_to_the_wall_time():
     stats = CallStats("__call__", "m", "x.py:1", "float32[1]")
     rng = random.Random(0)
-    # The first call traces (always sampled, weight 1); later calls: 1 in 16 sampled.
-    stats.add(0.5, rng, _phases(graph_creation=0.45, other=0.05), 1)
+    # The first call traces (always sampled); later calls: 1 in 16 sampled.
+    stats.add(0.5, rng, _phases(graph_creation=0.45, other=0.05), True)
     for index in range(160):
         if index % 16 == 0:
-            stats.add(0.010, rng, _phases(kernel_execution=0.006, other=0.004), 16)
+            stats.add(0.010, rng, _phases(kernel_execution=0.006, other=0.004), True)
         else:
-            stats.add(0.010, rng, _phases(other=0.010), 0)  # unsampled: only wall time counts
-    stats.add(0.3, rng, _phases(graph_creation=0.29, other=0.01), 0)  # a retrace in an unsampled call
+            stats.add(0.010, rng, _phases(other=0.010), False)  # unsampled: only wall time counts
+    stats.add(0.3, rng, _phases(graph_creation=0.29, other=0.01), False)  # a retrace in an unsampled call
     assert stats.first_s == 0.5
     assert stats.first_phases["graph_creation"] == 0.45 and sum(stats.first_phases.values()) == pytest.approx(0.5)
     steady = stats.steady_phases()
     assert sum(steady.values()) == pytest.approx((stats.total_s - 0.5) / 161)
-    assert steady["graph_creation"] == pytest.approx(0.29 / 161)  # measured on every call, never weighted
+    assert steady["graph_creation"] == pytest.approx(0.29 / 161)  # measured on every call, never estimated
     # The first call's one-off costs stay out: kernel and other split 6:4 as in the sampled later calls.
     assert steady["kernel_execution"] == pytest.approx((1.9 - 0.29) * 0.6 / 161)
     assert steady["other"] == pytest.approx((1.9 - 0.29) * 0.4 / 161)
@@ -83,7 +87,7 @@ def test_profiled_calls_count_in_the_wall_time_and_graph_creation_not_in_the_spl
     collector.add_call("tf.function", "step", "x.py:1", "sig", 0.0, 0.1, _phases(graph_creation=0.09, other=0.01))
     # Call 2 runs under cProfile and retraces: its tracing time is kept.
     collector.add_call("tf.function", "step", "x.py:1", "sig", 0.2, 0.12, _phases(graph_creation=0.1, other=0.02),
-                       profiled=True, weight=0)
+                       profiled=True, sampled=False)
     for index in range(5):
         collector.add_call("tf.function", "step", "x.py:1", "sig", 1.0 + index, 0.01,
                            _phases(kernel_execution=0.008, other=0.002))
@@ -92,10 +96,14 @@ def test_profiled_calls_count_in_the_wall_time_and_graph_creation_not_in_the_spl
     assert call["total_s"] == pytest.approx(0.1 + 0.12 + 0.05)
     assert call["phases"]["graph_creation"] == pytest.approx(0.19)
     assert call["total_s"] >= call["phases"]["graph_creation"]
+    assert sum(call["phases"].values()) == pytest.approx(call["total_s"])
+    # The profiled call's other 0.02 s is spread in the unprofiled calls' proportions (8:2) in
+    # the call site's totals ...
+    assert call["phases"]["kernel_execution"] == pytest.approx((0.17 - 0.1) * 0.8)
+    # ... but a normal call after the first is an unprofiled one: 10 ms, no tracing.
     steady = call["steady_phases"]
-    assert steady["graph_creation"] == pytest.approx(0.1 / 6)
-    # The profiled call's other 0.02 s is spread in the unprofiled calls' proportions (8:2).
-    assert steady["kernel_execution"] == pytest.approx((0.17 - 0.1) * 0.8 / 6)
+    assert sum(steady.values()) == pytest.approx(0.01) and steady["graph_creation"] == 0.0
+    assert steady["kernel_execution"] == pytest.approx(0.008)
     assert call["median_s"] == pytest.approx(0.01)  # profiled durations stay out of the percentiles
     assert call["first_phases"]["graph_creation"] == 0.09 and call["first_s"] == 0.1
 
@@ -103,9 +111,9 @@ def test_profiled_calls_count_in_the_wall_time_and_graph_creation_not_in_the_spl
 def test_collector_samples_carry_phases_only_when_sampled():
     collector = Collector()
     split = dict.fromkeys(PHASES, 0.0)
-    collector.add_call("predict", "m", "x.py:1", "sig", 0.0, 0.01, dict(split, other=0.01), weight=1)
+    collector.add_call("predict", "m", "x.py:1", "sig", 0.0, 0.01, dict(split, other=0.01), sampled=True)
     collector.add_call("predict", "m", "x.py:1", "sig", 0.1, 0.02, dict(split, graph_creation=0.015, other=0.005),
-                       weight=0, teardown_s=0.0)
+                       sampled=False, teardown_s=0.0)
     first, second = collector.sections()["call_samples"]
     assert "phases" in first and "phases" not in second
     assert second["graph_s"] == pytest.approx(0.015)
@@ -144,7 +152,7 @@ def test_tracker_switches_the_per_op_points_only_for_sampled_calls():
         frame = tracker.begin_call("m", 0)
         assert module.execute is original
         tracker.end_call(frame)
-        frame = tracker.begin_call("m", 16)
+        frame = tracker.begin_call("m", 1)
         assert module.execute() == "wrapped"
         tracker.end_call(frame)
         assert module.execute is original
@@ -157,12 +165,12 @@ def test_a_call_site_without_sampled_calls_borrows_its_models_split():
     split = dict.fromkeys(PHASES, 0.0)
     for _ in range(3):  # sampled calls at one line
         collector.add_call("__call__", "m", "x.py:1", "sig", 0.0, 0.010, dict(split, kernel_execution=0.008,
-                                                                               other=0.002), weight=1)
+                                                                               other=0.002), sampled=True)
     # another line, whose calls after the first were all profiled; one of them traced
-    collector.add_call("__call__", "m", "x.py:9", "sig", 0.0, 0.020, dict(split, other=0.020), weight=1)
+    collector.add_call("__call__", "m", "x.py:9", "sig", 0.0, 0.020, dict(split, other=0.020), sampled=True)
     collector.add_call("__call__", "m", "x.py:9", "sig", 0.0, 0.050, dict(split, graph_creation=0.040,
-                                                                           other=0.010), weight=0, profiled=True)
-    collector.add_call("__call__", "m", "x.py:9", "sig", 0.0, 0.010, dict(split, other=0.010), weight=0,
+                                                                           other=0.010), sampled=False, profiled=True)
+    collector.add_call("__call__", "m", "x.py:9", "sig", 0.0, 0.010, dict(split, other=0.010), sampled=False,
                        profiled=True)
     calls = {c["call_site"]: c for c in collector.sections()["calls"]}
     borrowed = calls["x.py:9"]
@@ -203,10 +211,10 @@ def test_a_borrowed_split_brings_its_share_of_iterator_teardown():
     split = dict.fromkeys(PHASES, 0.0)
     for _ in range(2):
         collector.add_call("predict", "m", "x.py:1", "big", 0.0, 2.0, dict(split, kernel_execution=1.0,
-                                                                            data_adapter=1.0), weight=1,
+                                                                            data_adapter=1.0), sampled=True,
                            teardown_s=0.8)
-    collector.add_call("predict", "m", "x.py:9", "big", 0.0, 1.0, dict(split, other=1.0), weight=1)
-    collector.add_call("predict", "m", "x.py:9", "big", 0.0, 1.0, dict(split, other=1.0), weight=0, profiled=True)
+    collector.add_call("predict", "m", "x.py:9", "big", 0.0, 1.0, dict(split, other=1.0), sampled=True)
+    collector.add_call("predict", "m", "x.py:9", "big", 0.0, 1.0, dict(split, other=1.0), sampled=False, profiled=True)
     calls = {c["call_site"]: c for c in collector.sections()["calls"]}
     assert calls["x.py:9"]["phase_split_pooled"]
     assert calls["x.py:9"]["steady_teardown_s"] == pytest.approx(0.4)
@@ -238,3 +246,142 @@ def test_cprofile_still_runs_in_a_loop_whose_every_call_is_a_new_call_site():
         if taken:
             gates.stop_all(taken)
     assert [p["call_number"] for p in gate.profiled] == [2 + MAX_WAIT]  # call 2's turn, after waiting
+
+
+def _predict_site(later_kernel_share: float, outlier: bool = False) -> dict:
+    """A 40-call predict site: a first call, calls 2-6 sampled, one random later sample, and 7
+    calls under a profiler (three times slower): the call entry collected from them."""
+    collector = Collector()
+
+    def add(duration, sampled, profiled=False, share=0.5):
+        phases = _phases(kernel_execution=duration * share, other=duration * (1 - share))
+        collector.add_call("predict", "m", "x.py:1", "sig", 0.0, duration, phases, sampled=sampled, profiled=profiled)
+
+    add(0.2, True, share=0.1)  # the first call
+    for _ in range(5):
+        add(0.010, True)
+    add(0.010, True, share=later_kernel_share)  # the random later sample
+    if outlier:  # a sampled call the OS stretched
+        add(0.2, True, share=0.95)
+    for index in range(33 - outlier):
+        add(0.030 if index % 5 == 0 else 0.010, False, profiled=index % 5 == 0)
+    (call,) = collector.sections()["calls"]
+    return call
+
+
+def test_profiled_calls_do_not_inflate_the_steady_split():
+    call = _predict_site(0.5)
+    assert call["count"] == 40 and call["profiled_calls"] == 7
+    # A normal call after the first costs 10 ms: the profilers' slowdown stays out of it ...
+    steady = call["steady_phases"]
+    assert sum(steady.values()) == pytest.approx(0.010)
+    assert steady["kernel_execution"] == pytest.approx(0.005)
+    # ... while the call site's totals hold every call's wall time.
+    assert sum(call["phases"].values()) == pytest.approx(call["total_s"])
+    assert call["phases"]["kernel_execution"] == pytest.approx(0.2 * 0.1 + (call["total_s"] - 0.2) * 0.5)
+
+
+def test_every_sampled_call_weighs_the_same():
+    # Calls 2-6 put half of each call in kernels, the one random later sample 90%: with equal
+    # weights it is one sample of six, not 32 calls' worth of the split.
+    call = _predict_site(0.9)
+    assert call["phase_calls"] == 6
+    kernel = call["steady_phases"]["kernel_execution"] / sum(call["steady_phases"].values())
+    assert kernel == pytest.approx((5 * 0.5 + 0.9) / 6)
+
+
+def test_a_sample_the_os_stretched_is_left_out():
+    call = _predict_site(0.5, outlier=True)
+    assert call["phase_calls"] == 6  # of 7 samples: the 200 ms one is 20x their median
+    assert call["steady_phases"]["kernel_execution"] == pytest.approx(0.5 * sum(call["steady_phases"].values()))
+    # It still counts in the wall time: a normal call's mean includes it.
+    assert sum(call["steady_phases"].values()) == pytest.approx((0.010 * 31 + 0.2) / 32)  # 31 calls of 10 ms and it
+
+
+def test_the_tf_profiler_never_takes_a_call_sites_first_call():
+    from tfdiag.capture import gates
+    from tfdiag.capture.tf_profiler import TfProfilerGate
+
+    gate = TfProfilerGate(Collector(), calls=3, first_call=3)
+    opened = []
+    gate._open = lambda: (opened.append(gate.calls_seen), setattr(gate, "state", "open"))[1] is None
+    gate._close = lambda: setattr(gate, "state", "done")
+    for first in (True, False, True):  # calls 1-3: call 3, the window's first, is a new call site's first
+        assert gates.start_all([gate], "predict", first=first) == []
+    assert gate.first_call == 4 and not opened  # the window moved on to call 4
+    taken = gates.start_all([gate], "predict")  # call 4
+    assert taken and opened == [4]
+    gates.stop_all(taken)
+    # A first call while the window is open: the window ends first, and the call runs unprofiled.
+    assert gates.start_all([gate], "predict", first=True) == [] and gate.state == "done"
+    assert [p["call_number"] for p in gate.profiled] == [4]
+
+
+def test_the_tf_profiler_takes_a_first_call_only_after_waiting(monkeypatch):
+    from tfdiag.capture import gates
+    from tfdiag.capture.tf_profiler import TfProfilerGate
+
+    gate = TfProfilerGate(Collector(), calls=1, first_call=3)
+    monkeypatch.setattr(gate, "_open", lambda: setattr(gate, "state", "open") is None)
+    monkeypatch.setattr(gate, "_close", lambda: setattr(gate, "state", "done"))
+    for _ in range(3 + gates.MAX_WAIT):  # a new input shape every call: each one a call site's first
+        taken = gates.start_all([gate], "tf.function", first=True)
+        if taken:
+            gates.stop_all(taken)
+    assert [p["call_number"] for p in gate.profiled] == [3 + gates.MAX_WAIT]
+
+
+def test_a_first_call_a_profiler_took_is_said_on_the_page():
+    from tfdiag.analysis import phases
+
+    collector = Collector()
+    collector.add_call("tf.function", "f", "x.py:1", "float32[1]", 0.0, 0.1, _phases(graph_creation=0.06, other=0.04),
+                       profiled=True, sampled=False)
+    (call,) = collector.sections()["calls"]
+    assert call["first_call_measured"] is False
+    assert call["first_phases"]["graph_creation"] == 0.06 and call["first_phases"]["other"] == pytest.approx(0.04)
+    (row,) = phases.phase_rows([call])
+    assert row["first_measured"] is False
+    assert "measured_count" not in call and "profiled_median_s" not in call
+
+
+def test_a_full_garbage_collection_inside_a_call_is_other_time():
+    import gc
+
+    ticks = iter(range(100))
+    tracker = PhaseTracker(clock=lambda: float(next(ticks)))
+    frame = tracker.begin_call("m", 0)  # t=0
+    token = tracker.enter("graph_creation")  # t=1: other 1
+    tracker.collection("start", {"generation": 2})  # t=2: graph 1
+    tracker.collection("stop", {"generation": 2})  # t=3: the collection, 1 s of other
+    tracker.collection("start", {"generation": 0})  # young generations: left where they fall
+    tracker.exit(token)  # t=4: graph 1 more
+    tracker.end_call(frame)  # t=5: other 1
+    assert frame.totals["graph_creation"] == 2.0 and frame.totals["other"] == 3.0
+    # A real one, inside a traced function, in a diagnosis: it stays out of graph_creation.
+    import tensorflow as tf
+
+    import tfdiag
+
+    seconds = {}
+
+    @tf.function
+    def traced(x):
+        junk = [[] for _ in range(200_000)]
+        for a, b in zip(junk, junk[1:]):
+            a.append(b)
+            b.append(a)
+        del junk
+        start = time.perf_counter()
+        gc.collect()
+        seconds["collect"] = time.perf_counter() - start
+        return x + 1
+
+    with tfdiag.diagnose(cprofile=False, tf_profiler=False) as d:
+        traced(tf.constant(1.0))
+    (call,) = d.recording.calls
+    (function,) = [f for f in d.recording.functions if f["name"] == "traced"]
+    assert seconds["collect"] > 0.02
+    assert call["phases"]["graph_creation"] < function["trace_s"] - 0.8 * seconds["collect"]
+    assert call["phases"]["other"] > 0.8 * seconds["collect"]
+    assert d.tracker.collection not in gc.callbacks  # removed when the diagnosis ends

@@ -6,6 +6,7 @@ import pytest
 
 from tfdiag.capture import timed_calls
 from tfdiag.capture.collector import Collector
+from tfdiag.capture.keras_calls import positional_training
 from tfdiag.capture.phase_tracker import PhaseTracker
 from tfdiag.capture.sampling import PhaseSampler
 
@@ -183,12 +184,17 @@ def test_profiled_calls_leave_the_first_call_and_five_unprofiled_calls_to_the_sp
     for index in range(20):
         wrapped(target, index)
     log.flush_all()
-    call = collector.sections()["calls"][0]
+    sections = collector.sections()
+    call = sections["calls"][0]
     assert capture.gates[0].taken == list(range(2, 12))  # the first call was not the gate's to take
     assert call["count"] == 20 and call["profiled_calls"] == 10
     assert call["phase_calls"] == 5  # unprofiled calls after the first, never used up by profiled ones
     assert call["first_phases"] and sum(call["first_phases"].values()) == pytest.approx(call["first_s"])
-    assert sum(call["steady_phases"].values()) == pytest.approx((call["total_s"] - call["first_s"]) / 19)
+    # A normal call after the first: the mean of the unprofiled ones (calls 12-20).
+    plain = [c["duration_s"] for c in sections["call_samples"][1:] if not c["profiled"]]
+    assert len(plain) == 9
+    assert sum(call["steady_phases"].values()) == pytest.approx(sum(plain) / 9)
+    assert sum(call["phases"].values()) == pytest.approx(call["total_s"])
     assert call["input_spec"] == [{"type": "int"}]
     assert call["training"] is False
     assert call["caller"]["name"].endswith("test_profiled_calls_leave_the_first_call_and_five_unprofiled_calls_to_the_split")
@@ -199,18 +205,24 @@ def test_call_sites_are_told_apart_by_line_and_training():
     tracker = PhaseTracker(sampler=PhaseSampler(every=1, first=0))
     log = timed_calls.CallLog(collector)
     capture = FakeCapture()
+    taping = [False]
+    capture.tape_is_empty = lambda: not taping[0]
+    capture.training_argument = lambda api: positional_training if api == "__call__" else None
     wrapped = timed_calls.timed_call_wrapper(Target.call, "__call__", capture, lambda t: False, tracker, log)
     target = Target()
     for _ in range(3):
         wrapped(target, 1)
     wrapped(target, 1, training=True)
-    capture.tape_is_empty = staticmethod(lambda: False)  # under a gradient tape
+    wrapped(target, 1, True)  # training=True by position: ``model(x, True)``
+    wrapped(target, 1, False)  # the same call site as the first three
+    taping[0] = True  # under a gradient tape
     wrapped(target, 1)
     log.flush_all()
     calls = collector.sections()["calls"]
     by_training = {}
     for call in calls:
         by_training.setdefault(call["training"], []).append(call)
-    assert sorted(c["count"] for c in by_training[False]) == [3]
-    assert sorted(c["count"] for c in by_training[True]) == [1, 1]  # training=True, and under a tape: two lines
-    assert len({c["call_site"] for c in calls}) == 3
+    assert sorted(c["count"] for c in by_training[False]) == [1, 3]  # (1, False): another signature
+    # training=True by keyword and by position, and under a tape: three lines
+    assert sorted(c["count"] for c in by_training[True]) == [1, 1, 1]
+    assert len({c["call_site"] for c in calls}) == 5

@@ -247,6 +247,30 @@ def test_one_walk_serves_specs_and_inputs_in_the_same_order():
         specs.input_spec([np.zeros(2), "text"])
 
 
+def test_verify_builds_on_captures_input_spec_and_batch_size():
+    from tfdiag.analysis import retracing
+    from tfdiag.capture import keras_calls
+
+    x = {"b": np.zeros((5, 2), np.float32), "a": [np.zeros((3,), np.int64)] * 10}
+    assert specs.input_spec(x) == keras_calls.input_spec(x, limit=None)  # one format, taken whole for verify
+    assert len(specs.input_spec(x)["a"]) == 10 and keras_calls.input_spec(x)["a"][-1] == {"type": "…", "omitted": 2}
+    assert specs.leading_dim is keras_calls.leading_dim  # one batch size of a spec
+    # The batch a call records is the spec's: the first array in sorted-key order, not dict insertion order.
+    assert keras_calls.describe_call_input((x,), {})[1] == specs.leading_dim(specs.input_spec(x)) == 3
+    assert retracing.call_batch({"input_spec": keras_calls.input_spec(x)}) == 3
+    assert not hasattr(retracing, "signature_code")  # one spec-to-code helper in analysis: spec_code
+
+
+def test_path_groups_are_explicit_tuples_not_the_order_of_the_label_table(monkeypatch):
+    assert alt.USER_APIS == ("predict", "predict_on_batch", "__call__")
+    assert alt.IN_TENSORFLOW == ("predict", "predict_on_batch", "__call__", "tf.function", "tf.function_xla")
+    assert alt.CALL_PATHS == (*alt.IN_TENSORFLOW, "litert") and set(alt.SIMPLEST_FIRST) == set(alt.PATHS)
+    # A tie goes to the simpler path whatever order the label table is written in.
+    monkeypatch.setattr(alt, "PATHS", dict(reversed(list(alt.PATHS.items()))))
+    entries = _table({"predict": 80.0, "predict_on_batch": 1.0, "tf.function": 0.95})
+    assert alt.choose(entries, "predict")["entry"]["path"] == "predict_on_batch"
+
+
 # -- training loops get no inference advice -------------------------------------------------
 def test_no_inference_path_is_recommended_for_a_training_loop():
     entries = _table({"__call__": 5.0, "predict": 80.0, "predict_on_batch": 1.0, "tf.function": 0.5, "litert": 0.1},

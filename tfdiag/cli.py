@@ -102,8 +102,6 @@ def _prepare_out(out: str) -> str:
 
 
 def _analyze(args) -> int:
-    import dataclasses
-
     from . import options, runner
     from .analysis import max_user_traces
     from .renderers import text
@@ -117,8 +115,7 @@ def _analyze(args) -> int:
     if args.fail_on_retrace is not None and args.fail_on_retrace < 0:
         raise UsageError("--fail-on-retrace takes a number of traces, 0 or more")
     out = os.path.abspath(_prepare_out(args.out))  # the script may chdir
-    diagnoser = Diagnoser(None, command=["tfdiag", "analyze", args.script, *args.script_args],
-                          **dataclasses.asdict(chosen))
+    diagnoser = Diagnoser(None, options=chosen, command=["tfdiag", "analyze", args.script, *args.script_args])
     with diagnoser:
         diagnoser.outcome = runner.run_code(code, args.script, args.script_args)
     try:

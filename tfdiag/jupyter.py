@@ -104,7 +104,7 @@ def run_cell_under_tfdiag(shell, line: str, cell: str):
     from .session import Diagnoser
 
     args, chosen = parse_line(line)
-    diagnoser = Diagnoser(None, command=["%%tfdiag", *shlex.split(line or "")], **dataclasses.asdict(chosen))
+    diagnoser = Diagnoser(None, options=chosen, command=["%%tfdiag", *shlex.split(line or "")])
     with diagnoser:
         result = shell.run_cell(cell, store_history=False)
         diagnoser.outcome = outcome_of(result.error_before_exec or result.error_in_exec)

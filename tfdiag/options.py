@@ -4,8 +4,8 @@
 :class:`Options` and pass it through :func:`validate`; a misuse is an :class:`OptionsError`
 whose message names the option as the caller spelled it (``--phase-every`` on the command
 line and in the magic, ``phase_every`` in Python). ``None`` means "the default of the part
-that uses it" (the sampler's, cProfile's, the TF Profiler's, --verify's), so the defaults
-live in one place each.
+that uses it" (the sampler's, cProfile's, the TF Profiler's, --verify's); those defaults are
+defined here, once each, so the help can state them without importing the parts.
 """
 
 from __future__ import annotations
@@ -13,6 +13,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from dataclasses import dataclass
+
+
+# The defaults, one place each: the parts that use them import them from here.
+CPROFILE_CALLS = 8  # cProfile: calls profiled at most (capture/cprofile.py)
+TF_PROFILER_CALLS = 3  # the TF Profiler's window (capture/tf_profiler.py) ...
+TF_PROFILER_FIRST_CALL = 3  # ... from this call on
+PHASE_EVERY = 32  # after the first calls, the full phase split on one call in this many (capture/sampling.py)
+PHASE_FIRST_CALLS = 5  # unprofiled calls after each call site's first one that are always sampled
+VERIFY_BUDGET_S = 20.0  # --verify's time budget over all models (verify/measure.py)
 
 
 class OptionsError(ValueError):
@@ -78,20 +87,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The capture options, the same for ``tfdiag analyze`` and ``%%tfdiag``."""
     parser.add_argument("--no-cprofile", action="store_true", help="do not run cProfile on sampled calls")
     parser.add_argument("--cprofile-calls", type=int, default=None, metavar="N",
-                        help="how many calls cProfile samples at most (default: 8)")
+                        help=f"how many calls cProfile samples at most (default: {CPROFILE_CALLS})")
     parser.add_argument("--no-tf-profiler", action="store_true",
                         help="do not run the TF Profiler (no tensorboard/ folder)")
     parser.add_argument("--tf-profiler-calls", type=int, default=None, metavar="N",
-                        help="how many calls the TF Profiler window covers, from call 3 (default: 3)")
+                        help=f"how many calls the TF Profiler window covers, from call {TF_PROFILER_FIRST_CALL} "
+                             f"(default: {TF_PROFILER_CALLS})")
     parser.add_argument("--phase-every", type=int, default=None, metavar="N",
-                        help="after each call site's first call and the 5 unprofiled calls after it, measure "
-                             "the full phase split on one call in N at random (default: 32; 1: every call, "
-                             "at more cost per call)")
+                        help=f"after each call site's first call and the {PHASE_FIRST_CALLS} unprofiled calls after it, "
+                             f"measure the full phase split on one call in N at random (default: {PHASE_EVERY}; "
+                             f"1: every call, at more cost per call)")
     parser.add_argument("--verify", action="store_true",
                         help="after the code, time predict, predict_on_batch, model(x), tf.function, XLA "
                              "and LiteRT on each model's own input, and recommend what was measured")
     parser.add_argument("--verify-budget", type=float, default=None, metavar="SECONDS",
-                        help="time budget for --verify over all models (default: 20)")
+                        help=f"time budget for --verify over all models (default: {VERIFY_BUDGET_S:g})")
     parser.add_argument("--traces-only", action="store_true",
                         help="record tf.function traces only (no call timing, phases or profilers): "
                              "the cheapest capture, e.g. for a --fail-on-retrace gate in CI")

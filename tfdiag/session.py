@@ -1,13 +1,15 @@
 """``diagnose()``: install capture, run the user's code, uninstall, return a Recording.
 
 Every hook goes through one Patcher, restored in ``__exit__`` whatever route the
-code leaves by, so TensorFlow is never left patched. The Recording is analysed once
-(``tfdiag.analysis``) and, when ``out`` is given, its files are written by ``tfdiag.output``.
+code leaves by, so TensorFlow is never left patched. The Recording is assembled by
+``capture.assemble``, analysed once (``tfdiag.analysis``) and, when ``out`` is given, its
+files are written by ``tfdiag.output``. Options come checked (``tfdiag.options``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import sys
 import threading
@@ -15,18 +17,17 @@ import time
 from typing import Callable
 
 from . import analysis, output
-from .capture import environment
+from .capture import assemble, phase_points, sampling
 from .capture.collector import Collector
-from .capture import phase_points, sampling
 from .capture.cprofile import DEFAULT_MAX_CALLS, ProfileGate
-from .capture.tf_profiler import DEFAULT_CALLS as TF_PROFILER_CALLS, TfProfilerGate, correct_kernel_time
+from .capture.tf_profiler import DEFAULT_CALLS as TF_PROFILER_CALLS, TfProfilerGate
 from .capture.function_calls import FunctionCallCapture
 from .capture.keras_calls import KerasCallCapture
 from .capture.patching import Patcher
 from .capture.phase_tracker import PhaseTracker
 from .capture.timed_calls import CallLog
 from .capture.tracing import TraceCapture
-from .options import OptionsError, from_keywords
+from .options import Options, OptionsError, from_keywords
 from .recording import Recording
 from .runner import outcome_of
 from .verify import DEFAULT_BUDGET_S as VERIFY_BUDGET_S, Verifier
@@ -42,16 +43,11 @@ class DiagnoseError(RuntimeError):
 class Diagnoser(contextlib.ContextDecorator):
     """Context manager (and decorator) that records what TensorFlow and Keras do inside it."""
 
-    def __init__(self, out: str | os.PathLike | None = None, *,
-                 clock: Callable[[], float] = time.perf_counter, command: list[str] | None = None,
-                 **options) -> None:
-        """``options``: the fields of ``tfdiag.options.Options`` (cprofile, cprofile_calls, tf_profiler,
-        tf_profiler_calls, phase_every, verify, verify_budget, timing); a misuse is a DiagnoseError."""
-        try:
-            self.options = from_keywords(options)
-        except OptionsError as exc:
-            raise DiagnoseError(str(exc)) from None
-        chosen = self.options
+    def __init__(self, out: str | os.PathLike | None = None, *, options: Options | None = None,
+                 clock: Callable[[], float] = time.perf_counter, command: list[str] | None = None) -> None:
+        """``options``: what to capture, already checked (``tfdiag.options``: ``from_arguments``,
+        ``from_keywords``); None: the defaults."""
+        chosen = self.options = options if options is not None else Options()
         # timing=False records tf.function traces only: no call timing, phases or profilers, so
         # calls that do not trace pass through untouched (a CI retrace gate at no measurable cost).
         self.timing = chosen.timing
@@ -96,13 +92,14 @@ class Diagnoser(contextlib.ContextDecorator):
                 self._started = self.clock()
                 return self
             phase_points.install(self._patcher, self.tracker, self.collector)
+            gc.callbacks.append(self.tracker.collection)  # full collections are ``other`` time
             self.call_log = CallLog(self.collector)
             function_calls = FunctionCallCapture(self.collector, self.tracker, self.call_log)
-            function_calls.install(self._patcher)
             self.keras_capture = KerasCallCapture(self.collector, self.tracker, self.call_log)
-            if self.verify:  # keeps models' inputs and tf.functions' traced inputs to measure after exit
+            if self.verify:  # observes models' inputs and tf.functions' traced inputs to measure after exit
                 self.verifier = Verifier(self.verify_budget, warn=self.collector.warn, clock=self.clock)
-                self.verifier.install(self._patcher, self.keras_capture)
+                self.verifier.install(self.keras_capture, function_calls)  # observers: before installing
+            function_calls.install(self._patcher)
             if self.gate is not None:
                 self.keras_capture.gates.append(self.gate)
             if self.tf_gate is not None:
@@ -152,33 +149,15 @@ class Diagnoser(contextlib.ContextDecorator):
         if self._patcher is not None:
             self._patcher.restore()
             self._patcher = None
+        tracker = getattr(self, "tracker", None)
+        if tracker is not None and tracker.collection in gc.callbacks:
+            gc.callbacks.remove(tracker.collection)
         with _ACTIVE_LOCK:
             if self in _ACTIVE:
                 _ACTIVE.remove(self)
 
     def _build_recording(self) -> Recording:
-        tf_section = self._tf_profiler_section()  # first: reading the trace back may add warnings
-        if self.call_log is not None:
-            self.call_log.flush_all()
-        sections = self.collector.sections()
-        total_samples = sections.pop("call_samples_total")
-        recording = Recording(environment=environment.collect(self.command), run=dict(self.outcome), **sections)
-        recording.run["call_samples_total"] = total_samples
-        if self.gate is not None:
-            recording.extra["cprofile"] = self.gate.section()
-        if tf_section is not None:
-            recording.extra["tf_profiler"] = tf_section
-            correct_kernel_time(recording)  # in-graph tf.data waits are data_adapter, not kernels
-        return recording
-
-    def _tf_profiler_section(self) -> dict | None:
-        if self.tf_gate is None:
-            return None
-        try:
-            return self.tf_gate.section()
-        except Exception as exc:  # a broken trace must not cost the rest of the report
-            self.collector.warn(f"TF Profiler results unavailable: {exc.__class__.__name__}: {exc}")
-            return None
+        return assemble.recording(self.collector, self.command, self.outcome, self.call_log, self.gate, self.tf_gate)
 
     # -- results ---------------------------------------------------------------------
     @property
@@ -212,5 +191,13 @@ class Diagnoser(contextlib.ContextDecorator):
 
 
 def diagnose(out: str | os.PathLike | None = None, **options) -> Diagnoser:
-    """``with tfdiag.diagnose(out="dir") as d: ...`` then ``d.findings``, ``d.recording``, ``d.report()``."""
-    return Diagnoser(out, **options)
+    """``with tfdiag.diagnose(out="dir") as d: ...`` then ``d.findings``, ``d.recording``, ``d.report()``.
+
+    ``options``: the fields of ``tfdiag.options.Options`` (cprofile, cprofile_calls, tf_profiler,
+    tf_profiler_calls, phase_every, verify, verify_budget, timing), checked here once; a misuse
+    is a DiagnoseError."""
+    try:
+        chosen = from_keywords(options)
+    except OptionsError as exc:
+        raise DiagnoseError(str(exc)) from None
+    return Diagnoser(out, options=chosen)

@@ -18,7 +18,8 @@ import tfdiag  # noqa: E402
 
 def _keep(diagnoser) -> dict:
     recording = diagnoser.recording
-    return {"calls": recording.calls, "functions": recording.functions, "warnings": recording.warnings}
+    return {"calls": recording.calls, "functions": recording.functions, "warnings": recording.warnings,
+            "call_samples": recording.call_samples}
 
 
 out = {}
@@ -67,6 +68,8 @@ with tfdiag.diagnose(cprofile=False, tf_profiler=False) as d:
         with tf.GradientTape() as tape:
             prediction = net(features)  # @under_tape
         net(features)  # @inference
+        if out["flavor"] == "tf-keras":  # Keras 3 takes only tensors by position
+            net(features, True)  # @positional_training
 
     @tf.function
     def nested(batch, config):

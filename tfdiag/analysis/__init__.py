@@ -30,6 +30,7 @@ class Analysis:
     functions: list[dict] = field(default_factory=list)  # most tracing time first
     calls: list[dict] = field(default_factory=list)
     call_samples: list[dict] = field(default_factory=list)  # for the timeline chart
+    # The TF Profiler cross-check's disagreements (agreement.warning_entries) first, then the capture's.
     warnings: list[dict] = field(default_factory=list)
     profilers: dict = field(default_factory=dict)  # "cprofile" / "tf_profiler": section read, or None
     verified: bool = False  # --verify ran (its tables are shown, possibly empty)
@@ -37,7 +38,9 @@ class Analysis:
     retrace_checks: list[dict] = field(default_factory=list)
     kernel_check: list[dict] = field(default_factory=list)  # the TF Profiler cross-check (analysis/agreement.py)
     schema_version: int = 0
-    recommended: list[dict] | None = None  # the recorded alternatives entries, each with ``recommended``
+    # recording.json's ``alternatives``: every measured entry as recorded, each with its ``recommended``
+    # flag (None when --verify did not run). ``alternatives`` above is the page's rows of the same.
+    alternative_entries: list[dict] | None = None
 
     def with_output(self, sections: dict[str, dict], warnings: list[dict]) -> "Analysis":
         """This analysis as the written files show it: what writing them added to each profiler's
@@ -48,14 +51,15 @@ class Analysis:
 
     def recorded(self) -> dict:
         """The sections recording.json carries from the analysis, in place of the capture's own:
-        the findings, the warnings, each profiler's section as read, the TF Profiler cross-check,
-        which measured path is recommended. Re-analysing that file gives the same analysis."""
+        the findings, the warnings (the TF Profiler cross-check's disagreements included), each
+        profiler's section as read, the TF Profiler cross-check, which measured path is recommended.
+        Re-analysing that file gives the same analysis."""
         out: dict = {"findings": self.findings, "warnings": self.warnings}
         out.update({name: section for name, section in self.profilers.items() if section is not None})
         if self.kernel_check:
             out["kernel_check"] = self.kernel_check
-        if self.recommended is not None:
-            out["alternatives"] = self.recommended
+        if self.alternative_entries is not None:
+            out["alternatives"] = self.alternative_entries
         return out
 
 
@@ -64,6 +68,7 @@ def analyze(recording: Recording) -> Analysis:
     found = rules.run_rules(recording, explained)
     chosen = alternatives.recommended(recording, found)
     entries = alternatives.entries(recording)
+    kernel_check = agreement.kernel_rows(recording)
     return Analysis(
         findings=found,
         verdict=verdict_for(recording, found),
@@ -75,15 +80,16 @@ def analyze(recording: Recording) -> Analysis:
         functions=views.functions_table(recording),
         calls=list(recording.calls),
         call_samples=list(recording.call_samples),
-        warnings=list(recording.warnings),
+        warnings=agreement.warning_entries(kernel_check)
+        + [w for w in recording.warnings if not agreement.is_derived(w)],
         profilers=views.profilers_view(recording),
         verified=alternatives.ran(recording),
         alternatives=alternatives.view(recording, chosen),
         retrace_checks=alternatives.checks_view(recording),
-        kernel_check=agreement.kernel_rows(recording),
+        kernel_check=kernel_check,
         schema_version=recording.schema_version,
-        recommended=([dict(e, recommended=any(e is c for c in chosen)) for e in entries]
-                     if "alternatives" in recording.extra else None),
+        alternative_entries=([dict(e, recommended=any(e is c for c in chosen)) for e in entries]
+                             if "alternatives" in recording.extra else None),
     )
 
 

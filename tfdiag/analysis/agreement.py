@@ -9,9 +9,19 @@ by different means, so they should agree up to the runtime's own dispatch cost p
 disagrees when tfdiag's figure is above twice the profiler's plus half a millisecond, or below
 half of it. A disagreement is a warning, never a finding: it says which figure to doubt.
 
-Where the profiler saw a call's graph functions wait for tf.data themselves, capture has already
-moved that wait out of tfdiag's kernel time (``graph_tf_data_s`` on the call entry, see
-capture/trace_ops.py); the row says how much, so a reader knows the figure is corrected.
+Each row names the two figures it compares (``tfdiag_figure``, ``profiler_figure``), as neither is
+the raw one everywhere:
+- Where the profiler saw a call's graph functions wait for tf.data themselves (tf-keras's predict
+  function pulls its batches inside the graph), capture has already moved that wait, as the
+  profiler measured it, out of tfdiag's kernel time (``graph_tf_data_s`` on the call entry, see
+  capture/trace_ops.py). ``tfdiag_kernel_s`` is after that move, ``moved_tf_data_s`` how much moved
+  per call, and ``tfdiag_kernel_uncorrected_s`` the figure before it (kernel + moved).
+- For eager calls the profiler's host compute (``profiler_measured_s``) is divided by its own
+  slowdown, which tfdiag's wall timings give: the profiled calls' median against the unprofiled
+  median at the same call site (``profiler_slowdown``, from ``slowdown_profiled_median_s`` and
+  ``slowdown_unprofiled_median_s``); ``profiler_model_op_s`` is the result.
+A disagreement reaches the Analysis's warnings (``warning_entries``, marked ``source:
+"kernel_check"`` so a re-analysed recording.json derives them again instead of repeating them).
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ from .units import duration
 HIGH_RATIO = 2.0
 HIGH_SLACK_S = 0.0005  # dispatching a graph function or an eager op costs about this per call
 LOW_RATIO = 0.5
+SOURCE = "kernel_check"  # the ``source`` of the warnings derived here (recording.json carries them)
 
 
 def agrees(tfdiag_s: float, profiler_s: float) -> bool:
@@ -58,8 +69,9 @@ def kernel_rows(recording: Recording) -> list[dict]:
         # An eager call's host compute holds the profiler's own per-op instrumentation: take the
         # slowdown the profiled calls showed against the unprofiled ones at the same site out of it.
         # (Graph ops' self time is timed around the kernel alone, so it stays as measured.)
-        slowdown = _slowdown(section, calls) if site.get("measure") == "host_compute" else 1.0
-        profiler_s = measured_s / slowdown
+        eager = site.get("measure") == "host_compute"
+        slowdown = _slowdown(section, site, calls) if eager else None
+        profiler_s = measured_s / (slowdown["ratio"] if slowdown else 1.0)
         weights = [float(c.get("count") or 0) for c in calls]
         tfdiag_s = sum(phases.call_phase_split(c)["kernel_execution"] * w for c, w in zip(calls, weights)) / sum(weights)
         phase_calls = sum(int(c.get("phase_calls") or 0) for c in calls)
@@ -70,40 +82,78 @@ def kernel_rows(recording: Recording) -> list[dict]:
             "call_site": site.get("call_site"),
             "targets": sorted({str(c.get("target")) for c in calls}),
             "count": int(sum(weights)),
-            "tfdiag_kernel_s": tfdiag_s,
-            "profiler_model_op_s": profiler_s,
+            "tfdiag_kernel_s": tfdiag_s,  # the figure compared: see tfdiag_figure
+            "tfdiag_figure": _tfdiag_figure(moved),
+            "tfdiag_kernel_uncorrected_s": tfdiag_s + moved,  # before the in-graph tf.data wait moved out
+            "moved_tf_data_s": moved,  # per call, taken out of kernel_execution as tf.data time inside graphs
+            "profiler_model_op_s": profiler_s,  # the figure compared: see profiler_figure
+            "profiler_figure": _profiler_figure(site.get("measure"), slowdown),
+            "profiler_measured_s": measured_s,  # as the profiler measured it
+            "profiler_slowdown": slowdown["ratio"] if slowdown else 1.0,
+            "slowdown_profiled_median_s": slowdown["profiled_median_s"] if slowdown else None,
+            "slowdown_unprofiled_median_s": slowdown["unprofiled_median_s"] if slowdown else None,
             "ratio": tfdiag_s / profiler_s if profiler_s > 0 else None,
             "phase_calls": phase_calls,
             "calls_profiled": int(site.get("calls_profiled") or 0),
             "measure": site.get("measure"),
-            "profiler_measured_s": measured_s,
-            "profiler_slowdown": slowdown,
-            "moved_tf_data_s": moved,  # per call, taken out of kernel_execution as tf.data time inside graphs
             "agrees": ok,
-            "warning": None if ok else _warning(site, tfdiag_s, profiler_s, phase_calls),
         }
+        row["warning"] = None if ok else _warning(row)
         rows.append(row)
     return rows
 
 
-def _slowdown(section: dict, calls: list[dict]) -> float:
-    """How many times slower the profiled calls ran than the unprofiled median of their call site (>= 1)."""
-    sites = profile_rows.measured_overhead(section.get("profiled") or [], calls)["sites"]
-    ratios = [s["ratio"] for s in sites if s.get("ratio")]
-    return max(1.0, ratios[0]) if ratios else 1.0
+def _slowdown(section: dict, site: dict, calls: list[dict]) -> dict | None:
+    """How many times slower this call site's profiled calls ran than its unprofiled median, by
+    tfdiag's wall timings: ``{"ratio" (>= 1), "profiled_median_s", "unprofiled_median_s"}``; None
+    when there is nothing to compare (no unprofiled call at the site)."""
+    key = (site.get("api"), site.get("call_site"))
+    for found in profile_rows.measured_overhead(section.get("profiled") or [], calls)["sites"]:
+        if (found["api"], found["call_site"]) == key and found.get("ratio"):
+            return {"ratio": max(1.0, found["ratio"]), "profiled_median_s": found["profiled_median_s"],
+                    "unprofiled_median_s": found["unprofiled_median_s"]}
+    return None
 
 
-def _warning(site: dict, tfdiag_s: float, profiler_s: float, phase_calls: int) -> str:
-    what = ("host compute per call (less the profiler's own slowdown)" if site.get("measure") == "host_compute"
-            else "model-op time per call (self time of the non-tf.data ops)")
+def _tfdiag_figure(moved_s: float) -> str:
+    if moved_s > 0:
+        return (f"steady-state kernel_execution per call, after moving {duration(moved_s)} of tf.data wait inside "
+                f"the graph (measured by the TF Profiler) to data_adapter")
+    return "steady-state kernel_execution per call"
+
+
+def _profiler_figure(measure, slowdown: dict | None) -> str:
+    if measure != "host_compute":
+        return "self time of the non-tf.data ops per call"
+    if slowdown is None:
+        return "host compute per call (no unprofiled call at this site to take the profiler's slowdown out)"
+    return (f"host compute per call ÷ ×{slowdown['ratio']:.2f}, the profiler's slowdown by tfdiag's wall timings "
+            f"(profiled median {duration(slowdown['profiled_median_s'])} against unprofiled "
+            f"{duration(slowdown['unprofiled_median_s'])})")
+
+
+def _warning(row: dict) -> str:
+    tfdiag_s, profiler_s = row["tfdiag_kernel_s"], row["profiler_model_op_s"]
     direction = "above" if tfdiag_s > profiler_s else "below"
     ratio = f"×{tfdiag_s / profiler_s:.1f}" if profiler_s > 0 else "with nothing to compare"
-    return (f"kernel time disagrees with the TF Profiler at {site.get('call_site')} ({site.get('api')}): "
-            f"tfdiag's steady-state kernel_execution is {duration(tfdiag_s)} per call (over {phase_calls} sampled "
-            f"call(s)), {direction} the TF Profiler's {what} of {duration(profiler_s)} over "
-            f"{int(site.get('calls_profiled') or 0)} profiled call(s) ({ratio}; agreement is 0.5× to 2× + 0.5 ms)")
+    before = (f"; {duration(row['tfdiag_kernel_uncorrected_s'])} before that move"
+              if row["moved_tf_data_s"] > 0 else "")
+    return (f"kernel time disagrees with the TF Profiler at {row['call_site']} ({row['api']}): "
+            f"tfdiag's {row['tfdiag_figure']} is {duration(tfdiag_s)} (over {row['phase_calls']} sampled "
+            f"call(s){before}), {direction} the TF Profiler's {row['profiler_figure']} of {duration(profiler_s)} "
+            f"over {row['calls_profiled']} profiled call(s) ({ratio}; agreement is 0.5× to 2× + 0.5 ms)")
 
 
 def warnings(rows: list[dict]) -> list[str]:
     """The disagreement warnings of ``kernel_rows``, in order."""
     return [row["warning"] for row in rows if row.get("warning")]
+
+
+def warning_entries(rows: list[dict]) -> list[dict]:
+    """``warnings(rows)`` as warnings entries (``{"message", "count", "source"}``)."""
+    return [{"message": text, "count": 1, "source": SOURCE} for text in warnings(rows)]
+
+
+def is_derived(warning) -> bool:
+    """A warning this module derives (from a recording.json written earlier): analysis derives it again."""
+    return isinstance(warning, dict) and warning.get("source") == SOURCE

@@ -15,10 +15,10 @@ from .retracing import spec_code
 from .units import duration
 
 MIN_SPEEDUP = 1.1  # closer than this to the user's own path is within timing noise
-TIE = 0.10  # paths within 10% of the fastest are a tie: the simpler one (earlier in PATHS) wins
+TIE = 0.10  # paths within 10% of the fastest are a tie: the simpler one (earlier in SIMPLEST_FIRST) wins
 TFDATA_PATH = "tf.data prefetch"  # predict() on a tf.data input built once (the input-bound fix)
 
-# Every path --verify times, simplest first: path -> (table label, label in a sentence).
+# Every path --verify times: path -> (table label, label in a sentence). Order is kept in the tuples below.
 PATHS = {
     "predict": ("model.predict(x)", "model.predict(x)"),
     "predict_on_batch": ("model.predict_on_batch(x)", "model.predict_on_batch(x)"),
@@ -30,9 +30,10 @@ PATHS = {
     TFDATA_PATH: ("model.predict(ds), ds = tf.data batch() + prefetch(), built once",
                   "model.predict on a tf.data input built once (batch and prefetch)"),
 }
-CALL_PATHS = tuple(p for p in PATHS if p != TFDATA_PATH)  # the ways of calling the model: timed for every model
-USER_APIS = CALL_PATHS[:3]  # the paths a user's own calls are recorded under
-IN_TENSORFLOW = CALL_PATHS[:5]
+USER_APIS = ("predict", "predict_on_batch", "__call__")  # the paths a user's own calls are recorded under
+IN_TENSORFLOW = (*USER_APIS, "tf.function", "tf.function_xla")  # paths that stay in TensorFlow
+CALL_PATHS = (*IN_TENSORFLOW, "litert")  # the ways of calling the model, simplest first: timed for every model
+SIMPLEST_FIRST = (*CALL_PATHS, TFDATA_PATH)  # ties go to the earlier path
 
 
 def label(path: str) -> str:
@@ -117,8 +118,8 @@ def _fastest(candidates: list[dict]) -> dict | None:
         return None
     floor = min(e["median_s"] for e in candidates)
     close = [e for e in candidates if e["median_s"] <= floor * (1 + TIE)]
-    order = list(PATHS)
-    return min(close, key=lambda e: (order.index(e["path"]) if e.get("path") in PATHS else len(order), e["median_s"]))
+    order = SIMPLEST_FIRST
+    return min(close, key=lambda e: (order.index(e["path"]) if e.get("path") in order else len(order), e["median_s"]))
 
 
 def recommended(recording: Recording, findings: list[dict]) -> list[dict]:

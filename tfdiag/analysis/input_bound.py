@@ -4,12 +4,14 @@ Its fix (a tf.data input built once, with batch() and prefetch()) is measured or
 ``--verify`` the prebuilt input is timed against the user's own ``predict(x)`` on their model,
 and the fix quotes that speed-up and is recommended only when it is faster with the same
 outputs; without a measurement the finding says it is unverified and is never above medium.
+The snippet batches as the user does: the ``batch_size`` they pass to predict() where --verify
+recorded it, else the batch each call was observed to carry.
 """
 
 from __future__ import annotations
 
 from ..recording import Recording
-from . import alternatives
+from . import alternatives, retracing
 from .findings import GUIDES, Finding, at_most, severity_for, short_site
 from .phases import call_phase_split
 from .units import duration
@@ -19,11 +21,22 @@ INPUT_BOUND_SHARE = 0.2  # XProf's input-bound threshold
 UNVERIFIED_SEVERITY = "medium"  # the most an unmeasured fix may claim
 
 
-def _unverified_fix(text: str) -> dict:
+def _batch_size(call: dict, target_entries: list[dict]) -> tuple[int, str]:
+    """(batch size, what it is) for the snippet: the user's predict() batch_size where --verify
+    recorded it, else the rows each call was observed to pass."""
+    recorded = next((e["batch_size"] for e in target_entries if isinstance(e.get("batch_size"), int)
+                     and not isinstance(e.get("batch_size"), bool) and e["batch_size"] > 0), None)
+    if recorded is not None:
+        return recorded, "predict()'s batch_size in your calls"
+    return retracing.call_batch(call) or 0, f"the rows each {call.get('api')}() call passes"
+
+
+def _unverified_fix(text: str, batch: tuple[int, str]) -> dict:
+    size, what = batch
     return {"text": ("Build the input pipeline once and let it overlap with the model: a tf.data.Dataset "
                      f"with batch() and prefetch(), passed to predict(). {text}"),
-            "code": ("ds = tf.data.Dataset.from_tensor_slices(x).batch(32)"
-                     ".prefetch(tf.data.AUTOTUNE)  # once; 32: predict()'s default batch_size\n"
+            "code": (f"ds = tf.data.Dataset.from_tensor_slices(x).batch({size})"
+                     f".prefetch(tf.data.AUTOTUNE)  # once; {size}: {what}\n"
                      "y = model.predict(ds, verbose=0)"),
             "guide": GUIDES["tfdata"], "verified": False}
 
@@ -33,7 +46,7 @@ def input_bound_findings(recording: Recording, explained: dict) -> list[Finding]
     findings: list[Finding] = []
     measured_any = bool(alternatives.entries(recording))
     for call in recording.calls:
-        batch = call.get("batch")
+        batch = retracing.call_batch(call)
         if (call.get("api") not in ("predict", "predict_on_batch") or not batch or batch < LARGE_BATCH
                 or call.get("training")):
             continue
@@ -48,6 +61,7 @@ def input_bound_findings(recording: Recording, explained: dict) -> list[Finding]
                     f"{duration(split.get('input_processing', 0.0))}, kernels {duration(split.get('kernel_execution', 0.0))}"]
         savings = input_side * count * 0.5
         target_entries = alternatives.entries_for(recording, call.get("target", ""))
+        batch_size = _batch_size(call, target_entries)
         entry, choice = alternatives.choose_input_pipeline(target_entries, call.get("api", ""))
         if choice is not None:
             fix = alternatives.measured_fix(choice, GUIDES["tfdata"])
@@ -61,13 +75,14 @@ def input_bound_findings(recording: Recording, explained: dict) -> list[Finding]
                 f" against {duration(base['median_s'])} for your {call.get('api')}(x)" if base else "")
             outcome = ("its outputs differed from yours" if not alternatives.is_equivalent(entry)
                        else "it was not clearly faster")
-            fix = _unverified_fix(f"Measured on your model, {outcome} ({timing}), so tfdiag does not recommend it.")
+            fix = _unverified_fix(f"Measured on your model, {outcome} ({timing}), so tfdiag does not recommend it.",
+                                  batch_size)
             savings, severity = 0.0, "low"
         else:
             reason = (f"--verify could not time it ({entry['error']})" if entry is not None and entry.get("error")
                       else "run `tfdiag analyze --verify` to time it on your model" if not measured_any
                       else "--verify times it only for predict(x) on an array input")
-            fix = _unverified_fix(f"Unverified on your model: {reason}.")
+            fix = _unverified_fix(f"Unverified on your model: {reason}.", batch_size)
             severity = at_most(severity_for(savings, 0), UNVERIFIED_SEVERITY)
         findings.append(Finding(
             code="input-bound", severity=severity,

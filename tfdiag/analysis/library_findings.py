@@ -1,7 +1,9 @@
 """Traces of Keras's, TensorFlow's and tf.data's own functions, said in terms of the user's code.
 
-The user cannot change these functions, so no fix is ever written against them. What a trace
-was decides whether it is a finding at all (``retracing.library_kind``):
+The user cannot change these functions, so no fix is ever written against them, and their
+internal names stay in ``details``. What a trace was decides whether it is a finding at all
+(``retracing.library_kind``, read off each explanation's ``kind``: the report's retracing
+section says the same):
 
 - another entry point (fit, evaluate and predict each trace their own; (x, y) against x), another
   context, or a bounded shape relaxation (traced once more with ``None`` dimensions): no finding;
@@ -9,19 +11,22 @@ was decides whether it is a finding at all (``retracing.library_kind``):
 - a rebuilt function (the model was compiled or created again): ``model-rebuilt``, worded for the
   function's role and pointing at the user's line that compiled or created the model;
 - growth (a new concrete shape or dtype each time, no relaxation): a fix at the user's call site,
-  only when the extra traces measurably cost time;
-- tf.data's functions, traced for every predict() call: ``tfdata-retrace`` only.
+  only when the extra traces measurably cost time, low severity below ``MATTERS_S``, never above medium;
+- tf.data's functions, traced for every predict() call: ``tfdata-retrace`` only, and only for
+  calls no call-path finding covers (``predict-overhead`` counts that tracing in its own
+  graph_creation and lists it in its evidence: one finding and one saving per call site).
+
+Code is written only from the API the user called (or the role of the function, which names
+it); where neither is known the fix is words alone.
 """
 
 from __future__ import annotations
 
 from ..recording import Recording
-from . import retracing
+from . import call_findings, retracing
 from .findings import GUIDES, Finding, severity_for, short_site
 from .units import duration
 
-API_ROLE = {"fit": "train", "train_on_batch": "train", "evaluate": "test", "test_on_batch": "test",
-            "predict": "predict", "predict_on_batch": "predict"}
 ROLE_API = {"train": "fit", "test": "evaluate", "predict": "predict"}
 ROLE_ENTRY_POINTS = {"train": "fit() and train_on_batch()", "test": "evaluate() and test_on_batch()",
                      "predict": "predict() and predict_on_batch()"}
@@ -30,7 +35,9 @@ API_LINE = {
     "evaluate": "model.evaluate(x, y)", "test_on_batch": "model.test_on_batch(x, y)",
     "predict": "y = model.predict(x)", "predict_on_batch": "y = model.predict_on_batch(x)",
 }
+STEP_APIS = ("fit", "train_on_batch", "evaluate", "test_on_batch")  # APIs that run steps over batches
 GROWTH_MIN_S = 0.05  # growth is worth a fix at the user's call site from this much extra tracing
+MATTERS_S = 0.5  # ... and medium severity (never more) from this much: below it, a low note
 
 
 def _keras_made(function: dict) -> bool:
@@ -38,35 +45,24 @@ def _keras_made(function: dict) -> bool:
     return function.get("origin") == "keras" or bool(function.get("role") or function.get("model"))
 
 
-def _api_at(recording: Recording, site: str | None) -> str | None:
-    """The Keras API the user called at ``site``, from the recorded calls."""
-    return next((c.get("api") for c in recording.calls if site and c.get("call_site") == site
-                 and c.get("api") in API_ROLE), None)
-
-
 def _target_at(recording: Recording, site: str | None) -> str | None:
     """The model the user called at ``site``: what a finding about that call is about."""
     return next((c.get("target") for c in recording.calls if site and c.get("call_site") == site), None)
 
 
-def _classified(recording: Recording, function: dict, explanations: list) -> list[tuple[str, dict, dict, str | None]]:
-    """(kind, trace, earlier trace, role) for each explained trace; roles the recording lacks are
-    read from the API called at the trace's call site."""
+def _api_for(recording: Recording, sites: list, role: str | None) -> str | None:
+    """The API the user called at these sites, else the one the function's role names; None if neither is known."""
+    return next((a for a in (retracing.api_at(recording.calls, s) for s in sites) if a), None) or ROLE_API.get(role or "")
+
+
+def _classified(recording: Recording, function: dict, explanations: list) -> list[tuple[str, dict, str | None]]:
+    """(kind, trace, role) for each explained trace: the kind ``retracing.library_kind`` gave it."""
     traces = {t.get("index"): t for t in function.get("traces", [])}
-
-    def role_of(trace: dict) -> str | None:
-        return retracing.trace_role(function, trace) or API_ROLE.get(_api_at(recording, trace.get("call_site")) or "")
-
     out = []
     for explanation in explanations:
-        trace, earlier = traces.get(explanation.index), traces.get(explanation.compared_to)
-        if trace is None:
-            continue
-        kind = retracing.library_kind(function, trace, earlier, explanation.changes, role_of)
-        if (kind == "rebuilt" and earlier is not None and role_of(trace) is None
-                and earlier.get("call_site") != trace.get("call_site")):
-            kind = "entry-point"  # no role known, another call site: most likely another entry point
-        out.append((kind, trace, earlier or {}, role_of(trace)))
+        trace = traces.get(explanation.index)
+        if trace is not None:
+            out.append((explanation.kind or "entry-point", trace, retracing.trace_role(function, trace, recording.calls)))
     return out
 
 
@@ -77,11 +73,11 @@ def library_findings(recording: Recording, explained: dict) -> list[Finding]:
         if not retracing.is_library(function) or function.get("origin") == "tf.data":
             continue
         classified = _classified(recording, function, explained.get(position, []))
-        for kind, trace, _, role in classified:
+        for kind, trace, role in classified:
             if kind == "rebuilt" and _keras_made(function):
                 pointer = trace.get("compiled_at") or function.get("model_created_at")
                 rebuilt.setdefault((function.get("model"), role, pointer), []).append((function, trace))
-        growth = [(trace, role) for kind, trace, _, role in classified if kind == "growth"]
+        growth = [(trace, role) for kind, trace, role in classified if kind == "growth"]
         if len(growth) >= 2:
             finding = _growth_finding(recording, function, growth)
             if finding is not None:
@@ -100,7 +96,8 @@ def _rebuilt_finding(recording: Recording, key: tuple, traced: list[tuple[dict, 
     seconds = sum(t.get("duration_s", 0.0) for _, t in traced)
     compiled = any(t.get("compiled_at") for _, t in traced)
     sites = list(dict.fromkeys(t.get("call_site") for _, t in traced if t.get("call_site")))
-    api = next((a for a in (_api_at(recording, s) for s in sites) if a), None) or ROLE_API.get(role or "", "predict")
+    api = _api_for(recording, sites, role)
+    next_call = f"the next {api}()" if api else "the next call"
     what = (f"the {retracing.ROLE_TEXT[role]} (what {ROLE_ENTRY_POINTS[role]} run)" if role in retracing.ROLE_TEXT
             else "the model's functions")
     of_model = f" of model `{model}`" if model else ""
@@ -109,23 +106,23 @@ def _rebuilt_finding(recording: Recording, key: tuple, traced: list[tuple[dict, 
         why = (f"the model is compiled again{' at ' + short_site(pointer) if pointer else ''}, and each compile() "
                "discards the functions Keras traced")
         text = (f"Compile the model once, before the loop: every compile() throws away the training, evaluation and "
-                f"predict functions Keras traced, so the next {api}() traces them again.")
+                f"predict functions Keras traced, so {next_call} traces them again.")
         code = f"model.compile(...)  # once, before the loop{now}"
     else:
         why = (f"the model is created again at {short_site(pointer)}" if pointer
                else "the model was compiled or created again, which discards the functions Keras traced")
         text = (f"Create and compile the model once, before the loop, and reuse it: a new or re-compiled model "
-                f"starts without traced functions, so the next {api}() traces them again.")
+                f"starts without traced functions, so {next_call} traces them again.")
         code = f"model = build_model()  # create and compile once, before the loop{now}"
-    code += f"\nfor x in batches:\n    {API_LINE.get(api, 'y = model.predict(x)')}"
-    functions = ", ".join(f"`{n}`" for n in per_function)
+    if api:
+        code += f"\nfor x in batches:\n    {API_LINE[api]}"
     return Finding(
         code="model-rebuilt", severity=severity_for(seconds, count),
         title=f"Keras traced {what}{of_model} again {count} time(s): {why}",
         function=name, call_site=pointer or (sites[0] if sites else ""),
-        evidence=[f"{len(traced)} trace(s) of Keras's {functions} after the first, each a new tf.function object "
-                  f"for the same input; {duration(seconds)} spent tracing again",
-                  *(f"traced again by {_api_at(recording, s) or api}() at {short_site(s)}" for s in sites[:4])],
+        evidence=[f"{len(traced)} trace(s) of the model's {retracing.ROLE_TEXT.get(role or '', 'functions')} after "
+                  f"the first, each a new tf.function object for the same input; {duration(seconds)} spent tracing again",
+                  *(_traced_again(retracing.api_at(recording.calls, s) or api, s) for s in sites[:4])],
         estimated_savings_s=seconds,
         fix={"text": text, "code": code, "guide": GUIDES["performance"]},
         details={"origin": "keras", "role": role, "model": model, "functions": list(per_function),
@@ -135,6 +132,30 @@ def _rebuilt_finding(recording: Recording, key: tuple, traced: list[tuple[dict, 
     )
 
 
+def _traced_again(api: str | None, site: str) -> str:
+    return f"traced again {'by ' + api + '() ' if api else ''}at {short_site(site)}"
+
+
+def _growth_fix(api: str | None, changed: str, site: str) -> tuple[str, str]:
+    """(text, code) of a growth finding: code only for an API the user is known to call."""
+    where = short_site(site) if site else "your call site"
+    if changed == "dtype":
+        if api is None:
+            return f"Convert the input to one dtype before the call at {where}, so every call presents the same.", ""
+        return (f"Convert the input to one dtype before {api}() at {where}, so every call presents the same.",
+                f'x = x.astype("float32")  # one dtype for every call\n{API_LINE[api]}')
+    if api in STEP_APIS:
+        return (f"Give every batch passed at {where} the same shape, e.g. drop the short last batch "
+                "(drop_remainder=True when batching with tf.data).",
+                "ds = ds.batch(BATCH, drop_remainder=True)  # one shape for every step")
+    text = (f"Give every call at {where} the same batch size: pad short batches to one size "
+            "and drop the padded rows from the result.")
+    if api is None:
+        return text, ""
+    return text, ("n = len(x)\nx = np.pad(x, [(0, BATCH - n)] + [(0, 0)] * (x.ndim - 1))  # one batch size for every call\n"
+                  f"y = model.{api}(x)[:n]")
+
+
 def _growth_finding(recording: Recording, function: dict, growth: list[tuple[dict, str | None]]) -> Finding | None:
     """A library function traced for a new concrete shape or dtype again and again: fix the user's calls."""
     seconds = sum(t.get("duration_s", 0.0) for t, _ in growth)
@@ -142,29 +163,22 @@ def _growth_finding(recording: Recording, function: dict, growth: list[tuple[dic
         return None
     site = next((t.get("call_site") for t, _ in growth if t.get("call_site")), "") or ""
     role = growth[-1][1]
-    api = _api_at(recording, site) or ROLE_API.get(role or "", "predict")
-    dtypes = {a.get("dtype") for t, _ in growth for a in _leaves(t.get("args", []))} - {None}
+    api = _api_for(recording, [site], role)
+    leaves = [_leaves(t.get("args", [])) for t, _ in growth]
+    dtypes = {a.get("dtype") for found in leaves for a in found} - {None}
     owner = retracing.OWNER.get(function.get("origin"), function.get("origin"))
     changed = "dtype" if len(dtypes) > 1 else "shape"
-    if changed == "dtype":
-        text = f"Convert the input to one dtype before {api}() at {short_site(site)}, so every call presents the same."
-        code = f'x = x.astype("float32")  # one dtype for every call\n{API_LINE.get(api, "y = model.predict(x)")}'
-    elif role == "train" or api in ("fit", "train_on_batch", "evaluate", "test_on_batch"):
-        text = (f"Give every batch passed at {short_site(site)} the same shape, e.g. drop the short last batch "
-                "(drop_remainder=True when batching with tf.data).")
-        code = "ds = ds.batch(BATCH, drop_remainder=True)  # one shape for every step"
-    else:
-        text = (f"Give every call at {short_site(site)} the same batch size: pad short batches to one size "
-                "and drop the padded rows from the result.")
-        code = ("n = len(x)\nx = np.pad(x, [(0, BATCH - n)] + [(0, 0)] * (x.ndim - 1))  # one batch size for every call\n"
-                f"y = model.{'predict_on_batch' if api == 'predict_on_batch' else 'predict'}(x)[:n]")
+    seen = list(dict.fromkeys(retracing.describe_value(found[0]) for found in leaves if found))
+    who = f"{api}() at {short_site(site)}" if api else (f"Calls at {short_site(site)}" if site else "Your calls")
+    text, code = _growth_fix(api, changed, site)
     return Finding(
-        code=f"retrace-{changed}", severity=severity_for(seconds, 0),
-        title=(f"{api}() at {short_site(site)} made {owner} trace the model's "
+        code=f"retrace-{changed}", severity="medium" if seconds >= MATTERS_S else "low",
+        title=(f"{who} made {owner} trace the model's "
                f"{retracing.ROLE_TEXT.get(role or '', 'function')} {len(growth)} more time(s), once per new input {changed}"),
-        function=_target_at(recording, site) or function.get("model") or function.get("name", "?"), call_site=site,
-        evidence=[f"{len(growth)} traces of {owner}'s `{function.get('name')}` for new input {changed}s, "
-                  f"{duration(seconds)} spent tracing again; {owner} did not relax them into one trace"],
+        function=_target_at(recording, site) or function.get("model") or "model", call_site=site,
+        evidence=[f"{len(growth)} extra trace(s) for new input {changed}s, {duration(seconds)} spent tracing again; "
+                  f"{owner} did not relax them into one trace",
+                  *([f"inputs seen: {', '.join(seen[:4])}{', …' if len(seen) > 4 else ''}"] if seen else [])],
         estimated_savings_s=seconds, fix={"text": text, "code": code, "guide": GUIDES["retrace"]},
         details={"origin": function.get("origin"), "role": role, "retraces": len(growth), "call_sites": [site],
                  "traced_function": function.get("name")},
@@ -179,17 +193,25 @@ def _leaves(args: list) -> list[dict]:
 
 
 def tfdata_findings(recording: Recording, explained: dict) -> list[Finding]:
-    """tf.data functions traced again on every predict() call (graph creation nobody warns about)."""
+    """tf.data functions traced again on every predict() call (graph creation nobody warns about), at
+    the predict() call sites no call-path finding already covers."""
     data_functions = [f for f in recording.functions if f.get("origin") == "tf.data"]
+    covered = call_findings.covered_sites(recording)
     predict_calls = [c for c in recording.calls if c.get("api") == "predict"]
-    calls = sum(c.get("count", 0) for c in predict_calls)
     sites = {c.get("call_site") for c in predict_calls}
-    per_site = [t for f in data_functions for t in f.get("traces", []) if t.get("call_site") in sites]
-    traces = len(per_site) if per_site else sum(f.get("trace_count", 0) for f in data_functions)
+    per_site = call_findings.tfdata_traces(recording, sites)
+    if per_site:
+        predict_calls = [c for c in predict_calls if c.get("call_site") not in covered]
+        per_site = [t for t in per_site if t.get("call_site") not in covered]
+        traces, seconds = len(per_site), sum(t.get("duration_s", 0.0) for t in per_site)
+    elif sites & covered:
+        return []  # traces not attributable to a call site: a covered one may hold them, so never count them twice
+    else:
+        traces = sum(f.get("trace_count", 0) for f in data_functions)
+        seconds = sum(f.get("trace_s", 0.0) for f in data_functions)
+    calls = sum(c.get("count", 0) for c in predict_calls)
     if not data_functions or calls < 2 or traces < calls:
         return []
-    seconds = (sum(t.get("duration_s", 0.0) for t in per_site) if per_site
-               else sum(f.get("trace_s", 0.0) for f in data_functions))
     names = ", ".join(sorted({f.get("name", "?") for f in data_functions}))
     site = max(predict_calls, key=lambda c: c.get("count", 0)).get("call_site", "")
     return [Finding(
@@ -209,5 +231,6 @@ def tfdata_findings(recording: Recording, explained: dict) -> list[Finding]:
                          "unverified here, run `tfdiag analyze --verify` to measure it.")),
              "code": "y = model.predict_on_batch(x)  # no tf.data pipeline per call",
              "guide": GUIDES["tfdata"]},
-        details={"tfdata_traces": traces, "predict_calls": calls, "call_sites": sorted(s for s in sites if s)},
+        details={"tfdata_traces": traces, "predict_calls": calls,
+                 "call_sites": sorted({c.get("call_site") for c in predict_calls if c.get("call_site")})},
     )]

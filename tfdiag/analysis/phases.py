@@ -16,14 +16,14 @@ def call_phase_split(call: dict) -> dict[str, float]:
     """Seconds per call in each phase in the steady state: the calls after the first.
 
     ``steady_phases`` when the recording has it (all zeros for a call site called once); for
-    recordings from before it, the old estimate: the whole call site's phases over its measured calls.
+    recordings from before it, the old estimate: the whole call site's phases over its calls.
     """
     if "steady_phases" in call:
         return _split(call.get("steady_phases"))
-    measured = call.get("measured_count", call.get("count", 0)) or 0
-    if measured <= 0:
+    count = call.get("count", 0) or 0
+    if count <= 0:
         return _split(None)
-    return _split(call.get("phases"), measured)
+    return _split(call.get("phases"), count)
 
 
 def first_call_split(call: dict) -> dict[str, float] | None:
@@ -37,7 +37,7 @@ def steady_calls(call: dict) -> int:
     count = call.get("count", 0) or 0
     if "steady_phases" in call:
         return max(0, count - 1)
-    return call.get("measured_count", count) or 0
+    return count
 
 
 def phase_rows(calls: list[dict]) -> list[dict]:
@@ -48,8 +48,11 @@ def phase_rows(calls: list[dict]) -> list[dict]:
         split = call_phase_split(call)
         per_call = sum(split.values())
         steady = steady_calls(call)
-        teardown = call.get("data_adapter_teardown_s") or 0.0  # over the measured calls, like ``phases``
-        measured = call.get("measured_count", call.get("count", 0)) or 0
+        if "steady_phases" in call:  # per call, like the split
+            teardown = float(call.get("steady_teardown_s") or 0.0)
+        else:  # old recordings: over all calls, like ``phases``
+            count = call.get("count", 0) or 0
+            teardown = float(call.get("data_adapter_teardown_s") or 0.0) / count if count > 0 else 0.0
         phase_calls = call.get("phase_calls")
         rows.append({
             "label": f"{call.get('api')} {call.get('target')}",
@@ -59,12 +62,15 @@ def phase_rows(calls: list[dict]) -> list[dict]:
             "median_s": call.get("median_s", 0.0),
             "first_s": call.get("first_s", 0.0),
             "first_phases": first_call_split(call),
+            # False: a profiler took the first call (every call was a new call site), so only its
+            # wall time and graph creation are known
+            "first_measured": call.get("first_call_measured") is not False,
             "steady": "steady_phases" in call,
             "steady_calls": steady,
             "per_call_s": per_call,
             "phases": split,
             "shares": {p: (v / per_call if per_call > 0 else 0.0) for p, v in split.items()},
-            "teardown_s": float(teardown) / measured if measured > 0 else 0.0,
+            "teardown_s": teardown,
             "phase_calls": phase_calls,
             "few_calls": isinstance(phase_calls, int) and steady > 0 and phase_calls < FEW_CALLS,
             "phase_split_pooled": bool(call.get("phase_split_pooled")),

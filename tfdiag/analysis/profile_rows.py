@@ -102,7 +102,7 @@ def measured_overhead(profiled: list[dict], calls: list[dict]) -> dict:
     """
     baseline: dict[tuple, tuple[int, float]] = {}
     for call in calls:
-        measured = call.get("measured_count", call.get("count", 0)) or 0
+        measured = (call.get("count", 0) or 0) - (call.get("profiled_calls", 0) or 0)  # behind median_s
         median_s = call.get("median_s") or 0.0
         if measured <= 0 or median_s <= 0:
             continue

@@ -1,7 +1,12 @@
 """Retraces of the user's own tf.functions: one finding per function and cause, with a fix
 written against that function (an input_signature, a tensor instead of a Python value, …).
 
-Functions that are not the user's (Keras's, TensorFlow's, tf.data's) are ``library_findings``'s.
+A function is the user's when the user created the tf.function object (capture keys ownership on
+the creator, so ``tf.function(model)`` and ``tf.function(lambda x: model(x))`` are the user's too).
+Where the user wrapped a callable with a call rather than decorating a ``def`` of their own, the
+fix is written at the line that creates the tf.function (``created_at``), never against the
+wrapped code. Functions that are not the user's (Keras's, TensorFlow's, tf.data's) are
+``library_findings``'s.
 """
 
 from __future__ import annotations
@@ -29,9 +34,33 @@ def _first_seen(function: dict, argument: str, field: str):
     return values[0] if values else None
 
 
+def _created_by_call(function: dict) -> tuple[bool, str | None]:
+    """(True, the line that created it) when the user made this tf.function by calling
+    ``tf.function(...)`` on a callable that is not a ``def`` of theirs (a lambda, a model, a library
+    method); (False, None) for a decorated function of their own."""
+    traces = function.get("traces", [])
+    library_code = any(t.get("code_origin") not in (None, "user") for t in traces)
+    if not (library_code or not str(function.get("name", "")).isidentifier()
+            or function.get("defined_at") in (None, "<unknown>")):
+        return False, None
+    return True, next((t.get("created_at") for t in traces if t.get("created_at")), None)
+
+
+def _with_options(function: dict, options: str) -> str:
+    """``@tf.function(options)`` on the user's ``def``, or the options passed where they create it."""
+    by_call, created_at = _created_by_call(function)
+    if by_call:
+        where = f"at {short_site(created_at)}" if created_at else "where you create it"
+        return f"tf.function(..., {options})  # {where}: the callable you wrap, unchanged"
+    return f"@tf.function({options})\ndef {function.get('name')}(...):\n    ..."
+
+
 def _fix_for(cause: str, function: dict, arguments: list[str]) -> dict:
     name = function.get("name", "f")
+    name = name if name.isidentifier() else "f"
     arg = arguments[0] if arguments else "x"
+    by_call, created_at = _created_by_call(function)
+    where = f" where you create it{' at ' + short_site(created_at) if created_at else ''}" if by_call else ""
     if cause in ("retrace-shape", "retrace-dtype"):
         signature = retracing.generalized_signature(function)
         if cause == "retrace-dtype":
@@ -41,13 +70,14 @@ def _fix_for(cause: str, function: dict, arguments: list[str]) -> dict:
                     f"presents the same dtype (seen: {', '.join(seen) or 'unknown'}).")
             code = f"{arg} = tf.convert_to_tensor({arg}, dtype=tf.{dtype})  # one dtype for every call\n{name}({arg})"
             return {"text": text, "code": code, "guide": GUIDES["retrace"]}
-        if signature is not None:
-            text = (f"Give `{name}` an input_signature with None in the dimensions that varied, so one "
+        spec = retracing.spec_code(signature, free_batch=False) if signature is not None else None
+        if spec is not None:
+            text = (f"Give `{name}` an input_signature{where} with None in the dimensions that varied, so one "
                     "trace serves every shape observed.")
-            code = f"@tf.function({retracing.signature_code(signature)})\ndef {name}(...):\n    ..."
+            code = _with_options(function, f"input_signature={spec}")
         else:
-            text = (f"Let TensorFlow generalise the varying shapes of `{arg}` instead of tracing each one.")
-            code = f"@tf.function(reduce_retracing=True)\ndef {name}(...):\n    ..."
+            text = f"Let TensorFlow generalise the varying shapes of `{arg}`{where} instead of tracing each one."
+            code = _with_options(function, "reduce_retracing=True")
         return {"text": text, "code": code, "guide": GUIDES["retrace"]}
     if cause == "retrace-python-value":
         kind = _first_seen(function, arg, "type")

@@ -7,7 +7,11 @@ to), the ``argument`` path and a sentence saying exactly what changed.
 A function that is not the user's (origin ``keras``, ``tensorflow``, …) is traced by its
 library, not by code the user wrote: ``library_kind`` says what each of its traces was in
 terms of the user's code (another entry point, a rebuilt model, a bounded shape relaxation,
-another context, or growth that keeps tracing), and its explanation ends with that note.
+another context, or growth that keeps tracing), and its explanation ends with that note. It is
+the one classification: the report's retracing section and ``library_findings`` both read it off
+the explanation (``TraceExplanation.kind``), so they never disagree.
+
+The recording's structured inputs (a call's ``input_spec``) become code in one place, ``spec_code``.
 """
 
 from __future__ import annotations
@@ -142,12 +146,13 @@ def diff_traces(old: dict, new: dict) -> list[Change]:
 COMPARE_WINDOW = 16  # earlier traces a trace is compared with (plus the first): linear, not quadratic
 
 
-def explain_all(functions: list[dict]) -> dict[int, list[TraceExplanation]]:
-    """Explanations of every function traced more than once, keyed by position in ``functions``."""
-    return {i: explain_function(f) for i, f in enumerate(functions) if f.get("trace_count", 0) >= 2}
+def explain_all(functions: list[dict], calls: list[dict] = ()) -> dict[int, list[TraceExplanation]]:
+    """Explanations of every function traced more than once, keyed by position in ``functions``;
+    ``calls`` (the recording's) supply the roles of Keras traces that lack them."""
+    return {i: explain_function(f, calls) for i, f in enumerate(functions) if f.get("trace_count", 0) >= 2}
 
 
-def explain_function(function: dict) -> list[TraceExplanation]:
+def explain_function(function: dict, calls: list[dict] = ()) -> list[TraceExplanation]:
     """One explanation per kept trace after the first, against the closest earlier trace.
 
     "Closest" is the earlier trace with the fewest changed arguments among the previous
@@ -162,9 +167,10 @@ def explain_function(function: dict) -> list[TraceExplanation]:
         instance = trace.get("instance")
         if instance is not None and trace.get("new_object"):
             # A tf.function method on another instance: that instance's first trace, not a retrace.
-            explanations.append(TraceExplanation(trace.get("index", position + 1), None, [Change(
-                "new-instance", "self", f"self: first trace for another {instance.get('type')} instance "
-                "(each instance keeps its own traces of a tf.function method)")]))
+            explanations.append(_with_library_note(function, trace, None, TraceExplanation(
+                trace.get("index", position + 1), None, [Change(
+                    "new-instance", "self", f"self: first trace for another {instance.get('type')} instance "
+                    "(each instance keeps its own traces of a tf.function method)")]), calls))
             continue
         best: tuple[int, int, list[Change]] | None = None
         window = list(range(position - 1, max(-1, position - 1 - COMPARE_WINDOW), -1))
@@ -188,11 +194,17 @@ def explain_function(function: dict) -> list[TraceExplanation]:
             changes = [Change("retrace-structure", "", "same argument types as an earlier trace (a context change: "
                               "device, graph or variable-creation scope)")]
         explanation = TraceExplanation(trace.get("index", position + 1), compared_index, changes)
-        if is_library(function):
-            explanation.kind = library_kind(function, trace, traces[earlier_position], changes)
-            explanation.changes.append(Change("library", "", library_note(function, trace, explanation.kind)))
-        explanations.append(explanation)
+        explanations.append(_with_library_note(function, trace, traces[earlier_position], explanation, calls))
     return explanations
+
+
+def _with_library_note(function: dict, trace: dict, earlier: dict | None, explanation: TraceExplanation,
+                       calls) -> TraceExplanation:
+    """A library function's explanation, with its ``kind`` and the note saying it in the user's terms."""
+    if is_library(function):
+        explanation.kind = library_kind(function, trace, earlier, explanation.changes, calls)
+        explanation.changes.append(Change("library", "", library_note(function, trace, explanation.kind, calls)))
+    return explanation
 
 
 def varying_dimensions(traces: list[dict]) -> dict[str, dict[int, list]]:
@@ -252,18 +264,12 @@ def generalized_signature(function: dict) -> list[dict] | None:
     return signature
 
 
-def signature_code(signature: list[dict]) -> str:
-    specs = ", ".join(f"tf.TensorSpec({_list_text(s['shape'])}, tf.{s['dtype']})" for s in signature)
-    return f"input_signature=[{specs}]"
-
-
-def _list_text(shape) -> str:
-    return "[" + ", ".join("None" if d is None else str(d) for d in shape) + "]"
-
-
 # -- traces of library functions (Keras, TensorFlow): what they were, in the user's terms --------
 ROLE_TEXT = {"train": "training function", "test": "evaluation function", "predict": "predict function"}
 OWNER = {"keras": "Keras", "tensorflow": "TensorFlow", "tf.data": "tf.data"}
+# The Keras API a user calls -> the role of the model function it runs.
+API_ROLE = {"fit": "train", "train_on_batch": "train", "evaluate": "test", "test_on_batch": "test",
+            "predict": "predict", "predict_on_batch": "predict"}
 
 
 def is_library(function: dict) -> bool:
@@ -271,31 +277,43 @@ def is_library(function: dict) -> bool:
     return function.get("origin", "user") != "user"
 
 
-def trace_role(function: dict, trace: dict) -> str | None:
-    """``train``/``test``/``predict``: which of the model's functions this trace belongs to, if known."""
-    return trace.get("role") or function.get("role")
+def api_at(calls, site: str | None) -> str | None:
+    """The Keras API (fit, evaluate, predict, ...) the user called at ``site``, from the recorded calls."""
+    return next((c.get("api") for c in calls if site and isinstance(c, dict) and c.get("call_site") == site
+                 and c.get("api") in API_ROLE), None)
 
 
-def library_kind(function: dict, trace: dict, earlier: dict | None, changes: list[Change], role_of=None) -> str:
+def trace_role(function: dict, trace: dict, calls=()) -> str | None:
+    """``train``/``test``/``predict``: which of the model's functions this trace belongs to, if known:
+    recorded with the trace, else read from the Keras API the user called at the trace's call site."""
+    return (trace.get("role") or function.get("role")
+            or API_ROLE.get(api_at(calls, trace.get("call_site")) or ""))
+
+
+def library_kind(function: dict, trace: dict, earlier: dict | None, changes: list[Change], calls=()) -> str:
     """What a library function's trace was, against the ``earlier`` trace it was compared with.
 
     ``entry-point``: another of the model's functions (fit, evaluate and predict each trace their
     own), ``rebuilt``: a new function object for the same inputs (the model was compiled or created
     again), ``relaxation``: the same function traced once more with ``None`` where sizes varied (later
     sizes reuse it), ``context``: another input structure or tracing context, ``growth``: a new
-    concrete shape or dtype, traced again with no relaxation in sight. ``role_of(trace)`` may supply
-    roles the recording lacks.
+    concrete shape or dtype, traced again with no relaxation in sight. ``calls`` (the recording's)
+    supply roles the traces lack (``trace_role``).
     """
-    role_of = role_of or (lambda t: trace_role(function, t))
     if earlier is None or any(c.cause == "new-instance" for c in changes):
         return "entry-point"
-    roles = (role_of(earlier), role_of(trace))
+    roles = (trace_role(function, earlier, calls), trace_role(function, trace, calls))
     if None not in roles and roles[0] != roles[1]:
         return "entry-point"
     argument_changes = [c for c in changes if c.argument and c.cause not in ("library", "retrace-new-function")]
     causes = {c.cause for c in argument_changes}
     if trace.get("new_object"):
-        return "entry-point" if argument_changes else "rebuilt"
+        if argument_changes:
+            return "entry-point"
+        # No role known and another call site: most likely another entry point, not a rebuild.
+        if roles[1] is None and earlier.get("call_site") != trace.get("call_site"):
+            return "entry-point"
+        return "rebuilt"
     if not argument_changes:
         return "context"
     if _generalizes(earlier.get("args", []), trace.get("args", [])):
@@ -307,9 +325,9 @@ def library_kind(function: dict, trace: dict, earlier: dict | None, changes: lis
     return "growth"
 
 
-def library_note(function: dict, trace: dict, kind: str) -> str:
+def library_note(function: dict, trace: dict, kind: str, calls=()) -> str:
     owner = OWNER.get(function.get("origin"), function.get("origin") or "A library")
-    role = ROLE_TEXT.get(trace_role(function, trace) or "", "")
+    role = ROLE_TEXT.get(trace_role(function, trace, calls) or "", "")
     if kind == "entry-point":
         return (f"{owner}: the first trace of the model's {role or 'function'} for this entry point "
                 "(fit, evaluate and predict each trace their own): expected, nothing to change")
@@ -357,6 +375,29 @@ def _only_opaque(changes: list[Change], trace: dict) -> bool:
     """Every structure change is in an argument TensorFlow describes only by its repr (an iterator spec)."""
     kinds = {a.get("name"): a.get("kind") for a in trace.get("args", [])}
     return all(kinds.get(c.argument) == "other" for c in changes if c.cause == "retrace-structure")
+
+
+# -- the recording's structured inputs (``input_spec``) ------------------------------------------
+def spec_leaves(spec) -> list[dict]:
+    """The array leaves of an ``input_spec`` (``{"shape", "dtype"}``), in order (dict keys sorted)."""
+    if isinstance(spec, dict) and "dtype" in spec and "shape" in spec:
+        return [spec]
+    if isinstance(spec, dict) and "type" not in spec:
+        return [leaf for key in sorted(spec) for leaf in spec_leaves(spec[key])]
+    if isinstance(spec, list):
+        return [leaf for item in spec for leaf in spec_leaves(item)]
+    return []
+
+
+def call_batch(call: dict) -> int | None:
+    """A call's batch size: its recorded ``batch``, else the first dimension of its input's first array."""
+    batch = call.get("batch")
+    if isinstance(batch, int) and not isinstance(batch, bool):
+        return batch
+    leaves = spec_leaves(call.get("input_spec"))
+    shape = leaves[0].get("shape") if leaves else None
+    first = shape[0] if isinstance(shape, list) and shape else None
+    return first if isinstance(first, int) and not isinstance(first, bool) else None
 
 
 def spec_code(spec, free_batch: bool = True) -> str | None:

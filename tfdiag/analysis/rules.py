@@ -17,9 +17,9 @@ RULES = (retrace_findings, library_findings, tfdata_findings, call_findings, inp
 
 
 def run_rules(recording: Recording, explained: dict | None = None) -> list[dict]:
-    """All rules, ranked; ``explained`` is ``retracing.explain_all(recording.functions)`` if known."""
+    """All rules, ranked; ``explained`` is ``retracing.explain_all(recording.functions, recording.calls)`` if known."""
     if explained is None:
-        explained = retracing.explain_all(recording.functions)
+        explained = retracing.explain_all(recording.functions, recording.calls)
     found: list[Finding] = []
     for rule in RULES:
         found.extend(rule(recording, explained))

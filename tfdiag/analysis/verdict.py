@@ -4,8 +4,10 @@ what fixing it gains. Pure; reads the recording and the ranked findings."""
 from __future__ import annotations
 
 from ..recording import Recording
+from .call_findings import api_text
 from .findings import short_site
 from .phases import FEW_CALLS, call_phase_split
+from .retracing import call_batch
 from .units import duration
 
 PHASE_LABELS = {
@@ -18,22 +20,10 @@ PHASE_LABELS = {
 }
 
 
-def _batch(call: dict) -> int | None:
-    """The call's batch size: its ``batch``, else the leading dimension of its single input."""
-    batch = call.get("batch")
-    if isinstance(batch, int) and not isinstance(batch, bool):
-        return batch
-    spec = call.get("input_spec")
-    shape = spec.get("shape") if isinstance(spec, dict) else None
-    if isinstance(shape, list) and shape and isinstance(shape[0], int) and not isinstance(shape[0], bool):
-        return shape[0]
-    return None
-
-
 def _batch_text(call: dict) -> str:
     """``batches of 32 (float32[32, 4])`` from the call's batch size and input signature."""
     signature = str(call.get("input_signature") or "")
-    batch = _batch(call)
+    batch = call_batch(call)
     if batch is not None:
         noun = "batches of 1" if batch == 1 else f"batches of {batch}"
         return f"{noun} ({signature})" if signature else noun
@@ -103,9 +93,9 @@ def verdict_for(recording: Recording, found: list[dict]) -> str:
     site = short_site(top.get("call_site") or "") or "an unknown call site"
     call = _call_of(recording, top) if top.get("code") in ("predict-overhead", "eager-loop") else None
     if call is not None:
-        api = "model(x)" if call.get("api") == "__call__" else f"{call.get('api')}()"
+        what = f"The training step `{api_text(call)}`" if call.get("training") else f"`{api_text(call)}`"
         count = call.get("count", 0) or 0
-        return (f"`{api}` on {_batch_text(call)} at `{site}` costs "
+        return (f"{what} on {_batch_text(call)} at `{site}` costs "
                 f"{duration(call.get('median_s', 0.0))} per call × {count} calls{_phase_clause(call)}; "
                 f"fixing it would save about {duration(savings)} in this run{share}"
                 f"{_measured_gain(top)} — see the fix below.{tail}")

@@ -74,7 +74,7 @@ def profilers_view(recording: Recording) -> dict[str, dict | None]:
 def retracing_view(recording: Recording, explained: dict | None = None) -> list[dict]:
     """Per function traced more than once: its traces in order, each with what changed."""
     if explained is None:
-        explained = retracing.explain_all(recording.functions)
+        explained = retracing.explain_all(recording.functions, recording.calls)
     view = []
     for position, function in enumerate(recording.functions):
         if function.get("trace_count", 0) < 2 or function.get("origin") == "tf.data":

@@ -1,15 +1,20 @@
 """The Collector: where hooks append what they saw, in bounded memory.
 
 Hooks run on the user's threads, so every mutation takes one lock. Per call
-site only aggregates and a fixed-size reservoir of durations are kept, and
-each function keeps its first ``MAX_TRACES_KEPT`` traces in full, so memory
-stays bounded however long the diagnosed program runs.
+site only aggregates, a fixed-size reservoir of durations and a fixed-size
+reservoir of sampled phase splits are kept, and each function keeps its first
+``MAX_TRACES_KEPT`` traces in full, so memory stays bounded however long the
+diagnosed program runs.
 
 A call site's entry (``_call_section``) reports its first call apart (``first_phases``: tracing,
-first-run setup) from the calls after it (``steady_phases``, per call: what findings quote), and
-``phases``, the whole call site, is their sum. Every call, profiled or not, counts in ``count``,
-``total_s`` and graph creation; the steady split's proportions come from the sampled unprofiled
-calls after the first (``phase_calls`` of them).
+first-run setup) from the calls after it. ``steady_phases`` is what a normal call after the
+first costs, per call: it adds up to the mean wall time of the unprofiled calls after the
+first (the profilers' own slowdown stays out of it, as it stays out of ``median_s``); its
+graph creation is their measured mean, the rest is split in the shares of the sampled calls
+(the ratio estimator of sampling.py, on ``phase_calls`` samples). ``phases``, the whole call
+site, adds up to ``total_s``: the first call's split, the graph creation measured on every
+later call (profiled ones included: a profiled call that traces still spent that time
+tracing), and the rest of their wall time in the steady shares.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import threading
 from dataclasses import dataclass, field
 
 from ..recording import PHASES
+from .sampling import kept_samples
 
 MAX_TRACES_KEPT = 200
 RESERVOIR_SIZE = 512
@@ -27,11 +33,25 @@ MAX_WARNINGS = 100
 MAX_INSTANCES_TRACKED = 10_000
 
 
+def _basis(samples: list) -> tuple[dict, float, float]:
+    """What a steady split rests on: ``(seconds per phase outside graph creation, teardown
+    seconds, wall seconds outside graph creation)`` summed over ``samples``."""
+    phases: dict = dict.fromkeys(PHASES, 0.0)
+    teardown = wall = 0.0
+    for rest, split, teardown_s in samples:
+        wall += rest
+        teardown += teardown_s
+        for name, seconds in split.items():
+            if name != "graph_creation":
+                phases[name] = phases.get(name, 0.0) + seconds
+    return phases, teardown, wall
+
+
 @dataclass
 class CallStats:
     """One call site (api, target, calling line, input signature, training): every call's wall
-    time and graph creation; the first call's split on its own; the steady-state split from the
-    sampled unprofiled calls after the first (sampling.py)."""
+    time and graph creation; the first call's split on its own; the unprofiled calls after the
+    first (their wall time, graph creation, and the sampled ones' splits)."""
 
     api: str
     target: str
@@ -50,15 +70,18 @@ class CallStats:
     first_phases: dict | None = None  # the first call's split (None until it is recorded)
     first_graph_s: float = 0.0
     first_teardown_s: float = 0.0
-    first_measured: bool = False  # False: the first call was profiled (only its graph creation is known)
-    # The calls after the first: seconds times each sampled unprofiled call's weight (sampling.py).
-    weighted_split: dict = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))
-    phase_calls: int = 0  # sampled unprofiled calls after the first
-    weighted_teardown: float = 0.0  # of data_adapter: the tf.data iterator's teardown (sampled, weighted)
-    profiled: int = 0  # calls made under a profiler: in count, total_s and graph creation, not in the split
-    profiled_s: list = field(default_factory=list)
+    first_measured: bool = False  # False: a profiler took the first call (only its graph creation is known)
+    plain_calls: int = 0  # unprofiled calls after the first: what a normal call costs
+    plain_s: float = 0.0
+    plain_graph_s: float = 0.0
+    # Sampled unprofiled calls after the first, each (wall outside graph creation, phases,
+    # teardown): a reservoir, all of equal weight (sampling.py).
+    samples: list = field(default_factory=list)
+    sampled: int = 0
+    profiled: int = 0  # calls made under a profiler: in count, total_s and graph creation, not in the steady split
+    _basis_cache: tuple | None = field(default=None, repr=False, compare=False)
 
-    def add(self, duration: float, rng: random.Random, phases: dict, weight: int, teardown_s: float = 0.0,
+    def add(self, duration: float, rng: random.Random, phases: dict, sampled: bool, teardown_s: float = 0.0,
             profiled: bool = False, first: bool = True) -> None:
         """One call. ``first``: the sampler saw it as its call site's first (the first such call
         recorded is the call site's first call; calls before it, from other threads, are steady)."""
@@ -68,8 +91,6 @@ class CallStats:
         self.graph_s += graph
         if profiled:
             self.profiled += 1
-            if len(self.profiled_s) < RESERVOIR_SIZE:
-                self.profiled_s.append(duration)
         else:
             if duration > self.max_s:
                 self.max_s = duration
@@ -81,81 +102,118 @@ class CallStats:
                     self.reservoir[slot] = duration
         if first and self.first_phases is None:
             self.first_s, self.first_graph_s = duration, graph
-            self.first_measured = bool(weight)
-            if weight:
+            self.first_measured = sampled and not profiled
+            if self.first_measured:
                 self.first_phases, self.first_teardown_s = phases, teardown_s
             else:
                 self.first_phases = dict.fromkeys(PHASES, 0.0)
                 self.first_phases.update(graph_creation=graph, other=max(0.0, duration - graph))
             return
-        if weight and not profiled:
-            self.phase_calls += 1
-            self.weighted_teardown += teardown_s * weight
-            split = self.weighted_split
-            for name, seconds in phases.items():
-                split[name] = split.get(name, 0.0) + seconds * weight
+        if profiled:
+            return
+        self.plain_calls += 1
+        self.plain_s += duration
+        self.plain_graph_s += graph
+        if sampled:
+            self._basis_cache = None
+            self.sampled += 1
+            sample = (max(0.0, duration - graph), phases, teardown_s)
+            if len(self.samples) < RESERVOIR_SIZE:
+                self.samples.append(sample)
+            else:
+                slot = rng.randrange(self.sampled)
+                if slot < RESERVOIR_SIZE:
+                    self.samples[slot] = sample
 
     # -- the estimate ------------------------------------------------------------------
     def steady_count(self) -> int:
         return self.count - (1 if self.first_phases is not None else 0)
 
-    def _weights(self, pooled: tuple | None) -> tuple[dict, float]:
-        """(weighted split, weighted teardown) the steady estimate rests on: this call site's own
-        sampled calls, or, with none, ``pooled``: the same target's other call sites together."""
-        if self.phase_calls:
-            return self.weighted_split, self.weighted_teardown
-        return pooled if pooled is not None else ({}, 0.0)
+    @property
+    def phase_calls(self) -> int:
+        """The sampled calls after the first that the steady shares rest on."""
+        return len(self.kept())
 
-    def _scale(self, split: dict) -> float:
-        """Seconds of steady wall time per weighted sampled second of ``split``, outside graph creation."""
-        weighed = sum(s for name, s in split.items() if name != "graph_creation")
-        rest = (self.total_s - self.first_s) - (self.graph_s - self.first_graph_s)
-        return max(0.0, rest) / weighed if weighed > 0 else 0.0
+    def kept(self) -> list:
+        return kept_samples(self.samples)
+
+    def basis(self) -> tuple[dict, float, float]:
+        """This call site's own ``_basis`` (of its kept samples), computed once per change."""
+        if self._basis_cache is None:
+            self._basis_cache = _basis(self.kept())
+        return self._basis_cache
+
+    def _shares(self, pooled: tuple | None) -> tuple[dict, float] | None:
+        """(share of each phase, share of iterator teardown) of the wall time outside graph
+        creation: this call site's own samples, or, with none, ``pooled`` (the same target's
+        other call sites together); None when there is nothing to go by."""
+        phases, teardown, wall = self.basis() if self.samples else (pooled or ({}, 0.0, 0.0))
+        if wall <= 0:
+            return None
+        return {name: seconds / wall for name, seconds in phases.items()}, teardown / wall
+
+    def borrowed(self, pooled: tuple | None) -> bool:
+        """True when the steady shares come from the target's other call sites."""
+        return not self.samples and self.steady_count() > 0 and self._shares(pooled) is not None
+
+    def _normal_call(self) -> tuple[float, float]:
+        """(wall, graph creation) of a normal call after the first: the mean of the unprofiled
+        ones (of all of them, if a profiler took every call after the first)."""
+        if self.plain_calls:
+            return self.plain_s / self.plain_calls, self.plain_graph_s / self.plain_calls
+        calls = self.steady_count()
+        return (self.total_s - self.first_s) / calls, (self.graph_s - self.first_graph_s) / calls
 
     def steady_phases(self, pooled: tuple | None = None) -> dict:
-        """Seconds per phase per call after the first; they add up to ``(total_s - first_s) /
-        (count - 1)``. Graph creation is the measured mean; the rest of the wall time is split in
-        the proportions of the sampled calls' weighted phases. ``{}`` with no call after the first."""
-        calls = self.steady_count()
-        if calls <= 0:
+        """Seconds per phase of a normal call after the first; they add up to the mean wall time
+        of the unprofiled calls after the first. ``{}`` with no call after the first."""
+        if self.steady_count() <= 0:
             return {}
-        out = dict.fromkeys(PHASES, 0.0)
-        graph = self.graph_s - self.first_graph_s
-        out["graph_creation"] = graph / calls
-        split, _ = self._weights(pooled)
-        scale = self._scale(split)
-        if scale <= 0:
-            out["other"] += max(0.0, (self.total_s - self.first_s) - graph) / calls
-            return out
-        for name, seconds in split.items():
-            if name != "graph_creation":
-                out[name] = out.get(name, 0.0) + seconds * scale / calls
-        return out
+        wall, graph = self._normal_call()
+        return _spread(graph, max(0.0, wall - graph), self._shares(pooled))
 
     def phases(self, pooled: tuple | None = None) -> dict:
-        """Seconds per phase over all calls: the first call's split plus the steady split times
-        the calls after it; they add up to ``total_s``."""
+        """Seconds per phase over all calls: the first call's split, then every later call's
+        graph creation and the rest of their wall time in the steady shares; they add up to ``total_s``."""
+        later = self.steady_count()
         out = dict.fromkeys(PHASES, 0.0)
+        if later > 0:
+            graph = self.graph_s - self.first_graph_s
+            out = _spread(graph, max(0.0, (self.total_s - self.first_s) - graph), self._shares(pooled))
         for name, seconds in (self.first_phases or {}).items():
             out[name] = out.get(name, 0.0) + seconds
-        calls = self.steady_count()
-        for name, seconds in self.steady_phases(pooled).items():
-            out[name] = out.get(name, 0.0) + seconds * calls
         return out
 
     def steady_teardown(self, pooled: tuple | None = None) -> float:
-        """Of ``steady_phases(pooled)["data_adapter"]``, the seconds per call after the call's
-        tf.data iterator was released."""
-        calls = self.steady_count()
-        if calls <= 0:
+        """Of ``steady_phases(pooled)["data_adapter"]``, the seconds after the call's tf.data
+        iterator was released."""
+        shares = self._shares(pooled)
+        if self.steady_count() <= 0 or shares is None:
             return 0.0
-        split, teardown = self._weights(pooled)
-        return teardown * self._scale(split) / calls
+        wall, graph = self._normal_call()
+        return max(0.0, wall - graph) * shares[1]
 
     def teardown(self, pooled: tuple | None = None) -> float:
         """Of ``phases(pooled)["data_adapter"]``, the seconds after the calls' tf.data iterators
         were released."""
-        return self.first_teardown_s + self.steady_teardown(pooled) * self.steady_count()
+        shares = self._shares(pooled)
+        if self.steady_count() <= 0 or shares is None:
+            return self.first_teardown_s
+        rest = (self.total_s - self.first_s) - (self.graph_s - self.first_graph_s)
+        return self.first_teardown_s + max(0.0, rest) * shares[1]
+
+
+def _spread(graph: float, rest: float, shares: tuple | None) -> dict:
+    """``graph`` seconds of graph creation and ``rest`` seconds in ``shares`` (all to ``other``
+    when there are none)."""
+    out = dict.fromkeys(PHASES, 0.0)
+    out["graph_creation"] = graph
+    if shares is None:
+        out["other"] += rest
+        return out
+    for name, share in shares[0].items():
+        out[name] = out.get(name, 0.0) + rest * share
+    return out
 
 
 @dataclass
@@ -224,15 +282,15 @@ class Collector:
     # -- calls --------------------------------------------------------------------
     def add_call(self, api: str, target: str, call_site: str, input_signature: str,
                  start: float, duration: float, phases: dict,
-                 thread: str = "", profiled: bool = False, batch: int | None = None, weight: int = 1,
+                 thread: str = "", profiled: bool = False, batch: int | None = None, sampled: bool = True,
                  teardown_s: float = 0.0, training: bool = False, caller: dict | None = None,
                  input_spec=None, first: bool = True) -> None:
-        """One finished call; ``phases`` is its own dict, kept without a copy. ``weight``: how many
-        calls its phase split stands for (0: only its wall time and graph creation were measured).
-        ``teardown_s``: of its data_adapter seconds, those after its tf.data iterator was released.
-        ``first``: the sampler saw it as its call site's first call."""
+        """One finished call; ``phases`` is its own dict, kept without a copy. ``sampled``: its
+        full phase split was measured (else only its wall time and graph creation). ``teardown_s``:
+        of its data_adapter seconds, those after its tf.data iterator was released. ``first``:
+        the sampler saw it as its call site's first call."""
         self.add_calls([(api, target, call_site, input_signature, start, duration, phases, thread, profiled,
-                         batch, weight, teardown_s, training, caller, input_spec, first)])
+                         batch, sampled, teardown_s, training, caller, input_spec, first)])
 
     def add_calls(self, records: list[tuple]) -> None:
         """A batch of finished calls, as ``add_call``'s arguments in order (one lock for all)."""
@@ -241,7 +299,7 @@ class Collector:
                 self._add_call(*record)
 
     def _add_call(self, api, target, call_site, input_signature, start, duration, phases, thread, profiled,
-                  batch, weight, teardown_s, training, caller, input_spec, first) -> None:
+                  batch, sampled, teardown_s, training, caller, input_spec, first) -> None:
         key = (api, target, call_site, input_signature, training)
         stats = self.calls.get(key)
         if stats is None:
@@ -249,10 +307,10 @@ class Collector:
                                                 input_spec, batch=batch)
         elif stats.input_spec is None and input_spec is not None:
             stats.input_spec = input_spec
-        stats.add(duration, self._rng, phases, weight, teardown_s, profiled, first)
+        stats.add(duration, self._rng, phases, bool(sampled), teardown_s, profiled, first)
         self.sample_count += 1
         # A tuple now, a dict at export.
-        sample = (api, target, call_site, start, duration, thread, profiled, phases, weight, teardown_s)
+        sample = (api, target, call_site, start, duration, thread, profiled, phases, sampled, teardown_s)
         if len(self.samples) < MAX_CALL_SAMPLES:
             self.samples.append(sample)
         else:
@@ -265,18 +323,18 @@ class Collector:
         """The recording sections built from what was collected (called once, at the end)."""
         with self.lock:
             functions = [_function_section(s) for s in self.functions.values()]
-            # (api, target) -> (weighted split, weighted teardown) of its sampled calls after each
-            # site's first, all sites and inputs: what a site with none of its own borrows
-            splits: dict = {}
-            teardowns: dict = {}
+            # (api, target) -> the kept samples of all its call sites and inputs, summed: what a
+            # call site with no sample of its own borrows
+            pooled: dict = {}
             for stats in self.calls.values():
-                if stats.phase_calls:
-                    key = (stats.api, stats.target)
-                    into = splits.setdefault(key, dict.fromkeys(PHASES, 0.0))
-                    for name, seconds in stats.weighted_split.items():
-                        into[name] = into.get(name, 0.0) + seconds
-                    teardowns[key] = teardowns.get(key, 0.0) + stats.weighted_teardown
-            pooled = {key: (split, teardowns[key]) for key, split in splits.items()}
+                if stats.samples:
+                    phases, teardown, wall = stats.basis()
+                    into = pooled.setdefault((stats.api, stats.target), (dict.fromkeys(PHASES, 0.0), [0.0, 0.0]))
+                    for name, seconds in phases.items():
+                        into[0][name] = into[0].get(name, 0.0) + seconds
+                    into[1][0] += teardown
+                    into[1][1] += wall
+            pooled = {key: (phases, sums[0], sums[1]) for key, (phases, sums) in pooled.items()}
             calls = [_call_section(s, pooled.get((s.api, s.target))) for s in self.calls.values()]
             samples = [_sample_section(s) for s in sorted(self.samples, key=lambda s: s[3])]
             warnings = [{"message": m, "count": n} for m, n in self.warnings.items()]
@@ -302,11 +360,11 @@ class Collector:
 
 def _sample_section(sample: tuple) -> dict:
     """A call of the timeline; its ``phases`` only if it was a sampled call."""
-    api, target, call_site, start, duration, thread, profiled, phases, weight, teardown_s = sample
+    api, target, call_site, start, duration, thread, profiled, phases, sampled, teardown_s = sample
     out = {"api": api, "target": target, "call_site": call_site, "start_s": start,
            "duration_s": duration, "thread": thread, "profiled": profiled,
            "graph_s": phases.get("graph_creation", 0.0)}
-    if weight:
+    if sampled:
         out["phases"] = dict(phases)
         if teardown_s:
             out["data_adapter_teardown_s"] = teardown_s
@@ -324,10 +382,6 @@ def _percentile(sorted_values: list, q: float) -> float:
 
 def _call_section(stats: CallStats, pooled: tuple | None) -> dict:
     values = sorted(stats.reservoir)
-    steady = stats.steady_count()
-    # No sampled call after the first here: the steady split (outside graph creation) is that of
-    # the target's other call sites.
-    borrowed = not stats.phase_calls and steady > 0 and stats._scale(stats._weights(pooled)[0]) > 0
     return {
         "api": stats.api,
         "target": stats.target,
@@ -338,7 +392,6 @@ def _call_section(stats: CallStats, pooled: tuple | None) -> dict:
         "input_spec": stats.input_spec,
         "batch": stats.batch,
         "count": stats.count,
-        "measured_count": stats.count,
         "total_s": stats.total_s,
         "median_s": _percentile(values, 0.5),
         "p95_s": _percentile(values, 0.95),
@@ -349,11 +402,11 @@ def _call_section(stats: CallStats, pooled: tuple | None) -> dict:
         "first_call_measured": stats.first_measured,
         "steady_phases": stats.steady_phases(pooled),
         "phase_calls": stats.phase_calls,
-        "phase_split_pooled": borrowed,
+        # No sampled call after the first here: the steady shares are the target's other call sites'.
+        "phase_split_pooled": stats.borrowed(pooled),
         "data_adapter_teardown_s": stats.teardown(pooled),
         "steady_teardown_s": stats.steady_teardown(pooled),
         "profiled_calls": stats.profiled,
-        "profiled_median_s": _percentile(sorted(stats.profiled_s), 0.5) if stats.profiled_s else None,
     }
 
 

@@ -1,8 +1,8 @@
 """cProfile on a bounded, spread-out sample of predict-family calls.
 
 cProfile slows a Keras ``predict()`` call by tens of percent, so it runs only
-on a few calls (numbers 2, 3, 5, 9, 17, … — never a call site's first call, which traces
-and is measured on its own: the next call stands in), those calls are marked ``profiled``
+on a few calls (numbers 2, 3, 5, 9, 17, … — not a call site's first call, which traces
+and is measured on its own: a later call stands in, gates.FirstCallDeferral), those calls are marked ``profiled``
 and kept out of the phase split, and their stats are merged into one ``pstats`` file that
 snakeviz opens.
 """
@@ -18,13 +18,10 @@ from typing import Callable
 
 from . import callsite
 from .collector import Collector
+from ..options import CPROFILE_CALLS as DEFAULT_MAX_CALLS
+from .gates import MAX_WAIT, FirstCallDeferral  # noqa: F401 (MAX_WAIT: the rule cProfile keeps)
 
-DEFAULT_MAX_CALLS = 8
 TOP_ROWS = 25
-# A call site's first call is left alone while its turn waits for a later call, unless it has
-# waited this many calls: a loop whose every call is a new call site (a new input shape each
-# time) still gets profiled.
-MAX_WAIT = 8
 
 
 def is_scheduled(call_number: int) -> bool:
@@ -45,12 +42,13 @@ class ProfileGate:
         self.calls_profiled = 0
         self.stats: pstats.Stats | None = None
         self.blocked_by: str | None = None
-        # Call numbers another profiler owns (the TF Profiler's window): a scheduled call
-        # that falls there moves to the next free call, so no call runs under two profilers.
-        self.exclude: Callable[[int], bool] | None = None
+        # ``exclude(number, first)``: True for a call another profiler takes (the TF Profiler's
+        # window; ``first``: a call site's first call): a scheduled call that falls there moves
+        # to the next free call, so no call runs under two profilers.
+        self.exclude: Callable[[int, bool], bool] | None = None
         # Each profiled call's own duration and call site, to measure cProfile's overhead.
         self.profiled: list[dict] = []
-        self._deferred_at: int | None = None  # the call number whose turn is waiting for a later call
+        self.deferral = FirstCallDeferral()
         self._busy = False
         self._lock = threading.Lock()
 
@@ -58,30 +56,26 @@ class ProfileGate:
         """A call site's first call: counted, not profiled (if it was its turn, a later call stands
         in), unless a turn has waited ``MAX_WAIT`` calls already."""
         with self._lock:
-            waited = self._deferred_at is not None and self.calls_seen + 1 - self._deferred_at >= MAX_WAIT
-            if not waited:
-                self.calls_seen += 1
-                if is_scheduled(self.calls_seen):
-                    self._defer(self.calls_seen)
+            number = self.calls_seen + 1
+            if not self.deferral.must_take(number):
+                self.calls_seen = number
+                if is_scheduled(number):
+                    self.deferral.defer(number)
                 return None
-        return self.start(api)
+        return self.start(api, first=True)
 
-    def _defer(self, number: int) -> None:
-        if self._deferred_at is None:
-            self._deferred_at = number
-
-    def start(self, api: str):
+    def start(self, api: str, first: bool = False):
         with self._lock:
             self.calls_seen += 1
             number = self.calls_seen
-            if self.exclude is not None and self.exclude(number):
+            if self.exclude is not None and self.exclude(number, first):
                 if is_scheduled(number):
-                    self._defer(number)
+                    self.deferral.defer(number)
                 return None
             if (self._busy or self.blocked_by or self.calls_profiled >= self.max_calls
-                    or not (self._deferred_at is not None or is_scheduled(number))):
+                    or not (self.deferral.since is not None or is_scheduled(number))):
                 return None
-            self._deferred_at = None
+            self.deferral.taken()
             holder = sys.getprofile()
             if holder is not None:
                 self.blocked_by = _describe(holder)

@@ -4,9 +4,16 @@
 own function (its Python code lives outside TensorFlow, Keras and tfdiag) and it
 is not nested in another timed call (a user tf.function calling another, or
 called inside a timed Keras call). Everything else passes straight through.
+
+Observers (``observe``) hear of every call of a user tf.function, nested ones included, as
+``observer(function, args, kwargs, traced)`` once it returns (``traced``: that call traced it);
+--verify's function keeper is one. They are registered before ``install``: the wrapper is
+chosen when the patch is made, so a run without observers pays nothing for them per call.
 """
 
 from __future__ import annotations
+
+import functools
 
 from . import callsite
 from .collector import Collector
@@ -25,15 +32,55 @@ class FunctionCallCapture:
         self._user_code: dict[int, tuple] = {}
         self.gates: list = []  # see gates.py; shared with the Keras call capture
         self.tape_is_empty = no_tape
+        self.observers: list = []  # ``observer(function, args, kwargs, traced)``, see ``observe``
+        self._installed = False
+
+    def observe(self, observer) -> None:
+        """Call ``observer(function, args, kwargs, traced)`` after each call of a user tf.function
+        that returns; its errors become capture warnings. Only before ``install``."""
+        if self._installed:
+            raise RuntimeError("tf.function call observers are registered before the capture is installed")
+        self.observers.append(observer)
 
     def install(self, patcher: Patcher) -> None:
+        self._installed = True
         patcher.when_imported(FUNCTION_MODULE, guarded(self.collector.warn, "tf.function call timing",
                                                        self._wrap_call, patcher))
 
     def _wrap_call(self, patcher: Patcher, module) -> None:
         self.tape_is_empty = tape_check()
-        patcher.patch(module.Function, "__call__", lambda orig: timed_call_wrapper(
-            orig, "tf.function", self, self.skip, self.tracker, self.log))
+        patcher.patch(module.Function, "__call__", self._replacement)
+
+    def _replacement(self, original):
+        timed = timed_call_wrapper(original, "tf.function", self, self.skip, self.tracker, self.log)
+        return self._observed(timed) if self.observers else timed
+
+    def _observed(self, call):
+        """``call`` (the timed wrapper), then the observers: outside the call's timing, and only for
+        the user's functions. ``traced``: the function's cache of concrete functions grew."""
+        observers, skip, warn = self.observers, self.skip, self.collector.warn
+
+        def observed_call(function, *args, **kwargs):
+            try:
+                before = len(function._function_cache)  # pylint: disable=protected-access
+            except (AttributeError, TypeError):
+                return call(function, *args, **kwargs)
+            result = call(function, *args, **kwargs)
+            try:
+                if skip(function):
+                    return result
+                traced = len(function._function_cache) > before  # pylint: disable=protected-access
+            except Exception as exc:  # never break the user's call
+                warn(f"tf.function call observer failed: {exc.__class__.__name__}: {exc}")
+                return result
+            for observer in observers:
+                try:
+                    observer(function, args, kwargs, traced)
+                except Exception as exc:
+                    warn(f"tf.function call observer failed: {exc.__class__.__name__}: {exc}")
+            return result
+
+        return functools.update_wrapper(observed_call, call)
 
     def skip(self, function) -> bool:
         """Only the user's own functions are timed (TensorFlow's and Keras's pass through)."""

@@ -2,20 +2,45 @@
 
 A gate's ``start(api)`` returns a token when it takes the call, ``stop(token)`` ends it. A call
 any gate took is marked ``profiled``: its wall time and graph creation count, its phase split
-does not (sampling.py). A call site's first call is measured on its own, so a gate that has
-``start_first(api)`` is told of it instead: it counts the call and takes it only when it has no
-other choice (cprofile.MAX_WAIT), returning a token as ``start`` does.
+does not (sampling.py). A call site's first call is measured on its own, so each gate has
+``start_first(api)``, told of such a call instead of ``start``: it counts the call and, by the
+rule of ``FirstCallDeferral``, takes it only when it has no other choice, returning a token as
+``start`` does.
 """
 
 from __future__ import annotations
+
+# A profiler's turn that falls on a call site's first call waits for a later call, unless it
+# has waited this many calls: a loop whose every call is a new call site (a new input shape
+# each time) still gets profiled, and the report says that call site's first call was profiled.
+MAX_WAIT = 8
+
+
+class FirstCallDeferral:
+    """When a profiler's turn is waiting because it fell on a call site's first call."""
+
+    __slots__ = ("since",)
+
+    def __init__(self) -> None:
+        self.since: int | None = None  # the call number whose turn is waiting for a later call
+
+    def defer(self, number: int) -> None:
+        if self.since is None:
+            self.since = number
+
+    def must_take(self, number: int) -> bool:
+        """Call ``number`` is a first call, but the turn has waited ``MAX_WAIT`` calls: take it."""
+        return self.since is not None and number - self.since >= MAX_WAIT
+
+    def taken(self) -> None:
+        self.since = None
 
 
 def start_all(gates: list, api: str, first: bool = False) -> list:
     taken: list = []
     try:
         for gate in gates:
-            start_first = getattr(gate, "start_first", None) if first else None
-            token = start_first(api) if start_first is not None else gate.start(api)
+            token = gate.start_first(api) if first else gate.start(api)
             if token is not None:
                 taken.append((gate, token))
     except BaseException:

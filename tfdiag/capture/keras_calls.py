@@ -11,6 +11,7 @@ tf-keras: ``Model.predict``, ``predict_on_batch`` and ``__call__`` in
 
 from __future__ import annotations
 
+import inspect
 from typing import Callable
 
 from .collector import Collector
@@ -25,17 +26,27 @@ TF_KERAS_TRAINING = "tf_keras.src.engine.training"
 MAX_SIGNATURE_ITEMS = 8
 
 
-def leading_dim(value, depth: int = 0):
-    """The batch size of a model input: the first dimension of its first array (None if unknown)."""
-    shape = getattr(value, "shape", None)
-    if shape is not None:
-        dims = tuple(shape)
-        return int(dims[0]) if dims and dims[0] is not None else None
-    if depth < 3 and isinstance(value, (list, tuple)) and value:
-        return leading_dim(value[0], depth + 1)
-    if depth < 3 and isinstance(value, dict) and value:
-        return leading_dim(next(iter(value.values())), depth + 1)
-    return None
+def _is_array_spec(spec) -> bool:
+    return isinstance(spec, dict) and isinstance(spec.get("dtype"), str) and "shape" in spec
+
+
+def spec_leaves(spec) -> list[dict]:
+    """The arrays (``{"shape", "dtype"}``) of an ``input_spec``, in order (dict keys sorted)."""
+    if _is_array_spec(spec):
+        return [spec]
+    if isinstance(spec, dict) and not isinstance(spec.get("type"), str):
+        return [leaf for key in sorted(spec) for leaf in spec_leaves(spec[key])]
+    if isinstance(spec, list):
+        return [leaf for item in spec for leaf in spec_leaves(item)]
+    return []
+
+
+def leading_dim(spec) -> int | None:
+    """The batch size of an input, from its ``input_spec``: the first dimension of its first array
+    (None if unknown)."""
+    found = spec_leaves(spec)
+    shape = found[0]["shape"] if found else None
+    return shape[0] if shape else None
 
 
 _ARRAY_SIGNATURES: dict = {}
@@ -50,23 +61,25 @@ def _call_input(args: tuple, kwargs: dict):
 
 def describe_call_input(args: tuple, kwargs: dict) -> tuple[str, int | None]:
     """(signature, batch size) of a call's input (the first argument, or ``x=``/``inputs=``),
-    cached for arrays: this runs on every call, so it is one function."""
+    cached for arrays: this runs on every call, so it is one function. The cache is looked up
+    by the dtype object's identity (hashing a TensorFlow DType runs Python code), checked
+    against the dtype the entry was made for."""
     value = args[0] if args else kwargs.get("x", kwargs.get("inputs"))
     dtype = getattr(value, "dtype", None)
     fast = getattr(value, "_shape_tuple", None)  # EagerTensor: a plain tuple, no TensorShape
     shape = fast() if fast is not None else getattr(value, "shape", None)
     if dtype is None or shape is None:
-        return describe_input(value), leading_dim(value)
+        return describe_input(value), leading_dim(input_spec(value))
     try:
-        key = (type(value), tuple(shape), dtype)
+        key = (type(value), tuple(shape), id(dtype))
         known = _ARRAY_SIGNATURES.get(key)
-    except TypeError:  # an unhashable shape or dtype
-        return describe_input(value), leading_dim(value)
-    if known is None:
+    except TypeError:  # an unhashable shape
+        return describe_input(value), leading_dim(input_spec(value))
+    if known is None or known[1] is not dtype:
         if len(_ARRAY_SIGNATURES) > MAX_CACHED:
             _ARRAY_SIGNATURES.clear()
-        known = _ARRAY_SIGNATURES[key] = (describe_input(value), leading_dim(value))
-    return known
+        known = _ARRAY_SIGNATURES[key] = ((describe_input(value), leading_dim(input_spec(value))), dtype)
+    return known[0]
 
 
 def call_input_spec(args: tuple, kwargs: dict):
@@ -87,10 +100,12 @@ def call_input_spec(args: tuple, kwargs: dict):
     return known
 
 
-def input_spec(value, depth: int = 0):
+def input_spec(value, depth: int = 0, limit: int | None = MAX_SIGNATURE_ITEMS):
     """The structure of an input as plain data, so analysis never parses signature text: an array
-    is ``{"shape": [int|None, ...], "dtype": "float32"}``, anything else ``{"type": "int"}``;
-    lists, tuples and dicts (keys sorted) nest, up to the signature's limits."""
+    is ``{"shape": [int|None, ...], "dtype": "float32"}`` (``shape`` None for an unknown rank),
+    anything else ``{"type": "int"}``; lists, tuples and dicts (keys sorted) nest, up to the
+    signature's limits (``limit`` items and 4 levels; ``limit=None``: the whole input, as verify
+    needs it). The one format of an input spec: verify/specs.py builds on it."""
     shape = getattr(value, "shape", None)
     dtype = getattr(value, "dtype", None)
     if shape is not None and dtype is not None:
@@ -101,16 +116,16 @@ def input_spec(value, depth: int = 0):
         except (TypeError, ValueError):  # an unknown rank
             dims = None
         return {"shape": dims, "dtype": str(getattr(dtype, "name", dtype))}
-    if depth > 3:
+    if limit is not None and depth > 3:
         return {"type": type(value).__name__}
     if isinstance(value, (list, tuple)):
-        inner = [input_spec(v, depth + 1) for v in value[:MAX_SIGNATURE_ITEMS]]
-        if len(value) > MAX_SIGNATURE_ITEMS:
-            inner.append({"type": "…", "omitted": len(value) - MAX_SIGNATURE_ITEMS})
+        inner = [input_spec(v, depth + 1, limit) for v in (value if limit is None else value[:limit])]
+        if limit is not None and len(value) > limit:
+            inner.append({"type": "…", "omitted": len(value) - limit})
         return inner
     if isinstance(value, dict):
-        items = sorted(value.items(), key=lambda item: str(item[0]))[:MAX_SIGNATURE_ITEMS]
-        return {str(k): input_spec(v, depth + 1) for k, v in items}
+        items = sorted(value.items(), key=lambda item: str(item[0]))
+        return {str(k): input_spec(v, depth + 1, limit) for k, v in (items if limit is None else items[:limit])}
     return {"type": type(value).__name__}
 
 
@@ -158,6 +173,12 @@ class KerasCallCapture:
     @staticmethod
     def target_name(model) -> str:
         return str(getattr(model, "name", type(model).__name__))
+
+    @staticmethod
+    def training_argument(api: str) -> Callable | None:
+        """A model call (``model(x, True)``) may pass ``training`` by position; predict's second
+        argument is its batch size."""
+        return positional_training if api == "__call__" else None
 
     def install(self, patcher: Patcher) -> None:
         warn = self.collector.warn
@@ -222,8 +243,40 @@ def tape_check() -> Callable[[], bool]:
         return no_tape
 
 
-def training_check() -> Callable[[dict], bool]:
-    """``training(kwargs)`` of a model call: True for ``training=True`` or under an active gradient
+def training_check() -> Callable[..., bool]:
+    """``training(kwargs, model=None, args=())`` of a model call: True for ``training=True`` (by
+    keyword, or by position when ``model`` and ``args`` are given) or under an active gradient
     tape (a training loop), as the timed-call wrapper tells it."""
     tape_is_empty = tape_check()
-    return lambda kwargs: kwargs.get("training") is True or not tape_is_empty()
+
+    def training(kwargs: dict, model=None, args: tuple = ()) -> bool:
+        return (kwargs.get("training") is True or not tape_is_empty()
+                or (model is not None and len(args) > 1 and positional_training(model, args)))
+
+    return training
+
+
+_TRAINING_INDEX: dict = {}
+
+
+def positional_training(model, args: tuple) -> bool:
+    """True when a model call passed ``training=True`` by position (``model(x, True)``), where
+    the model's ``call`` takes ``training``: its position is looked up once per class."""
+    cls = type(model)
+    index = _TRAINING_INDEX.get(cls)
+    if index is None:
+        if len(_TRAINING_INDEX) > MAX_CACHED:
+            _TRAINING_INDEX.clear()
+        index = _TRAINING_INDEX[cls] = _training_index(cls)
+    return 0 <= index < len(args) and args[index] is True
+
+
+def _training_index(cls) -> int:
+    """Where ``training`` comes in ``cls.call``'s positional arguments after ``self``; -1 if nowhere."""
+    try:
+        parameters = inspect.signature(cls.call).parameters.values()
+    except (AttributeError, TypeError, ValueError):
+        return -1
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    names = [p.name for p in parameters if p.kind in kinds][1:]  # less self
+    return names.index("training") if "training" in names else -1

@@ -7,6 +7,13 @@ wall time exactly. Innermost wins, except as ``_ABSORBED_BY`` says.
 
 Calls the sampler picks (see sampling.py) switch the per-op entry points on for
 their duration; the others measure wall time and graph creation only.
+
+A full garbage collection (Python's generation 2: on a process holding TensorFlow and a
+model, 0.1 s or more) that runs inside a call is charged to ``other``, not to the phase it
+interrupted: it falls wherever the allocations that trigger it happen, most often while a
+graph is traced, and would make graph creation look 100 ms dearer than it is. (The younger
+generations' collections are short and left where they fall: watching them would cost each
+call more than they take.)
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ class CallFrame:
         self.stack = ["other"]
         self.last = self.start = now
         self.target = target  # the model or function the call is about (labels Keras's own traces)
-        self.weight = weight  # 0: not sampled (only wall time and graph creation are meaningful)
+        self.weight = weight  # 1: sampled (every sampled call weighs the same); 0: only wall time and graph creation
         self.off_thread_s = 0.0  # input batches produced on other threads for this call
         self.teardown_base = None  # data_adapter seconds when the call's tf.data iterator was released
         self.teardown_s = 0.0  # data_adapter seconds from then on: the iterator's teardown
@@ -58,8 +65,8 @@ class PhaseTracker:
         return frames[-1] if frames else None
 
     def begin_call(self, target=None, weight: int = 1) -> CallFrame:
-        """Open a top-level call on this thread. ``weight``: the sampler's answer for it (0: only
-        wall time and graph creation are measured). The caller checks that no call is open.
+        """Open a top-level call on this thread. ``weight``: the sampler's answer for it (1: sampled,
+        0: only wall time and graph creation are measured). The caller checks that no call is open.
         (timed_calls.py opens and closes unsampled calls inline: keep it in step.)"""
         frames = getattr(self.local, "frames", None)
         if frames is None:
@@ -121,6 +128,21 @@ class PhaseTracker:
             self.enter("data_adapter")
             if frame.teardown_base is None:
                 frame.teardown_base = frame.totals["data_adapter"]
+
+    def collection(self, phase: str, info: dict) -> None:
+        """A ``gc.callbacks`` entry (the session adds it for the diagnosis): a full collection
+        inside a call is ``other`` time."""
+        if info.get("generation") != 2:
+            return
+        try:
+            if phase == "start":
+                self.local.collecting = self.enter("other")
+                return
+            token, self.local.collecting = getattr(self.local, "collecting", None), None
+            if token is not None and len(token[0].stack) == token[1]:  # nothing else left open in between
+                self.exit(token)
+        except Exception:  # a callback of the garbage collector must never raise
+            self.local.collecting = None
 
     def exit(self, token) -> None:
         if token is None:

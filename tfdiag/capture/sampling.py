@@ -1,55 +1,100 @@
-"""Which calls get their full phase split measured, and what each one stands for.
+"""Which calls get their full phase split measured, and how the steady-state split is estimated.
 
-Switching the per-op phase entry points on costs a few microseconds per TensorFlow op:
-a sampled eager ``model(x)`` on a tiny model takes about 5% (Keras 3) to 15% (tf-keras)
-longer, on average, than one that is not. So they are switched on, per call site (the
-API, the model or function, the calling line, the input's signature and the training
-flag), for its first call (where one-off costs such as tracing live: it is reported on its
-own), for the ``first`` unprofiled calls after it (the steady-state split rests on at least
-these), and then for one call in ``every``, drawn at random so that no loop period can line
-up with it. Calls a profiler takes (cProfile, the TF Profiler) are never sampled and use up
-none of the first calls: a profiler slows a call's Python, not in proportion to its phases.
-A sampled call's weight is how many calls it stands for (1 or ``every``): the steady-state
-split is the weighted sum over the sampled calls after the first, a Horvitz-Thompson
-estimate, scaled to the wall time every call measured. Graph creation is measured on every
-call (its entry points stay on), so a rare retrace is never lost or multiplied by a weight.
+Which calls. Switching the per-op phase entry points on costs a few microseconds per
+TensorFlow op: a sampled eager ``model(x)`` on a tiny model takes about 5% (Keras 3) to 15%
+(tf-keras) longer than one that is not. So they are switched on, per call site (the API, the
+model or function, the calling line, the input's signature and the training flag), for its
+first call (where one-off costs such as tracing live: it is reported on its own), for the
+``first`` unprofiled calls after it, and then for each call with probability ``1 / every``,
+drawn as a random gap to the next sampled call (a geometric draw: the same as deciding each
+call at random, and no loop period can line up with it, but an unsampled call costs one
+countdown, not a random number). Calls a profiler takes (cProfile, the TF Profiler) are never
+sampled and use up none of the countdown: a profiler slows a call's Python, not in
+proportion to its phases. Graph creation is measured on every call (its entry points stay
+on), so a rare retrace is counted exactly, never estimated.
+
+The estimate (collector.py). Every sampled unprofiled call after the first weighs the same:
+the steady split's shares are a ratio estimator, the sampled calls' seconds in each phase
+over their wall time (both outside graph creation), and those shares divide the measured
+mean wall time of the unprofiled calls after the first (less their measured graph creation).
+Why not weigh each sample by the calls it stands for (1 for the first ``first``, ``every``
+after them, a Horvitz-Thompson sum): on 40-60 calls one random late sample would then carry
+most of the split, and a call the OS stretched could decide it. Equal weights give the
+estimate as many effective samples as it has samples; what it costs is a small bias towards
+the calls right after the first, which a loop's steady state shares. A sample whose wall
+time (outside graph creation) is over ``OUTLIER`` times the samples' median is left out
+while at least ``MIN_KEPT`` samples remain: a call the OS stretched should not decide the
+split. ``phase_calls`` is the number of samples the shares rest on.
 """
 
 from __future__ import annotations
 
+import math
 import random
 
-FIRST_CALLS = 5  # unprofiled calls after each call site's first one that are always sampled
-EVERY = 32
+from ..options import PHASE_EVERY as EVERY, PHASE_FIRST_CALLS as FIRST_CALLS
+
 MAX_KEYS = 10_000
+OUTLIER = 4.0  # a sample over this many times the median sampled wall time is left out ...
+MIN_KEPT = 5  # ... while at least this many samples remain
 
 
 class PhaseSampler:
+    """Per call site, a countdown to its next sampled call.
+
+    ``sites[key]`` is ``[calls until the next sampled one, sampled calls after the first]``
+    (a list: the timed-call wrapper counts down in place, one dict lookup per call); a key in
+    ``sites`` has had its first call.
+    """
+
     def __init__(self, every: int = EVERY, first: int = FIRST_CALLS, seed: int = 0) -> None:
-        if every < 1:
-            raise ValueError(f"phase sampling: every must be >= 1, got {every}")
-        self.every = every
+        self.every = every  # checked by options.validate
         self.first = first
-        # Per call site key: unprofiled calls after its first one, counted up to ``first``.
-        # A key in here has had its first call: ``key not in seen`` is the hot path's test.
-        self.seen: dict = {}
+        self.sites: dict = {}
         self._random = random.Random(seed).random
+        self._log_skip = math.log1p(-1.0 / every) if every > 1 else 0.0
 
     def weight(self, key, profiled: bool = False) -> int:
-        """0: measure only the wall time (and graph creation); else the calls this one stands for.
-        A call site's first call is sampled (weight 1) unless a profiler took it (the gates leave
-        first calls alone where they can: gates.start_all)."""
-        seen = self.seen.get(key)
-        if seen is None:
-            if len(self.seen) >= MAX_KEYS:
-                self.seen.clear()
-            self.seen[key] = 0
+        """1: measure this call's full split; 0: only its wall time (and graph creation)."""
+        state = self.sites.get(key)
+        if state is None:
+            self.first_call(key)
             return 0 if profiled else 1
         if profiled:
             return 0
-        if seen < self.first:
-            self.seen[key] = seen + 1
+        left = state[0] - 1
+        if left > 0:
+            state[0] = left
+            return 0
+        return self.sampled(state)
+
+    def first_call(self, key) -> list:
+        """A call site's first call: its countdown starts (its first ``first`` calls after it are sampled)."""
+        if len(self.sites) >= MAX_KEYS:
+            self.sites.clear()
+        state = self.sites[key] = [1 if self.first > 0 else self.gap(), 0]
+        return state
+
+    def sampled(self, state: list) -> int:
+        """A call whose countdown ran out: it is sampled; the countdown to the next one starts."""
+        state[1] += 1
+        state[0] = 1 if state[1] < self.first else self.gap()
+        return 1
+
+    def gap(self) -> int:
+        """Calls until the next sampled one, each sampled with probability 1/every."""
+        if not self._log_skip:
             return 1
-        if self.every == 1:
-            return 1
-        return self.every if self._random() * self.every < 1.0 else 0
+        return int(math.log(1.0 - self._random()) / self._log_skip) + 1
+
+
+def kept_samples(samples: list) -> list:
+    """``samples`` (``(wall outside graph creation, phases, teardown)``) less those over
+    ``OUTLIER`` times their median wall time, if at least ``MIN_KEPT`` remain."""
+    if len(samples) <= MIN_KEPT:
+        return samples
+    walls = sorted(s[0] for s in samples)
+    middle = len(walls) // 2
+    median = walls[middle] if len(walls) % 2 else (walls[middle - 1] + walls[middle]) / 2
+    kept = [s for s in samples if s[0] <= OUTLIER * median]
+    return kept if len(kept) >= MIN_KEPT else samples

@@ -1,15 +1,17 @@
 """The TF Profiler over a short window of predict-family calls, for TensorBoard's Profile tab.
 
 Why a window: the TF Profiler's trace grows with every op it sees, so it runs over a few
-calls after warm-up (calls 3, 4, 5 by default), each marked as a step
+calls after warm-up (calls 3, 4, 5 by default; never a call site's first call, which traces
+and is measured on its own: the window moves on to a later call, or ends early if it is
+open, by the rule cProfile keeps too, gates.FirstCallDeferral), each marked as a step
 (``Trace(api, step_num=n, _r=1)``) so the Profile tab shows steps even on CPU. The report
 folder is only known when the report is written, so the trace goes to a private temporary
 logdir and ``copy_to`` puts it under ``<out>/tensorboard/`` in the layout TensorBoard reads
 (``plugins/profile/<run>/<host>.xplane.pb``). ``read_trace`` turns it into op statistics
 with xprof's converter, and ``call_sites`` into the model's op time per profiled call site
-(trace_ops.py), the independent check on tfdiag's kernel_execution; ``correct_kernel_time``
-takes the tf.data time the trace shows inside graph functions out of kernel_execution. A TF
-Profiler the user's code already runs is left alone.
+(trace_ops.py), the independent check on tfdiag's kernel_execution (assemble.py takes the
+tf.data time the trace shows inside graph functions out of kernel_execution). A TF Profiler
+the user's code already runs is left alone.
 """
 
 from __future__ import annotations
@@ -24,12 +26,12 @@ import time
 import weakref
 from typing import Callable
 
+from ..options import TF_PROFILER_CALLS as DEFAULT_CALLS, TF_PROFILER_FIRST_CALL as DEFAULT_FIRST_CALL
 from . import callsite, trace_ops
 from .collector import Collector
-from .patching import Patcher
+from .gates import FirstCallDeferral
+from .patching import Patcher, guarded
 
-DEFAULT_FIRST_CALL = 3
-DEFAULT_CALLS = 3
 TOP_OPS = 20
 CONVERTER_MODULES = ("xprof.convert.raw_to_tool_data", "tensorboard_plugin_profile.convert.raw_to_tool_data")
 # Where ``tf.profiler.experimental.start`` is looked up (the implementation, tf.* and tf.compat.v2.*).
@@ -60,6 +62,7 @@ class TfProfilerGate:
         self.start_s: float | None = None  # cost of starting the profiler session
         self.stop_s: float | None = None  # cost of stopping it and writing the trace
         self.profiled: list[dict] = []
+        self.deferral = FirstCallDeferral()
         self._in_flight = 0
         self._finished = 0
         self._lock = threading.Lock()
@@ -70,7 +73,8 @@ class TfProfilerGate:
         """Let the user's own TF Profiler win: starting one while tfdiag's window is open ends the
         window first (keeping its trace), so the user's ``start()`` never fails because of tfdiag."""
         for name in PROFILER_START_MODULES:
-            patcher.when_imported(name, lambda module: self._guard_start(patcher, module))
+            patcher.when_imported(name, guarded(self.collector.warn, "the TF Profiler's start() hook",
+                                                self._guard_start, patcher))
 
     def _guard_start(self, patcher: Patcher, module) -> None:
         if not callable(getattr(module, "start", None)):
@@ -106,10 +110,33 @@ class TfProfilerGate:
             self.collector.warn(f"could not end tfdiag's TF Profiler window: {exc.__class__.__name__}: {exc}")
 
     # -- the window ---------------------------------------------------------------------
-    def owns(self, call_number: int) -> bool:
-        """True for call numbers in this profiler's window (cProfile leaves those to it)."""
-        return (self.state in ("waiting", "open") and self.calls > 0
-                and self.first_call <= call_number < self.first_call + self.calls)
+    def owns(self, call_number: int, first: bool = False) -> bool:
+        """True for call numbers in this profiler's window (cProfile leaves those to it); for a
+        call site's first call (``first``), only if this profiler will take it (``start_first``)."""
+        inside = (self.state in ("waiting", "open") and self.calls > 0
+                  and self.first_call <= call_number < self.first_call + self.calls)
+        if not (first and inside):
+            return inside
+        return self.state == "waiting" and self.deferral.must_take(call_number)
+
+    def start_first(self, api: str):
+        """A call site's first call: counted, not profiled. A window waiting to open moves on to
+        the next call; an open one ends first (so the call runs without the profiler), unless a
+        call of another thread is in it. After ``MAX_WAIT`` calls of waiting, it is taken."""
+        with self._lock:
+            number = self.calls_seen + 1
+            if self.state == "open":
+                self.calls_seen = number
+                if self._in_flight == 0:
+                    self._close()
+                return None
+            if not (self.owns(number) and self.deferral.must_take(number)):
+                self.calls_seen = number
+                if self.owns(number):
+                    self.deferral.defer(number)
+                    self.first_call = number + 1
+                return None
+        return self.start(api)
 
     def start(self, api: str):
         with self._lock:
@@ -119,6 +146,7 @@ class TfProfilerGate:
                 return None
             if self.state == "waiting" and not self._open():
                 return None
+            self.deferral.taken()
             self._in_flight += 1
         site = callsite.user_call_site(2)
         trace = None
@@ -250,14 +278,6 @@ class TfProfilerGate:
             return False
         shutil.copytree(self.logdir, target, dirs_exist_ok=True)
         return True
-
-
-def correct_kernel_time(recording) -> None:
-    """Take the tf.data time the TF Profiler saw inside graph functions out of kernel_execution
-    (``trace_ops.move_graph_tf_data``), at the call sites it traced."""
-    section = recording.extra.get("tf_profiler")
-    if isinstance(section, dict):
-        trace_ops.move_graph_tf_data(recording.calls, recording.phases, section.get("call_sites") or [])
 
 
 # -- reading the trace back ------------------------------------------------------------------

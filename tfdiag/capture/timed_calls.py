@@ -4,11 +4,13 @@ It runs on every call of the user's loop. An eager ``model(x)`` on a tiny model 
 through so much Keras code that, measured in that loop, each Python call of ours costs
 about 0.5 us (our code and data are out of the CPU caches by then), ten times what a
 micro-benchmark says. So per call the wrapper does only what cannot wait: the nesting
-check, the call site's key (the input's signature, cached; the caller's code and line; the
-training flag), the sampler and the gates, the phase frame, the target's name, and one
-append to its thread's buffer. The call site key comes before the call: a call site's first
-call is measured on its own and never profiled. Turning buffered calls into the collector's
-records (call-site text, caller, statistics, samples) happens a batch at a time.
+check, the call site (the input's signature, cached; the caller's code and line; the
+training flag; the target's name, read by one closure made per wrapped API), one lookup of
+the call site's sampling countdown (sampling.py; counted down in place), the gates, the
+phase frame, and one append to its thread's buffer. The call site comes before the call: a
+call site's first call is measured on its own and never profiled. Turning buffered calls
+into the collector's records (call-site text, caller, statistics, samples) happens a batch
+at a time.
 """
 
 from __future__ import annotations
@@ -48,36 +50,50 @@ class CallLog:
             self._flush(name, buffer)
         return entry
 
-    def call_site(self, api: str, capture, target, args: tuple, kwargs: dict, seen) -> tuple | None:
-        """Before a call (from the wrapper): ``(key, first, signature, batch, code_line, training,
-        spec, name)``. ``key`` identifies the call site for the sampler; ``first``: not in ``seen``
-        (the sampler's keys), so its first call, whose input is also described as a structure
-        (``spec``). None if the call cannot be told (a warning says why)."""
-        try:
+    def site_reader(self, api: str, capture) -> Callable:
+        """``read(target, args, kwargs)``, before a call (from the wrapper): ``(key, signature,
+        batch, code_line, training, name)``, ``key`` the call site for the sampler; None if the call
+        cannot be told (a warning says why). What ``capture`` provides is looked up once, here."""
+        warn = self.collector.warn
+        describe = capture.describe
+        tape_is_empty = capture.tape_is_empty
+        training_argument = getattr(capture, "training_argument", None)
+        positional = training_argument(api) if training_argument is not None else None
+        target_name = capture.target_name
+        user_code_line = callsite.user_code_line
+
+        def read(target, args: tuple, kwargs: dict):
             try:
-                signature, batch = capture.describe(args, kwargs)
-            except Exception as exc:  # an input we cannot describe still counts as a call
-                self.collector.warn(f"could not describe a {api} input: {exc.__class__.__name__}: {exc}")
-                signature, batch = (type(args[0]).__name__ if args else "()"), None
-            code_line = callsite.user_code_line(2)  # 2: the wrapper's caller
-            training = kwargs.get("training") is True or not capture.tape_is_empty()
-            key = (api, id(target), signature, training) if code_line is None else \
-                (api, id(target), signature, training, id(code_line[0]), code_line[1])
-            first = key not in seen
-            spec = None
-            if first:
                 try:
-                    spec = capture.input_spec(args, kwargs)
-                except Exception as exc:
-                    self.collector.warn(f"could not describe a {api} input: {exc.__class__.__name__}: {exc}")
-            try:
-                name = capture.target_name(target)
-            except Exception as exc:  # a target whose name cannot be read still counts
-                self.collector.warn(f"could not name a {api} target: {exc.__class__.__name__}: {exc}")
-                name = type(target).__name__
-            return key, first, signature, batch, code_line, training, spec, name
+                    signature, batch = describe(args, kwargs)
+                except Exception as exc:  # an input we cannot describe still counts as a call
+                    warn(f"could not describe a {api} input: {exc.__class__.__name__}: {exc}")
+                    signature, batch = (type(args[0]).__name__ if args else "()"), None
+                code_line = user_code_line(3)  # 3: read, the wrapper, its caller
+                # A training call: ``training=True`` (by keyword, or by position where the API
+                # takes it), or under a recording gradient tape.
+                training = ((kwargs and kwargs.get("training") is True) or not tape_is_empty()
+                            or (positional is not None and len(args) > 1 and positional(target, args)))
+                key = (api, id(target), signature, training) if code_line is None else \
+                    (api, id(target), signature, training, id(code_line[0]), code_line[1])
+                try:
+                    name = target_name(target)
+                except Exception as exc:  # a target whose name cannot be read still counts
+                    warn(f"could not name a {api} target: {exc.__class__.__name__}: {exc}")
+                    name = type(target).__name__
+                return key, signature, batch, code_line, training, name
+            except Exception as exc:
+                warn(f"could not record a {api} call: {exc.__class__.__name__}: {exc}")
+                return None
+
+        return read
+
+    def first_spec(self, api: str, capture, args: tuple, kwargs: dict):
+        """A call site's first call: its input described as a structure (None, with a warning, if it cannot be)."""
+        try:
+            return capture.input_spec(args, kwargs)
         except Exception as exc:
-            self.collector.warn(f"could not record a {api} call: {exc.__class__.__name__}: {exc}")
+            self.collector.warn(f"could not describe a {api} input: {exc.__class__.__name__}: {exc}")
             return None
 
     def flush_full(self, entry: tuple[str, list]) -> None:
@@ -106,8 +122,8 @@ class CallLog:
             pending = buffer[:]
             del buffer[:len(pending)]
         records = []
-        for api, site, frame, profiled in pending:
-            _, first, signature, batch, code_line, training, spec, name = site
+        for api, site, frame, profiled, first, spec in pending:
+            _, signature, batch, code_line, training, name = site
             caller = callsite.caller_of(code_line[0]) if code_line is not None else None
             records.append((api, name, callsite.site_text(code_line), signature, frame.start,
                             frame.last - frame.start, frame.totals, thread, profiled, batch, frame.weight,
@@ -121,18 +137,22 @@ def timed_call_wrapper(original: Callable, api: str, capture, skip: Callable, tr
 
     ``capture`` provides ``describe(args, kwargs) -> (signature, batch)``, ``input_spec(args,
     kwargs)`` (first calls only), ``tape_is_empty()`` (False under a gradient tape: a training
-    call), ``target_name(target)`` (cheap: they run per call) and ``gates`` (gates.py, read per
-    call). ``observers``: called with ``(api, target, args, kwargs)`` after each timed call.
+    call), ``target_name(target)`` (cheap: they run per call), ``gates`` (gates.py, read per
+    call) and, optionally, ``training_argument(api)``: None, or ``positional(target, args)``,
+    True when the call passed ``training=True`` by position. ``observers``: called with
+    ``(api, target, args, kwargs)`` after each timed call.
     """
     # Unsampled calls (most calls) open and close their frame inline, as begin_call/end_call
-    # would: in a hot eager loop each Python call of ours costs ~0.5 us.
+    # would, and count down their call site's sampling in place, as sampler.weight would: in a
+    # hot eager loop each Python call of ours costs ~0.5 us.
     begin_call = tracker.begin_call
     end_call = tracker.end_call
     sampler = tracker.sampler
-    weight_of = sampler.weight
-    seen = sampler.seen
+    sites = sampler.sites
+    first_call = sampler.first_call
+    sampled = sampler.sampled
     clock = tracker.clock
-    call_site = log.call_site
+    read_site = log.site_reader(api, capture)
     log_local = log.local
     new_buffer = log.new_buffer
     local = tracker.local
@@ -143,17 +163,31 @@ def timed_call_wrapper(original: Callable, api: str, capture, skip: Callable, tr
         frames = getattr(local, "frames", None)
         if frames or skip(target):
             return original(target, *args, **kwargs)
-        site = call_site(api, capture, target, args, kwargs, seen)
+        site = read_site(target, args, kwargs)
         if site is None:
             return original(target, *args, **kwargs)
+        state = sites.get(site[0])
         # A profiler's start is not part of the call. If it fails, the call runs unprofiled.
         taken = None
         if capture.gates:
             try:
-                taken = gates.start_all(capture.gates, api, site[1])
+                taken = gates.start_all(capture.gates, api, state is None)
             except Exception as exc:
                 log.collector.warn(f"a profiler could not start on a {api} call: {exc.__class__.__name__}: {exc}")
-        weight = weight_of(site[0], bool(taken))
+        spec = None
+        if state is None:  # the call site's first call: sampled unless a profiler had to take it
+            spec = log.first_spec(api, capture, args, kwargs)
+            first_call(site[0])
+            weight = 0 if taken else 1
+        elif taken:
+            weight = 0
+        else:
+            left = state[0] - 1
+            if left > 0:
+                state[0] = left
+                weight = 0
+            else:
+                weight = sampled(state)
         frame = None
         try:
             if weight or frames is None:
@@ -180,7 +214,7 @@ def timed_call_wrapper(original: Callable, api: str, capture, skip: Callable, tr
                 gates.stop_all(taken)
             if frame is not None:
                 entry = getattr(log_local, "entry", None) or new_buffer()
-                entry[1].append((api, site, frame, bool(taken)))
+                entry[1].append((api, site, frame, bool(taken), state is None, spec))
                 if len(entry[1]) >= FLUSH_EVERY:
                     log.flush_full(entry)
                 if observers:

@@ -246,9 +246,10 @@ def move_graph_tf_data(calls: list[dict], totals: dict, sites: list[dict]) -> No
     time is tf.data time (a share, as the wait grows and shrinks with the load on the machine,
     in profiled and unprofiled calls alike), but the kernel time never falls below the least
     time a profiled call's functions ran besides tf.data (under the profiler, tf.data's threads
-    run slower and its share looks bigger). It moves in ``steady_phases``, in the call site's ``phases`` totals and in the
-    run's ``totals``; ``graph_tf_data_s`` on the call entry says how much moved per call. The
-    first call keeps its own split."""
+    run slower and its share looks bigger). It moves in ``steady_phases``, and the same fraction of
+    the later calls' kernel time moves in the call site's ``phases`` totals and in the run's
+    ``totals``; ``graph_tf_data_s`` on the call entry says how much moved per call. The first
+    call keeps its own split."""
     for site in sites:
         wait = site.get("graph_tf_data_s_per_call") or 0.0
         running = site.get("graph_function_s_per_call") or 0.0
@@ -266,10 +267,14 @@ def move_graph_tf_data(calls: list[dict], totals: dict, sites: list[dict]) -> No
                 continue
             kernel = steady.get("kernel_execution", 0.0)
             moved = max(0.0, min(share * kernel, kernel - busy))
-            steady_calls = max(0, (call.get("count") or 0) - (1 if call.get("first_phases") else 0))
-            for split, times in ((steady, 1), (call.get("phases"), steady_calls), (totals, steady_calls)):
+            # The same fraction of the later calls' kernel time in the call site's totals (which
+            # hold the profiled calls too) and in the run's.
+            fraction = moved / kernel if kernel > 0 else 0.0
+            whole = call.get("phases") if isinstance(call.get("phases"), dict) else {}
+            later = whole.get("kernel_execution", 0.0) - (call.get("first_phases") or {}).get("kernel_execution", 0.0)
+            for split, shift in ((steady, moved), (whole, fraction * later), (totals, fraction * later)):
                 if isinstance(split, dict) and "kernel_execution" in split:
-                    shift = min(moved * times, split["kernel_execution"])
+                    shift = max(0.0, min(shift, split["kernel_execution"]))
                     split["kernel_execution"] -= shift
                     split["data_adapter"] = split.get("data_adapter", 0.0) + shift
             call["graph_tf_data_s"] = moved

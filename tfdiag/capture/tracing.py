@@ -7,8 +7,13 @@ trace, for user functions, Keras's predict/train functions and tf.data's
 of every argument (the cache key), and ``tracing_options.function_cache``
 identifies the ``Function`` object. ``Function.__init__`` is wrapped to learn
 where each Function object was created (for "a new tf.function object for the
-same code") and, for Keras's functions, which role (train, test, predict) of which model
-they are (models.py). A call that does not trace never reaches these hooks.
+same code"), whose code created it, and, for Keras's functions, which role (train, test,
+predict) of which model they are (models.py). A call that does not trace never reaches these hooks.
+
+A function's ``origin`` (whose it is: ``user``, ``keras``, ``tf.data``, ``tensorflow``) is the
+origin of the code that created the tf.function object (``creator_origin``), not of the code it
+wraps: the user's ``tf.function(model.call)`` is the user's, Keras's ``make_predict_function``'s
+is Keras's. Where the wrapped code's own origin differs, each trace says so (``code_origin``).
 """
 
 from __future__ import annotations
@@ -30,6 +35,10 @@ TRACING_MODULE = "tensorflow.python.eager.polymorphic_function.tracing_compilati
 FUNCTION_MODULE = "tensorflow.python.eager.polymorphic_function.polymorphic_function"
 
 _DATA_DIR = tuple(os.path.join(p, "python", "data", "") for p in callsite.PACKAGE_DIRS.get("tensorflow", ()))
+# tf.function's own machinery and its decorators: frames between ``Function.__init__`` and whoever
+# asked for the tf.function (the user's ``tf.function(model)``, Keras's make_predict_function, ...).
+_MACHINERY = tuple(os.path.join(p, "python", d, "") for p in callsite.PACKAGE_DIRS.get("tensorflow", ())
+                   for d in ("eager", "util"))
 
 
 @functools.lru_cache(maxsize=4096)
@@ -41,6 +50,24 @@ def origin_of(filename: str) -> str:
     if package in ("keras", "tf_keras"):
         return "keras"
     return "user" if package is None else package
+
+
+def creator_origin(frame) -> str | None:
+    """Whose code created a tf.function object: the origin of the first frame out from ``frame``
+    (inside ``Function.__init__``) that is not tf.function's own machinery; None if none is found.
+    This, not where the wrapped code is defined, decides ownership: ``tf.function(model)`` written
+    by the user is the user's function; one Keras makes inside ``make_predict_function`` is Keras's."""
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        if not _is_machinery(filename):
+            return origin_of(filename)
+        frame = frame.f_back
+    return None
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_machinery(filename: str) -> bool:
+    return os.path.realpath(os.path.abspath(filename)).startswith(_MACHINERY)
 
 
 def _bound_instance(python_function):
@@ -62,6 +89,7 @@ class TraceCapture:
         # Keyed by id() of a Function's cache (FunctionCache takes no weak references);
         # entries are dropped when their Function object is collected.
         self._created_at: dict[int, str] = {}
+        self._creators: dict[int, str] = {}  # id of a Function's cache -> origin of the code that created it
         self._object_index: dict[int, int] = {}
         self._objects_per_code: dict[tuple, int] = {}
         self._roles: dict[int, tuple] = {}  # id of a Keras-made Function's cache -> (role, weakref to model)
@@ -84,6 +112,9 @@ class TraceCapture:
                 try:
                     cache_id = id(function_self._function_cache)  # pylint: disable=protected-access
                     created_at[cache_id] = callsite.user_call_site(2)
+                    creator = creator_origin(sys._getframe(1))
+                    if creator is not None:
+                        capture._creators[cache_id] = creator
                     weakref.finalize(function_self, capture._forget, cache_id)
                     capture._note_role(cache_id, function_self)
                 except (AttributeError, TypeError):
@@ -145,14 +176,16 @@ class TraceCapture:
             defined_at = callsite.code_site(code)
             # The name is part of the key: tf.data wraps every map function in the same code.
             key = (code.co_filename, code.co_firstlineno, qualname, str(tracing_options.name))
-            origin = origin_of(code.co_filename)
+            code_origin = origin_of(code.co_filename)
         else:
             defined_at = "<unknown>"
             key = ("<no code>", 0, qualname, str(tracing_options.name))
-            origin = "user"
+            code_origin = "user"
         name = str(tracing_options.name)
         model = None
         cache = tracing_options.function_cache
+        # Whoever created the tf.function object owns it (the code's own origin where unknown).
+        origin = self._creators.get(id(cache), code_origin) if cache is not None else code_origin
         role, model_object = self._role_of(cache) if origin == "keras" else (None, None)
         if origin == "keras":
             # Keras's functions share code across models, and Keras 3's train and test functions
@@ -177,6 +210,8 @@ class TraceCapture:
             "created_at": self._created_at.get(id(cache)),
             "thread": threading.current_thread().name,
         }
+        if code_origin != origin:  # e.g. the user's tf.function(model.call): Keras's code, the user's function
+            trace["code_origin"] = code_origin
         instance = _bound_instance(python_function)
         if instance is not None:
             # A tf.function method: each instance of the class has its own Function and traces.
@@ -221,4 +256,5 @@ class TraceCapture:
     def _forget(self, cache_id: int) -> None:
         self._roles.pop(cache_id, None)
         self._created_at.pop(cache_id, None)
+        self._creators.pop(cache_id, None)
         self._object_index.pop(cache_id, None)

@@ -6,10 +6,11 @@ from __future__ import annotations
 import os
 import textwrap
 
-from ..analysis import Analysis
+from ..analysis import Analysis, agreement
 from ..analysis.units import duration
 
 TOP_FINDINGS = 3
+TOP_WARNINGS = 3  # capture warnings shown (the TF Profiler cross-check's always are)
 WIDTH = 100
 
 
@@ -38,11 +39,16 @@ def summary(analysis: Analysis, files: dict[str, str]) -> str:
             lines.append(f"     fix: {first_line}" + (" …" if code.strip().count("\n") else ""))
     if len(analysis.findings) > TOP_FINDINGS:
         lines.append(f"  … and {len(analysis.findings) - TOP_FINDINGS} more in the report")
-    for warning in analysis.warnings[:3]:
-        if isinstance(warning, dict):
-            lines.append(f"  warning: {warning.get('message')}")
-    if len(analysis.warnings) > 3:
-        lines.append(f"  … and {len(analysis.warnings) - 3} more capture warnings in the report")
+    # The TF Profiler cross-check's disagreements all show (one per profiled call site at most): they
+    # say which figure to doubt. Then the first capture warnings.
+    checks = [w for w in analysis.warnings if agreement.is_derived(w)]
+    others = [w for w in analysis.warnings if isinstance(w, dict) and not agreement.is_derived(w)]
+    for warning in checks:
+        lines += _wrap(str(warning.get("message")), "           ", "  warning: ")
+    for warning in others[:TOP_WARNINGS]:
+        lines.append(f"  warning: {warning.get('message')}")
+    if len(others) > TOP_WARNINGS:
+        lines.append(f"  … and {len(others) - TOP_WARNINGS} more capture warnings in the report")
     lines.append(paths(files))
     return "\n".join(lines)
 

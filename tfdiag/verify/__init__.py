@@ -1,7 +1,8 @@
 """--verify: measure the fixes on the user's own model and functions, after their code has run.
 
-While the code runs, two keepers (``keepers.py``, the only hooks of verify) keep each model's last
-input and the inputs that made each user tf.function trace. After the capture hooks are removed,
+While the code runs, two keepers (``keepers.py``, the only hooks of verify, both observers of
+capture's call wrappers) keep each model's last input and the inputs that made each user
+tf.function trace. After the capture hooks are removed,
 ``Verifier.run`` re-runs each retracing function with a generated input_signature
 (``retrace_checks.py``) and times each model's call paths (``paths.py``, ``measure.py``) within
 one budget. The result is the recording's ``alternatives`` and ``retrace_checks`` sections;
@@ -33,11 +34,11 @@ class Verifier:
         self.inputs = InputKeeper()
         self.functions = FunctionKeeper()
 
-    def install(self, patcher, keras_capture) -> None:
-        """Observe the Keras calls ``keras_capture`` times; keep tf.function inputs through ``patcher``
-        (restored with every other hook)."""
+    def install(self, keras_capture, function_capture) -> None:
+        """Observe the Keras calls ``keras_capture`` times and the user tf.function calls
+        ``function_capture`` sees (before either capture installs); verify patches nothing."""
         keras_capture.observers.append(self.inputs)
-        self.functions.install(patcher, warn=self.warn)
+        function_capture.observe(self.functions)
 
     def run(self, interrupted: bool) -> dict:
         """``{"alternatives": [...], "retrace_checks": [...]}``; call it after the hooks are removed.

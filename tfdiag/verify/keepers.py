@@ -1,10 +1,11 @@
 """The only hooks of --verify: what it keeps while the user's code runs, to measure afterwards.
 
-``InputKeeper`` is an observer of the Keras call capture: per model, the APIs used, the last
-input and the shapes seen. ``FunctionKeeper`` wraps ``Function.__call__`` (through the session's
-Patcher, so it is undone with every other hook) to keep, per user tf.function, the inputs of the
-calls that made it trace. Both are bounded, and neither measures anything: that runs after the
-hooks are gone (``measure.py``, ``retrace_checks.py``).
+Both are observers of capture's own call wrappers; verify patches nothing. ``InputKeeper``
+observes the Keras call capture: per model, the APIs used, the last input and the shapes seen.
+``FunctionKeeper`` observes the tf.function call capture (``capture/function_calls.py``), which
+says whether each call traced: per user tf.function, it keeps the inputs of the calls that made
+it trace. Both are bounded, and neither measures anything: that runs after the hooks are gone
+(``measure.py``, ``retrace_checks.py``).
 """
 
 from __future__ import annotations
@@ -16,8 +17,6 @@ from typing import Callable
 from ..analysis.alternatives import USER_APIS
 from ..capture import callsite
 from ..capture.keras_calls import training_check
-from ..capture.patching import guarded
-from ..capture.tracing import FUNCTION_MODULE
 from . import specs
 
 MAX_MODELS = 8  # models kept for verification (least recently called dropped first)
@@ -165,63 +164,29 @@ class Traced:
 
 
 class FunctionKeeper:
-    """Keeps, per user tf.function, the inputs of the calls that traced it (bounded), so that
-    --verify can re-run it with a generated input_signature after the run."""
+    """A tf.function call observer: keeps, per user tf.function, the inputs of the calls that traced
+    it (bounded), so that --verify can re-run it with a generated input_signature after the run.
+    Capture's function-call wrapper reports each user tf.function call (``observe``); the keeper
+    patches nothing itself."""
 
     def __init__(self, max_functions: int = MAX_FUNCTIONS, max_inputs: int = MAX_INPUTS) -> None:
         self.max_functions = max_functions
         self.max_inputs = max_inputs
         self._lock = threading.Lock()
         self._kept: dict[int, Traced] = {}
-        self._user_code: dict[int, tuple] = {}
-        self.warn: Callable[[str], None] = lambda message: None
 
-    def install(self, patcher, warn: Callable[[str], None] | None = None) -> None:
-        """Wrap ``Function.__call__`` through ``patcher`` once TensorFlow is imported; if TF's
-        internals differ, a warning says so and --verify skips the retrace checks."""
-        if warn is not None:
-            self.warn = warn
-        patcher.when_imported(FUNCTION_MODULE, guarded(self.warn, "--verify keeping tf.function inputs",
-                                                       self._patch, patcher))
+    def __call__(self, function, args: tuple, kwargs: dict, traced: bool) -> None:
+        if traced:
+            self._note(function, args, kwargs)
 
-    def _patch(self, patcher, module) -> None:
-        patcher.patch(module.Function, "__call__", self._wrap)
-
-    def _user_site(self, function) -> tuple | None:
-        """(name, defined_at) for a user function, None for TF/Keras/tfdiag ones (cached per code)."""
+    @staticmethod
+    def _site(function) -> tuple[str, str]:
+        """(name, defined_at) of a user tf.function."""
         code = callsite.code_of(getattr(function, "_python_function", None))
-        if code is None:
-            return None
-        cached = self._user_code.get(id(code))
-        if cached is None or cached[0] is not code:  # an id is only valid while its code object lives
-            site = None if callsite.is_library_file(code.co_filename) else (
-                str(getattr(function, "_name", code.co_name)), callsite.code_site(code))
-            cached = self._user_code[id(code)] = (code, site)
-        return cached[1]
-
-    def _wrap(self, original):
-        keeper = self
-
-        def __call__(function, *args, **kwargs):
-            try:
-                before = len(function._function_cache)  # pylint: disable=protected-access
-            except (AttributeError, TypeError):
-                return original(function, *args, **kwargs)
-            result = original(function, *args, **kwargs)
-            try:
-                if len(function._function_cache) > before:  # pylint: disable=protected-access
-                    keeper._note(function, args, kwargs)
-            except Exception as exc:  # never break the user's call
-                keeper.warn(f"--verify could not keep a tf.function input: {exc.__class__.__name__}: {exc}")
-            return result
-
-        __call__.__wrapped__ = original
-        return __call__
+        name = str(getattr(function, "_name", None) or getattr(code, "co_name", "?"))
+        return name, (callsite.code_site(code) if code is not None else "<unknown>")
 
     def _note(self, function, args, kwargs) -> None:
-        site = self._user_site(function)
-        if site is None:
-            return
         import tensorflow as tf
 
         if not tf.executing_eagerly():
@@ -231,7 +196,7 @@ class FunctionKeeper:
             if kept is None or kept.function is not function:
                 if len(self._kept) >= self.max_functions:
                     return
-                kept = self._kept[id(function)] = Traced(function, *site)
+                kept = self._kept[id(function)] = Traced(function, *self._site(function))
             kept.traces += 1
             if kept.unsupported:
                 return

@@ -16,11 +16,11 @@ from typing import Callable
 from ..analysis.alternatives import CALL_PATHS, TFDATA_PATH, USER_APIS
 from ..analysis.input_bound import LARGE_BATCH
 from ..capture.patching import capture_installed
+from ..options import VERIFY_BUDGET_S as DEFAULT_BUDGET_S  # the default, defined once
 from . import paths as path_builders
 from . import specs
 from .specs import Unsupported
 
-DEFAULT_BUDGET_S = 20.0
 RTOL = 1e-3  # outputs within ATOL + RTOL * max|reference| count as the same
 ATOL = 1e-5
 MAX_ROUNDS = 2000

@@ -2,15 +2,20 @@
 
 A spec mirrors the input: a leaf is ``{"shape": [int|None, ...], "dtype": "float32"}`` (``shape``
 is None where even the rank varied), nested in lists and dicts as the input is (dict keys
-sorted). Every operation here (leaves, packing, merging, signatures, TensorSpecs, text) goes
-through ``walk``, which is also how a real input's arrays are visited, so the spec's leaves and
-the input's leaves always come in the same order.
+sorted). The format is capture's (``capture.keras_calls.input_spec``, what the recording's calls
+carry), taken whole here (no item limit) and refused where a leaf is not an array; the batch
+size of a spec is capture's ``leading_dim``. Every operation here (leaves, packing, merging,
+signatures, TensorSpecs, text) goes through ``walk``, which is also how a real input's arrays are
+visited, so the spec's leaves and the input's leaves always come in the same order.
 """
 
 from __future__ import annotations
 
 from functools import reduce
 from typing import Any, Callable
+
+from ..capture.keras_calls import input_spec as recorded_spec
+from ..capture.keras_calls import leading_dim  # noqa: F401  (the batch size of a spec, for measure.py)
 
 
 class Unsupported(Exception):
@@ -56,39 +61,26 @@ def skeleton(spec):
 
 # -- from real inputs ------------------------------------------------------------------
 def leaf_spec(value) -> dict | None:
-    """``{"shape", "dtype"}`` of one array or tensor; None for values without them."""
-    shape = getattr(value, "shape", None)
-    dtype = getattr(value, "dtype", None)
-    if shape is None or dtype is None:
-        return None
-    try:
-        dims = [None if d is None else int(d) for d in tuple(shape)]
-    except TypeError:
-        return None
-    return {"shape": dims, "dtype": str(getattr(dtype, "name", dtype))}
+    """``{"shape", "dtype"}`` of one array or tensor of known rank; None for anything else."""
+    spec = recorded_spec(value, limit=None)
+    return spec if is_spec_leaf(spec) and spec["shape"] is not None else None
 
 
 def input_spec(x):
     """The spec of a model input. Raises Unsupported for a leaf with no shape/dtype."""
-    def describe(value):
-        spec = leaf_spec(value)
-        if spec is None:
-            raise Unsupported(f"input of type {type(value).__name__} has no shape/dtype")
-        return spec
+    def is_leaf(node) -> bool:  # an array, or a value capture described by its type
+        return is_spec_leaf(node) or isinstance(node, dict) and isinstance(node.get("type"), str)
 
-    return walk(x, describe, is_value_leaf)
+    spec = recorded_spec(x, limit=None)
+    for leaf in leaves(spec, is_leaf):
+        if not is_spec_leaf(leaf) or leaf["shape"] is None:
+            raise Unsupported(f"input of type {leaf.get('type', 'tensor of unknown rank')} has no shape/dtype")
+    return spec
 
 
 def input_leaves(x) -> list:
     """The arrays/tensors of an input, in the order of its spec's leaves."""
     return leaves(x, is_value_leaf)
-
-
-def leading_dim(spec) -> int | None:
-    """The batch size of a spec: the first dimension of its first leaf (None if unknown)."""
-    found = leaves(spec)
-    shape = found[0]["shape"] if found else None
-    return shape[0] if shape else None
 
 
 # -- combining what was seen -------------------------------------------------------------
