@@ -64,7 +64,7 @@ class Analysis:
 
 
 def analyze(recording: Recording) -> Analysis:
-    explained = retracing.explain_all(recording.functions)
+    explained = retracing.explain_all(recording.functions, recording.calls)
     found = rules.run_rules(recording, explained)
     chosen = alternatives.recommended(recording, found)
     entries = alternatives.entries(recording)
