@@ -280,3 +280,16 @@ def test_report_shows_the_first_call_apart_and_how_many_calls_a_split_rests_on()
     few_only = analyze(Recording(calls=[few], run={"wall_s": 5.0}))
     assert "(a split measured on only 3 calls)" in few_only.verdict
     assert "measured on only" not in verdict
+
+
+def test_fail_on_retrace_counts_the_variable_creation_pair_as_one_trace():
+    from tfdiag.recording import Recording
+
+    traces = [{"index": 0, "duration_s": 0.01, "args": [], "variable_creation": True},
+              {"index": 1, "duration_s": 0.01, "args": [], "variable_creation": False},
+              {"index": 2, "duration_s": 0.01, "args": []}]
+    function = {"name": "step", "origin": "user", "defined_at": "s.py:1", "trace_count": 3,
+                "trace_s": 0.03, "traces": traces}
+    assert max_user_traces(Recording(functions=[function])) == (2, "step")
+    function = dict(function, traces=[dict(t, variable_creation=None) for t in traces])
+    assert max_user_traces(Recording(functions=[function])) == (3, "step")

@@ -142,3 +142,109 @@ def test_trace_counts_equal_tensorflows_own(script, monkeypatch):
             if f["origin"] == "user" and os.path.samefile(f["defined_at"].rsplit(":", 1)[0], path)}
     assert ours == theirs
     assert ours or script == "model_rebuilt.py"  # every other example has a user tf.function
+
+
+# A tf.function that creates variables on its first call is traced twice by that call (TensorFlow's
+# design): never a retrace. ``train_step`` then really retraces once, for a new batch size.
+VARIABLES_SCRIPT = '''
+import json, os
+import numpy as np
+import tensorflow as tf
+
+keras = tf.keras
+
+
+class Accumulator:
+    def __init__(self):
+        self.total = None
+
+    @tf.function
+    def add(self, x):
+        if self.total is None:
+            self.total = tf.Variable(tf.zeros_like(x))
+        self.total.assign_add(x)
+        return self.total
+
+
+accumulator = Accumulator()
+for _ in range(4):
+    accumulator.add(tf.ones([3]))
+
+model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+optimizer = keras.optimizers.Adam()
+
+
+@tf.function
+def train_step(x, y):
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean((model(x, training=True) - y) ** 2)
+    grads = tape.gradient(loss, model.trainable_variables)
+    optimizer.apply_gradients(zip(grads, model.trainable_variables))
+    return loss
+
+
+for _ in range(4):
+    train_step(tf.ones([8, 4]), tf.ones([8, 2]))
+train_step(tf.ones([16, 4]), tf.ones([16, 2]))  # a real retrace: another batch size
+
+fitted = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+fitted.compile(optimizer="adam", loss="mse")
+fitted.fit(np.ones([16, 4], "float32"), np.ones([16, 2], "float32"), batch_size=8, verbose=0)
+
+counts = {"add": accumulator.add.experimental_get_tracing_count(),
+          "train_step": train_step.experimental_get_tracing_count()}
+with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "counts.json"), "w") as f:
+    json.dump(counts, f)
+'''
+
+
+def _check_variable_creation(recording, counts):
+    functions = {f["name"]: f for f in recording.functions if f["origin"] == "user"}
+    assert {name: functions[name]["trace_count"] for name in counts} == counts == {"add": 2, "train_step": 3}
+    for name in counts:  # the first call: a trace that created variables, then the same call without
+        first, second = functions[name]["traces"][:2]
+        assert (first.get("variable_creation"), second.get("variable_creation")) == (True, False), name
+        assert first["args"] == second["args"]
+    retraces = [(f["code"], f["function"]) for f in recording.findings
+                if f["code"].startswith("retrace") or f["code"] == "model-rebuilt"]
+    assert retraces == [("retrace-shape", "train_step")], retraces
+    (finding,) = [f for f in recording.findings if f["code"] == "retrace-shape"]
+    assert finding["details"]["retraces"] == 1 and finding["details"]["arguments"] == ["x", "y"]
+    assert any("a first call traced again because it creates variables" in e for e in finding["evidence"])
+    # Keras's training function creates the optimizer's variables on its first call too: a note, no finding.
+    assert any(t.get("variable_creation") is False for f in recording.functions if f["origin"] == "keras"
+               for t in f["traces"]), [f["name"] for f in recording.functions]
+
+
+def test_first_call_creating_variables_is_not_a_retrace(tmp_path):
+    import json
+    import runpy
+
+    import tfdiag
+    from tfdiag.analysis import analyze
+
+    script = tmp_path / "variables.py"
+    script.write_text(VARIABLES_SCRIPT)
+    with tfdiag.diagnose(cprofile=False, tf_profiler=False) as d:
+        runpy.run_path(str(script), run_name="__main__")
+    recording = d.recording
+    recording.findings = analyze(recording).findings
+    _check_variable_creation(recording, json.loads((tmp_path / "counts.json").read_text()))
+    view = {f["name"]: f for f in analyze(recording).retracing}
+    second = view["add"]["traces"][1]
+    assert [c["cause"] for c in second["changes"]] == ["variable-creation"]
+    assert "traced twice on its first call because it creates variables" in second["changes"][0]["text"]
+
+
+def test_first_call_creating_variables_is_not_a_retrace_tf_keras(tmp_path):
+    import json
+
+    script = tmp_path / "variables.py"
+    script.write_text(VARIABLES_SCRIPT)
+    out = tmp_path / "o"
+    result = run_tfdiag("analyze", "--no-cprofile", "--no-tf-profiler", "-o", str(out), str(script),
+                        env_extra={"TF_USE_LEGACY_KERAS": "1"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    recording = load(out / "recording.json")
+    assert recording.environment["keras_flavor"] == "tf-keras"
+    _check_variable_creation(recording, json.loads((tmp_path / "counts.json").read_text()))

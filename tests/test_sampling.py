@@ -385,3 +385,16 @@ def test_a_full_garbage_collection_inside_a_call_is_other_time():
     assert call["phases"]["graph_creation"] < function["trace_s"] - 0.8 * seconds["collect"]
     assert call["phases"]["other"] > 0.8 * seconds["collect"]
     assert d.tracker.collection not in gc.callbacks  # removed when the diagnosis ends
+
+
+def test_a_phase_switched_to_during_a_collection_stays():
+    ticks = iter(range(100))
+    tracker = PhaseTracker(clock=lambda: float(next(ticks)))
+    frame = tracker.begin_call("m", 1)  # t=0
+    tracker.enter("kernel_execution")  # t=1: other 1
+    tracker.collection("start", {"generation": 2})  # t=2: kernel 1
+    tracker.teardown_begins(frame)  # t=3: other 1 (the collection); a finalizer it ran: the iterator's teardown
+    tracker.collection("stop", {"generation": 2})  # t=4: data_adapter 1
+    tracker.end_call(frame)  # t=5: the rest of the call is still teardown
+    assert frame.stack == ["other", "kernel_execution", "data_adapter"]
+    assert frame.totals["data_adapter"] == 2.0 and frame.teardown_s == 2.0 and frame.totals["other"] == 2.0

@@ -99,6 +99,9 @@ def max_user_traces(recording: Recording) -> tuple[int, str | None]:
     for function in recording.user_functions():
         # A tf.function method traces once per instance by design: count per instance.
         traces = function.get("max_traces_per_instance") or function.get("trace_count", 0)
+        # TensorFlow traces a function that creates variables twice on its first call (once with
+        # variable creation allowed): one call, one trace as far as the user's code is concerned.
+        traces -= min(1, sum(1 for t in function.get("traces", []) if t.get("variable_creation") is True))
         if traces > best:
             best, name = traces, function.get("name")
     return best, name

@@ -138,6 +138,7 @@ def retrace_findings(recording: Recording, explained: dict) -> list[Finding]:
         traces = function.get("traces", [])
         durations = {t.get("index"): t.get("duration_s", 0.0) for t in traces}
         by_cause = _by_cause(explained.get(position, []))
+        first_calls = sum(1 for e in explained.get(position, []) if any(c.cause == "variable-creation" for c in e.changes))
         for cause, explanations in by_cause.items():
             seconds = sum(durations.get(e.index, 0.0) for e in explanations)
             dropped = function.get("traces_dropped", 0)
@@ -157,6 +158,9 @@ def retrace_findings(recording: Recording, explained: dict) -> list[Finding]:
                 title = f"`{name}` retraced {count} time(s) because {what} changed ({cause.replace('retrace-', '')})"
             evidence = [f"{function.get('trace_count')} traces of `{name}` (defined at {function.get('defined_at')}), "
                         f"{duration(seconds)} spent tracing again"] + examples[:6]
+            if first_calls:
+                evidence.insert(1, f"{first_calls} of those traces: a first call traced again because it creates "
+                                   "variables (TensorFlow's design, not counted as a retrace)")
             findings.append(Finding(
                 code=cause, severity=severity_for(seconds, count), title=title, function=name,
                 call_site=call_site or "", evidence=evidence, estimated_savings_s=seconds,

@@ -11,6 +11,9 @@ another context, or growth that keeps tracing), and its explanation ends with th
 the one classification: the report's retracing section and ``library_findings`` both read it off
 the explanation (``TraceExplanation.kind``), so they never disagree.
 
+A function that creates variables is traced twice by its first call, by TensorFlow's design (capture
+marks the traces ``variable_creation``): that second trace is never a retrace (kind ``variable-creation``).
+
 The recording's structured inputs (a call's ``input_spec``) become code in one place, ``spec_code``.
 """
 
@@ -43,7 +46,7 @@ class TraceExplanation:
     index: int
     compared_to: int | None
     changes: list[Change] = field(default_factory=list)
-    kind: str | None = None  # library functions only: what ``library_kind`` said of this trace
+    kind: str | None = None  # library functions only: ``library_kind``'s word, or ``variable-creation``
 
     def to_dict(self) -> dict:
         return {"index": self.index, "compared_to": self.compared_to,
@@ -164,6 +167,13 @@ def explain_function(function: dict, calls: list[dict] = ()) -> list[TraceExplan
     for position, trace in enumerate(traces):
         if position == 0:
             continue
+        first = _first_call_trace(traces, position)
+        if first is not None:  # the same first call, traced again without variable creation
+            kind = "variable-creation" if is_library(function) else None
+            owner = f"{OWNER.get(function.get('origin'), function.get('origin'))}: " if kind else ""
+            explanations.append(TraceExplanation(trace.get("index", position + 1), traces[first].get(
+                "index", first + 1), [Change("variable-creation", "", owner + VARIABLE_CREATION_NOTE)], kind))
+            continue
         instance = trace.get("instance")
         if instance is not None and trace.get("new_object"):
             # A tf.function method on another instance: that instance's first trace, not a retrace.
@@ -196,6 +206,23 @@ def explain_function(function: dict, calls: list[dict] = ()) -> list[TraceExplan
         explanation = TraceExplanation(trace.get("index", position + 1), compared_index, changes)
         explanations.append(_with_library_note(function, trace, traces[earlier_position], explanation, calls))
     return explanations
+
+
+VARIABLE_CREATION_NOTE = ("traced twice on its first call because it creates variables (once with variable "
+                          "creation allowed, once without): TensorFlow's design, nothing to change")
+
+
+def _first_call_trace(traces: list[dict], position: int) -> int | None:
+    """Where the trace that created the function's variables is, when the one at ``position`` is its
+    same first call traced again: the same object's next trace, without variable creation, same arguments."""
+    trace = traces[position]
+    if trace.get("variable_creation") is not False:
+        return None
+    def owner(t): return t.get("object_index"), (t.get("instance") or {}).get("id")
+    earlier = next((p for p in range(position - 1, -1, -1) if owner(traces[p]) == owner(trace)), None)
+    if earlier is None or traces[earlier].get("variable_creation") is not True or diff_traces(traces[earlier], trace):
+        return None
+    return earlier
 
 
 def _with_library_note(function: dict, trace: dict, earlier: dict | None, explanation: TraceExplanation,

@@ -139,8 +139,16 @@ class PhaseTracker:
                 self.local.collecting = self.enter("other")
                 return
             token, self.local.collecting = getattr(self.local, "collecting", None), None
-            if token is not None and len(token[0].stack) == token[1]:  # nothing else left open in between
-                self.exit(token)
+            if token is None:
+                return
+            frame, depth = token
+            now = self.clock()
+            frame.totals[frame.stack[-1]] += now - frame.last
+            frame.last = now
+            # Only the collection's own entry goes: a phase the collection's finalizers switched
+            # to (an iterator's teardown) stays on top.
+            if len(frame.stack) >= depth and frame.stack[depth - 1] == "other":
+                del frame.stack[depth - 1]
         except Exception:  # a callback of the garbage collector must never raise
             self.local.collecting = None
 

@@ -10,6 +10,14 @@ where each Function object was created (for "a new tf.function object for the
 same code"), whose code created it, and, for Keras's functions, which role (train, test,
 predict) of which model they are (models.py). A call that does not trace never reaches these hooks.
 
+A tf.function that creates variables on its first call is traced twice by that call, by TensorFlow's
+design (``Function._initialize``): once with variable creation allowed (``ScopeType.VARIABLE_CREATION``),
+then again for the version that may not create them (``NO_VARIABLE_CREATION``), which every later call
+runs. Each trace says which path made it (``variable_creation``): ``true`` for the first when it created
+variables, ``false`` for traces made with variable creation forbidden; absent otherwise (the function
+created no variables, or TensorFlow traced it outside both scopes). Both count in
+``experimental_get_tracing_count()`` and so in ``trace_count``.
+
 A function's ``origin`` (whose it is: ``user``, ``keras``, ``tf.data``, ``tensorflow``) is the
 origin of the code that created the tf.function object (``creator_origin``), not of the code it
 wraps: the user's ``tf.function(model.call)`` is the user's, Keras's ``make_predict_function``'s
@@ -93,6 +101,7 @@ class TraceCapture:
         self._object_index: dict[int, int] = {}
         self._objects_per_code: dict[tuple, int] = {}
         self._roles: dict[int, tuple] = {}  # id of a Keras-made Function's cache -> (role, weakref to model)
+        self._functions: dict[int, weakref.ref] = {}  # id of a Function's cache -> the Function
         self.models = ModelRegistry(collector)
 
     def install(self, patcher: Patcher) -> None:
@@ -115,6 +124,7 @@ class TraceCapture:
                     creator = creator_origin(sys._getframe(1))
                     if creator is not None:
                         capture._creators[cache_id] = creator
+                    capture._functions[cache_id] = weakref.ref(function_self)
                     weakref.finalize(function_self, capture._forget, cache_id)
                     capture._note_role(cache_id, function_self)
                 except (AttributeError, TypeError):
@@ -227,6 +237,9 @@ class TraceCapture:
             trace["has_input_signature"] = True
         if tracing_options.reduce_retracing:
             trace["reduce_retracing"] = True
+        variable_creation = self._variable_creation(tracing_options, cache)
+        if variable_creation is not None:
+            trace["variable_creation"] = variable_creation
         if failed:
             trace["failed"] = True
         self.collector.add_trace(key, name, qualname, origin, defined_at, trace)
@@ -245,6 +258,18 @@ class TraceCapture:
                 self._object_index[id(cache)] = index
         return index, index > 1
 
+    def _variable_creation(self, tracing_options, cache) -> bool | None:
+        """True for the trace made with variable creation allowed when it created the function's
+        variables, False for one made with variable creation forbidden, None otherwise."""
+        scope = getattr(getattr(tracing_options, "scope_type", None), "name", None)
+        if scope == "NO_VARIABLE_CREATION":
+            return False
+        if scope != "VARIABLE_CREATION" or cache is None:
+            return None
+        ref = self._functions.get(id(cache))
+        function = ref() if ref is not None else None
+        return True if getattr(function, "_created_variables", None) else None
+
     def _role_of(self, cache) -> tuple:
         """(role, model) of a Keras-made Function (None, None if not made by a make_*_function)."""
         entry = self._roles.get(id(cache)) if cache is not None else None
@@ -255,6 +280,7 @@ class TraceCapture:
 
     def _forget(self, cache_id: int) -> None:
         self._roles.pop(cache_id, None)
+        self._functions.pop(cache_id, None)
         self._created_at.pop(cache_id, None)
         self._creators.pop(cache_id, None)
         self._object_index.pop(cache_id, None)
