@@ -238,7 +238,8 @@ def test_a_call_site_first_call_is_never_taken_by_cprofile():
 
 def test_cprofile_still_runs_in_a_loop_whose_every_call_is_a_new_call_site():
     from tfdiag.capture import gates
-    from tfdiag.capture.cprofile import MAX_WAIT, ProfileGate
+    from tfdiag.capture.cprofile import ProfileGate
+    from tfdiag.capture.gates import MAX_WAIT
 
     gate = ProfileGate(Collector())
     for _ in range(MAX_WAIT + 2):  # a new input shape every call: each one a call site's first
@@ -343,6 +344,16 @@ def test_a_first_call_a_profiler_took_is_said_on_the_page():
     (row,) = phases.phase_rows([call])
     assert row["first_measured"] is False
     assert "measured_count" not in call and "profiled_median_s" not in call
+    from tfdiag.analysis import analyze
+    from tfdiag.recording import Recording
+    from tfdiag.renderers import html
+
+    sections = collector.sections()
+    sections.pop("call_samples_total")
+    page = html.render_report(analyze(Recording(**sections)))
+    assert "it ran under a profiler" in page
+    call["first_call_measured"] = True
+    assert "it ran under a profiler" not in html.render_report(analyze(Recording(calls=[call])))
 
 
 def test_a_full_garbage_collection_inside_a_call_is_other_time():

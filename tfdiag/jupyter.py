@@ -18,7 +18,6 @@ IPython is imported only when the extension is loaded; tfdiag never needs it oth
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import html
 import os
 import shlex

@@ -19,7 +19,7 @@ from typing import Callable
 from . import callsite
 from .collector import Collector
 from ..options import CPROFILE_CALLS as DEFAULT_MAX_CALLS
-from .gates import MAX_WAIT, FirstCallDeferral  # noqa: F401 (MAX_WAIT: the rule cProfile keeps)
+from .gates import FirstCallDeferral
 
 TOP_ROWS = 25
 

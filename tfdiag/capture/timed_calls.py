@@ -3,11 +3,11 @@
 It runs on every call of the user's loop. An eager ``model(x)`` on a tiny model runs
 through so much Keras code that, measured in that loop, each Python call of ours costs
 about 0.5 us (our code and data are out of the CPU caches by then), ten times what a
-micro-benchmark says. So per call the wrapper does only what cannot wait: the nesting
-check, the call site (the input's signature, cached; the caller's code and line; the
-training flag; the target's name, read by one closure made per wrapped API), one lookup of
-the call site's sampling countdown (sampling.py; counted down in place), the gates, the
-phase frame, and one append to its thread's buffer. The call site comes before the call: a
+micro-benchmark says. So per call the wrapper does only what cannot wait, inline where it
+can: the nesting check, the call site (the input's signature, cached; the caller's code and
+line; the training flag; the target's name), one lookup of the call site's sampling
+countdown (sampling.py; counted down in place), the gates, the phase frame, and one append
+to its thread's buffer. The call site comes before the call: a
 call site's first call is measured on its own and never profiled. Turning buffered calls
 into the collector's records (call-site text, caller, statistics, samples) happens a batch
 at a time.
@@ -15,6 +15,7 @@ at a time.
 
 from __future__ import annotations
 
+import sys
 import threading
 from typing import Callable
 
@@ -49,44 +50,6 @@ class CallLog:
         for (name, buffer), _ in finished:
             self._flush(name, buffer)
         return entry
-
-    def site_reader(self, api: str, capture) -> Callable:
-        """``read(target, args, kwargs)``, before a call (from the wrapper): ``(key, signature,
-        batch, code_line, training, name)``, ``key`` the call site for the sampler; None if the call
-        cannot be told (a warning says why). What ``capture`` provides is looked up once, here."""
-        warn = self.collector.warn
-        describe = capture.describe
-        tape_is_empty = capture.tape_is_empty
-        training_argument = getattr(capture, "training_argument", None)
-        positional = training_argument(api) if training_argument is not None else None
-        target_name = capture.target_name
-        user_code_line = callsite.user_code_line
-
-        def read(target, args: tuple, kwargs: dict):
-            try:
-                try:
-                    signature, batch = describe(args, kwargs)
-                except Exception as exc:  # an input we cannot describe still counts as a call
-                    warn(f"could not describe a {api} input: {exc.__class__.__name__}: {exc}")
-                    signature, batch = (type(args[0]).__name__ if args else "()"), None
-                code_line = user_code_line(3)  # 3: read, the wrapper, its caller
-                # A training call: ``training=True`` (by keyword, or by position where the API
-                # takes it), or under a recording gradient tape.
-                training = ((kwargs and kwargs.get("training") is True) or not tape_is_empty()
-                            or (positional is not None and len(args) > 1 and positional(target, args)))
-                key = (api, id(target), signature, training) if code_line is None else \
-                    (api, id(target), signature, training, id(code_line[0]), code_line[1])
-                try:
-                    name = target_name(target)
-                except Exception as exc:  # a target whose name cannot be read still counts
-                    warn(f"could not name a {api} target: {exc.__class__.__name__}: {exc}")
-                    name = type(target).__name__
-                return key, signature, batch, code_line, training, name
-            except Exception as exc:
-                warn(f"could not record a {api} call: {exc.__class__.__name__}: {exc}")
-                return None
-
-        return read
 
     def first_spec(self, api: str, capture, args: tuple, kwargs: dict):
         """A call site's first call: its input described as a structure (None, with a warning, if it cannot be)."""
@@ -142,9 +105,9 @@ def timed_call_wrapper(original: Callable, api: str, capture, skip: Callable, tr
     True when the call passed ``training=True`` by position. ``observers``: called with
     ``(api, target, args, kwargs)`` after each timed call.
     """
-    # Unsampled calls (most calls) open and close their frame inline, as begin_call/end_call
-    # would, and count down their call site's sampling in place, as sampler.weight would: in a
-    # hot eager loop each Python call of ours costs ~0.5 us.
+    # Unsampled calls (most calls) read their call site, open and close their frame inline, as
+    # begin_call/end_call would, and count down their call site's sampling in place, as
+    # sampler.weight would: in a hot eager loop each Python call of ours costs ~0.5 us.
     begin_call = tracker.begin_call
     end_call = tracker.end_call
     sampler = tracker.sampler
@@ -152,10 +115,18 @@ def timed_call_wrapper(original: Callable, api: str, capture, skip: Callable, tr
     first_call = sampler.first_call
     sampled = sampler.sampled
     clock = tracker.clock
-    read_site = log.site_reader(api, capture)
     log_local = log.local
     new_buffer = log.new_buffer
     local = tracker.local
+    warn = log.collector.warn
+    # What ``capture`` provides for the call site, looked up once.
+    describe = capture.describe
+    tape_is_empty = capture.tape_is_empty
+    training_argument = getattr(capture, "training_argument", None)
+    positional = training_argument(api) if training_argument is not None else None
+    target_name = capture.target_name
+    first_user_frame = callsite.first_user_frame
+    get_frame = sys._getframe
 
     def timed_call(target, *args, **kwargs):
         # Nested in another timed call (a model called inside predict() or inside the user's
@@ -163,21 +134,45 @@ def timed_call_wrapper(original: Callable, api: str, capture, skip: Callable, tr
         frames = getattr(local, "frames", None)
         if frames or skip(target):
             return original(target, *args, **kwargs)
-        site = read_site(target, args, kwargs)
-        if site is None:
+        # The call site (inline, not a function of its own: see the module's docstring).
+        try:
+            try:
+                signature, batch = describe(args, kwargs)
+            except Exception as exc:  # an input we cannot describe still counts as a call
+                warn(f"could not describe a {api} input: {exc.__class__.__name__}: {exc}")
+                signature, batch = (type(args[0]).__name__ if args else "()"), None
+            caller = first_user_frame(get_frame(1))  # from this wrapper's caller out
+            # A training call: ``training=True`` (by keyword, or by position where the API takes
+            # it), or under a recording gradient tape.
+            training = ((kwargs and kwargs.get("training") is True) or not tape_is_empty()
+                        or (positional is not None and len(args) > 1 and positional(target, args)))
+            if caller is None:
+                code_line = None
+                key = (api, id(target), signature, training)
+            else:
+                code_line = (caller.f_code, caller.f_lineno)
+                key = (api, id(target), signature, training, id(code_line[0]), code_line[1])
+            try:
+                name = target_name(target)
+            except Exception as exc:  # a target whose name cannot be read still counts
+                warn(f"could not name a {api} target: {exc.__class__.__name__}: {exc}")
+                name = type(target).__name__
+        except Exception as exc:
+            warn(f"could not record a {api} call: {exc.__class__.__name__}: {exc}")
             return original(target, *args, **kwargs)
-        state = sites.get(site[0])
+        site = (key, signature, batch, code_line, training, name)
+        state = sites.get(key)
         # A profiler's start is not part of the call. If it fails, the call runs unprofiled.
         taken = None
         if capture.gates:
             try:
                 taken = gates.start_all(capture.gates, api, state is None)
             except Exception as exc:
-                log.collector.warn(f"a profiler could not start on a {api} call: {exc.__class__.__name__}: {exc}")
+                warn(f"a profiler could not start on a {api} call: {exc.__class__.__name__}: {exc}")
         spec = None
         if state is None:  # the call site's first call: sampled unless a profiler had to take it
             spec = log.first_spec(api, capture, args, kwargs)
-            first_call(site[0])
+            first_call(key)
             weight = 0 if taken else 1
         elif taken:
             weight = 0
