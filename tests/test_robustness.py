@@ -149,7 +149,7 @@ def test_long_run_keeps_memory_bounded(tmp_path):
     assert call["count"] == MAX_CALL_SAMPLES * 3
     assert len(d.recording.call_samples) == MAX_CALL_SAMPLES
     assert d.recording.run["call_samples_total"] == MAX_CALL_SAMPLES * 3
-    assert len(d.collector.calls[next(iter(d.collector.calls))].reservoir) == RESERVOIR_SIZE
+    assert len(d.collector.calls[next(iter(d.collector.calls))].durations.items) == RESERVOIR_SIZE
     path = d.report(tmp_path / "r.html")
     assert os.path.getsize(path) < 3_000_000
     assert len(json.dumps(d.recording.to_dict())) < 2_000_000

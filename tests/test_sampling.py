@@ -57,15 +57,14 @@ def _phases(**seconds):
 
 def test_first_call_apart_and_the_steady_estimate_adds_up_to_the_wall_time():
     stats = CallStats("__call__", "m", "x.py:1", "float32[1]")
-    rng = random.Random(0)
     # The first call traces (always sampled); later calls: 1 in 16 sampled.
-    stats.add(0.5, rng, _phases(graph_creation=0.45, other=0.05), True)
+    stats.add(0.5, _phases(graph_creation=0.45, other=0.05), True)
     for index in range(160):
         if index % 16 == 0:
-            stats.add(0.010, rng, _phases(kernel_execution=0.006, other=0.004), True)
+            stats.add(0.010, _phases(kernel_execution=0.006, other=0.004), True)
         else:
-            stats.add(0.010, rng, _phases(other=0.010), False)  # unsampled: only wall time counts
-    stats.add(0.3, rng, _phases(graph_creation=0.29, other=0.01), False)  # a retrace in an unsampled call
+            stats.add(0.010, _phases(other=0.010), False)  # unsampled: only wall time counts
+    stats.add(0.3, _phases(graph_creation=0.29, other=0.01), False)  # a retrace in an unsampled call
     assert stats.first_s == 0.5
     assert stats.first_phases["graph_creation"] == 0.45 and sum(stats.first_phases.values()) == pytest.approx(0.5)
     steady = stats.steady_phases()
@@ -409,3 +408,42 @@ def test_a_phase_switched_to_during_a_collection_stays():
     tracker.end_call(frame)  # t=5: the rest of the call is still teardown
     assert frame.stack == ["other", "kernel_execution", "data_adapter"]
     assert frame.totals["data_adapter"] == 2.0 and frame.teardown_s == 2.0 and frame.totals["other"] == 2.0
+
+
+def test_finished_profilers_leave_the_call_path():
+    from tfdiag.capture import gates
+    from tfdiag.capture.cprofile import ProfileGate
+
+    gate = ProfileGate(Collector(), max_calls=1)
+    shared = [gate]
+    assert gates.start_all(shared, "predict", first=True) == []  # call 1
+    taken = gates.start_all(shared, "predict")  # call 2: its one call
+    assert taken and shared == [gate]
+    gates.stop_all(taken)
+    assert gates.start_all(shared, "predict") == [] and shared == []  # done: no more cost per call
+
+
+def test_the_reservoir_keeps_a_uniform_sample_drawing_few_random_numbers():
+    from tfdiag.capture.sampling import Reservoir
+
+    rng = random.Random(3)
+    drawn = [0]
+    real = rng.random
+
+    def counted():
+        drawn[0] += 1
+        return real()
+
+    rng.random = counted
+    kept = [0] * 10
+    for _ in range(40):
+        reservoir = Reservoir(50, rng)
+        for item in range(10_000):
+            reservoir.offer(item)
+        assert len(reservoir.items) == 50 and len(set(reservoir.items)) == 50 and reservoir.seen == 10_000
+        for item in reservoir.items:
+            kept[item // 1000] += 1
+    # Every tenth of the stream is kept about as often (50 of 10,000: 200 per tenth over 40 runs) ...
+    assert all(140 < count < 260 for count in kept), kept
+    # ... and items not kept drew no random number: about 3 x 50 x ln(200) draws per run, not 10,000.
+    assert drawn[0] < 40 * 1200

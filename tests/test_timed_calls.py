@@ -96,6 +96,8 @@ def test_buffers_flush_every_so_often_and_at_the_end():
 
 
 class BrokenGate:
+    finished = False
+
     def start(self, api):
         raise RuntimeError("profiler failed to start")
 
@@ -153,16 +155,17 @@ def test_a_threads_first_call_may_be_unsampled():
 
 
 class WindowGate:
-    """Takes the calls whose number (counted over every call it is told of) is in ``numbers``."""
+    """Takes the calls whose number (counted over every call it is told of) is in ``numbers``,
+    never a call site's first."""
 
-    def __init__(self, numbers, first_aware=True):
+    finished = False
+
+    def __init__(self, numbers):
         self.numbers = set(numbers)
         self.seen = 0
         self.taken = []
-        if first_aware:
-            self.start_first = self._start_first
 
-    def _start_first(self, api):
+    def start_first(self, api):
         self.seen += 1
 
     def start(self, api):

@@ -24,7 +24,7 @@ import threading
 from dataclasses import dataclass, field
 
 from ..recording import PHASES
-from .sampling import kept_samples
+from .sampling import Reservoir, kept_samples
 
 MAX_TRACES_KEPT = 200
 RESERVOIR_SIZE = 512
@@ -65,65 +65,76 @@ class CallStats:
     total_s: float = 0.0
     graph_s: float = 0.0  # graph creation, measured on every call
     max_s: float = 0.0  # of unprofiled calls
-    reservoir: list = field(default_factory=list)  # unprofiled calls' durations
+    durations: Reservoir | None = None  # unprofiled calls' durations (made by the collector)
     first_s: float = 0.0
     first_phases: dict | None = None  # the first call's split (None until it is recorded)
     first_graph_s: float = 0.0
     first_teardown_s: float = 0.0
     first_measured: bool = False  # False: a profiler took the first call (only its graph creation is known)
-    plain_calls: int = 0  # unprofiled calls after the first: what a normal call costs
-    plain_s: float = 0.0
-    plain_graph_s: float = 0.0
+    # Profiled calls after the first (the unprofiled ones are the rest: ``_normal_call``).
+    later_profiled: int = 0
+    later_profiled_s: float = 0.0
+    later_profiled_graph_s: float = 0.0
     # Sampled unprofiled calls after the first, each (wall outside graph creation, phases,
-    # teardown): a reservoir, all of equal weight (sampling.py).
-    samples: list = field(default_factory=list)
-    sampled: int = 0
+    # teardown), all of equal weight (sampling.py).
+    splits: Reservoir | None = None
     profiled: int = 0  # calls made under a profiler: in count, total_s and graph creation, not in the steady split
     _basis_cache: tuple | None = field(default=None, repr=False, compare=False)
 
-    def add(self, duration: float, rng: random.Random, phases: dict, sampled: bool, teardown_s: float = 0.0,
+    def __post_init__(self) -> None:
+        if self.durations is None:
+            self.durations = Reservoir(RESERVOIR_SIZE, random.Random(0))
+        if self.splits is None:
+            self.splits = Reservoir(RESERVOIR_SIZE, random.Random(1))
+
+    @property
+    def samples(self) -> list:
+        """The sampled calls after the first: ``(wall outside graph creation, phases, teardown)``."""
+        return self.splits.items
+
+    def add(self, duration: float, phases: dict, sampled, teardown_s: float = 0.0,
             profiled: bool = False, first: bool = True) -> None:
-        """One call. ``first``: the sampler saw it as its call site's first (the first such call
-        recorded is the call site's first call; calls before it, from other threads, are steady)."""
+        """One call (per call of the user's: the common case, an unsampled unprofiled call after
+        the first, is kept short). ``sampled``: its full split was measured. ``first``: the
+        sampler saw it as its call site's first (the first such call recorded is the call site's
+        first call; calls before it, from other threads, are steady)."""
         self.count += 1
         self.total_s += duration
         graph = phases.get("graph_creation", 0.0)
         self.graph_s += graph
-        if profiled:
-            self.profiled += 1
-        else:
-            if duration > self.max_s:
-                self.max_s = duration
-            if len(self.reservoir) < RESERVOIR_SIZE:
-                self.reservoir.append(duration)
-            else:
-                slot = rng.randrange(self.count)
-                if slot < RESERVOIR_SIZE:
-                    self.reservoir[slot] = duration
         if first and self.first_phases is None:
-            self.first_s, self.first_graph_s = duration, graph
-            self.first_measured = sampled and not profiled
-            if self.first_measured:
-                self.first_phases, self.first_teardown_s = phases, teardown_s
-            else:
-                self.first_phases = dict.fromkeys(PHASES, 0.0)
-                self.first_phases.update(graph_creation=graph, other=max(0.0, duration - graph))
+            if self._first(duration, graph, phases, sampled, teardown_s, profiled):
+                return
+            sampled = False  # the first call is reported on its own, not a sample of the steady state
+        elif profiled:
+            self.profiled += 1
+            self.later_profiled += 1
+            self.later_profiled_s += duration
+            self.later_profiled_graph_s += graph
             return
-        if profiled:
-            return
-        self.plain_calls += 1
-        self.plain_s += duration
-        self.plain_graph_s += graph
+        if duration > self.max_s:
+            self.max_s = duration
+        durations = self.durations  # Reservoir.offer, inline: it runs per call
+        durations.seen += 1
+        if len(durations.items) < durations.size:
+            durations.items.append(duration)
+        elif durations.seen >= durations.next:
+            durations.keep(duration)
         if sampled:
             self._basis_cache = None
-            self.sampled += 1
-            sample = (max(0.0, duration - graph), phases, teardown_s)
-            if len(self.samples) < RESERVOIR_SIZE:
-                self.samples.append(sample)
-            else:
-                slot = rng.randrange(self.sampled)
-                if slot < RESERVOIR_SIZE:
-                    self.samples[slot] = sample
+            self.splits.offer((max(0.0, duration - graph), phases, teardown_s))
+
+    def _first(self, duration: float, graph: float, phases: dict, sampled, teardown_s: float, profiled: bool) -> bool:
+        """The call site's first call, apart; True if a profiler took it (it is then not in the percentiles)."""
+        self.first_s, self.first_graph_s = duration, graph
+        self.first_measured = bool(sampled) and not profiled
+        if self.first_measured:
+            self.first_phases, self.first_teardown_s = phases, teardown_s
+        else:
+            self.first_phases = dict.fromkeys(PHASES, 0.0)
+            self.first_phases.update(graph_creation=graph, other=max(0.0, duration - graph))
+        self.profiled += bool(profiled)
+        return profiled
 
     # -- the estimate ------------------------------------------------------------------
     def steady_count(self) -> int:
@@ -159,10 +170,12 @@ class CallStats:
     def _normal_call(self) -> tuple[float, float]:
         """(wall, graph creation) of a normal call after the first: the mean of the unprofiled
         ones (of all of them, if a profiler took every call after the first)."""
-        if self.plain_calls:
-            return self.plain_s / self.plain_calls, self.plain_graph_s / self.plain_calls
         calls = self.steady_count()
-        return (self.total_s - self.first_s) / calls, (self.graph_s - self.first_graph_s) / calls
+        wall, graph = self.total_s - self.first_s, self.graph_s - self.first_graph_s
+        plain = calls - self.later_profiled
+        if plain > 0:
+            return (wall - self.later_profiled_s) / plain, (graph - self.later_profiled_graph_s) / plain
+        return wall / calls, graph / calls
 
     def steady_phases(self, pooled: tuple | None = None) -> dict:
         """Seconds per phase of a normal call after the first; they add up to the mean wall time
@@ -241,8 +254,7 @@ class Collector:
         self.lock = threading.Lock()
         self.functions: dict[tuple, FunctionStats] = {}
         self.calls: dict[tuple, CallStats] = {}
-        self.samples: list[tuple] = []
-        self.sample_count = 0
+        self.timeline = Reservoir(MAX_CALL_SAMPLES, random.Random(seed))  # the calls the timeline draws
         self.warnings: dict[str, int] = {}
         self._rng = random.Random(seed)
 
@@ -303,20 +315,16 @@ class Collector:
         key = (api, target, call_site, input_signature, training)
         stats = self.calls.get(key)
         if stats is None:
-            stats = self.calls[key] = CallStats(api, target, call_site, input_signature, training, caller,
-                                                input_spec, batch=batch)
-        elif stats.input_spec is None and input_spec is not None:
-            stats.input_spec = input_spec
-        stats.add(duration, self._rng, phases, bool(sampled), teardown_s, profiled, first)
-        self.sample_count += 1
+            stats = self.calls[key] = CallStats(
+                api, target, call_site, input_signature, training, caller, input_spec, batch=batch,
+                durations=Reservoir(RESERVOIR_SIZE, self._rng), splits=Reservoir(RESERVOIR_SIZE, self._rng))
+        elif first:  # the timed-call log describes (input spec, caller) a call site's first call only
+            stats.input_spec = stats.input_spec if stats.input_spec is not None else input_spec
+            stats.caller = stats.caller if stats.caller is not None else caller
+        stats.add(duration, phases, sampled, teardown_s, profiled, first)
         # A tuple now, a dict at export.
         sample = (api, target, call_site, start, duration, thread, profiled, phases, sampled, teardown_s)
-        if len(self.samples) < MAX_CALL_SAMPLES:
-            self.samples.append(sample)
-        else:
-            slot = self._rng.randrange(self.sample_count)
-            if slot < MAX_CALL_SAMPLES:
-                self.samples[slot] = sample
+        self.timeline.offer(sample)
 
     # -- export -------------------------------------------------------------------
     def sections(self) -> dict:
@@ -336,7 +344,7 @@ class Collector:
                     into[1][1] += wall
             pooled = {key: (phases, sums[0], sums[1]) for key, (phases, sums) in pooled.items()}
             calls = [_call_section(s, pooled.get((s.api, s.target))) for s in self.calls.values()]
-            samples = [_sample_section(s) for s in sorted(self.samples, key=lambda s: s[3])]
+            samples = [_sample_section(s) for s in sorted(self.timeline.items, key=lambda s: s[3])]
             warnings = [{"message": m, "count": n} for m, n in self.warnings.items()]
         totals = dict.fromkeys(PHASES, 0.0)
         wall = 0.0
@@ -354,7 +362,7 @@ class Collector:
             "call_samples": samples,
             "phases": {"wall_s": wall, **totals},
             "warnings": warnings,
-            "call_samples_total": self.sample_count,
+            "call_samples_total": self.timeline.seen,
         }
 
 
@@ -381,7 +389,7 @@ def _percentile(sorted_values: list, q: float) -> float:
 
 
 def _call_section(stats: CallStats, pooled: tuple | None) -> dict:
-    values = sorted(stats.reservoir)
+    values = sorted(stats.durations.items)
     return {
         "api": stats.api,
         "target": stats.target,

@@ -51,6 +51,7 @@ class ProfileGate:
         self.deferral = FirstCallDeferral()
         self._busy = False
         self._lock = threading.Lock()
+        self.finished = max_calls <= 0  # no call will be profiled any more (gates.start_all stops asking)
 
     def start_first(self, api: str):
         """A call site's first call: counted, not profiled (if it was its turn, a later call stands
@@ -79,12 +80,14 @@ class ProfileGate:
             holder = sys.getprofile()
             if holder is not None:
                 self.blocked_by = _describe(holder)
+                self.finished = True
                 self.collector.warn(
                     f"cProfile skipped: another profiler already holds sys.setprofile ({self.blocked_by})"
                 )
                 return None
             self._busy = True
             self.calls_profiled += 1
+            self.finished = self.calls_profiled >= self.max_calls
         site = callsite.user_call_site(2)
         profiler = cProfile.Profile()
         try:
@@ -93,6 +96,7 @@ class ProfileGate:
             with self._lock:
                 self._busy = False
                 self.blocked_by = str(exc)
+                self.finished = True
             self.collector.warn(f"cProfile skipped: {exc}")
             return None
         return profiler, api, site, number, self.clock()

@@ -1,6 +1,8 @@
 """Profilers that take some calls (cProfile, the TF Profiler), started and stopped around a call.
 
-A gate's ``start(api)`` returns a token when it takes the call, ``stop(token)`` ends it. A call
+A gate's ``start(api)`` returns a token when it takes the call, ``stop(token)`` ends it, and
+``finished`` says it will take no more calls: ``start_all`` then drops it from the list, so a
+long run's calls stop paying for profilers that are done. A call
 any gate took is marked ``profiled``: its wall time and graph creation count, its phase split
 does not (sampling.py). A call site's first call is measured on its own, so each gate has
 ``start_first(api)``, told of such a call instead of ``start``: it counts the call and, by the
@@ -37,15 +39,21 @@ class FirstCallDeferral:
 
 
 def start_all(gates: list, api: str, first: bool = False) -> list:
+    """The gates that take this call, as ``(gate, token)``; ``gates`` (shared by the timed-call
+    wrappers) loses those that are finished."""
     taken: list = []
+    finished = False
     try:
         for gate in gates:
             token = gate.start_first(api) if first else gate.start(api)
             if token is not None:
                 taken.append((gate, token))
+            finished = finished or gate.finished
     except BaseException:
         stop_all(taken)
         raise
+    if finished and not taken:
+        gates[:] = [gate for gate in gates if not gate.finished]
     return taken
 
 

@@ -98,3 +98,52 @@ def kept_samples(samples: list) -> list:
     median = walls[middle] if len(walls) % 2 else (walls[middle - 1] + walls[middle]) / 2
     kept = [s for s in samples if s[0] <= OUTLIER * median]
     return kept if len(kept) >= MIN_KEPT else samples
+
+
+class Reservoir:
+    """A uniform random sample of at most ``size`` of the items offered, in bounded memory.
+
+    Li's Algorithm L: once full, the number of the next item to keep is drawn ahead, so an item
+    that is not kept (nearly all of a long run's) costs one count and two comparisons, not a
+    random number. Callers on the per-call path offer inline::
+
+        r.seen += 1
+        if len(r.items) < r.size:
+            r.items.append(item)
+        elif r.seen >= r.next:
+            r.keep(item)
+    """
+
+    __slots__ = ("items", "size", "seen", "next", "_weight", "_random")
+
+    def __init__(self, size: int, rng: random.Random) -> None:
+        self.items: list = []
+        self.size = size
+        self.seen = 0  # items offered
+        self.next = size + 1  # the number of the next item to keep, once full
+        self._weight: float | None = None
+        self._random = rng.random
+
+    def offer(self, item) -> None:
+        self.seen += 1
+        if len(self.items) < self.size:
+            self.items.append(item)
+        elif self.seen >= self.next:
+            self.keep(item)
+
+    def keep(self, item) -> None:
+        """Item number ``seen``, offered to a full reservoir when ``seen`` reached ``next``."""
+        if self._weight is None:  # just filled: draw the first skip
+            self._weight = 1.0
+            self._advance(self.size)
+            if self.seen < self.next:
+                return
+        self.items[int(self._random() * self.size)] = item
+        self._advance(self.seen)
+
+    def _advance(self, position: int) -> None:
+        self._weight *= math.exp(math.log(1.0 - self._random()) / self.size)
+        if self._weight >= 1.0:
+            self.next = position + 1
+            return
+        self.next = position + int(math.log(1.0 - self._random()) / math.log1p(-self._weight)) + 1

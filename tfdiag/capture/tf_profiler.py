@@ -57,6 +57,7 @@ class TfProfilerGate:
         self.clock = clock
         self.calls_seen = 0
         self.state = "waiting"  # waiting -> open -> done, or blocked
+        self.finished = self.calls == 0  # done or blocked: no call will be taken (gates.start_all stops asking)
         self.blocked_by: str | None = None
         self.logdir: str | None = None
         self.start_s: float | None = None  # cost of starting the profiler session
@@ -64,7 +65,7 @@ class TfProfilerGate:
         self.profiled: list[dict] = []
         self.deferral = FirstCallDeferral()
         self._in_flight = 0
-        self._finished = 0
+        self._stopped = 0  # profiled calls that have ended
         self._lock = threading.Lock()
         self._cleanup: weakref.finalize | None = None
         self._real_start: Callable | None = None
@@ -171,8 +172,8 @@ class TfProfilerGate:
             self.profiled.append({"api": token.api, "call_site": token.call_site, "call_number": token.number,
                                   "duration_s": elapsed})
             self._in_flight -= 1
-            self._finished += 1
-            done = self.state == "open" and self._finished >= self.calls and self._in_flight == 0
+            self._stopped += 1
+            done = self.state == "open" and self._stopped >= self.calls and self._in_flight == 0
             if done:
                 self._close()
 
@@ -206,6 +207,7 @@ class TfProfilerGate:
     def _close(self) -> None:
         """Stop the session and write the trace (under the lock)."""
         self.state = "done"
+        self.finished = True
         started = self.clock()
         try:
             import tensorflow as tf
@@ -222,6 +224,7 @@ class TfProfilerGate:
 
     def _block(self, reason: str) -> bool:
         self.state = "blocked"
+        self.finished = True
         self.blocked_by = reason
         self.collector.warn(f"TF Profiler skipped: {reason}")
         return False

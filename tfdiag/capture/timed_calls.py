@@ -85,10 +85,11 @@ class CallLog:
             pending = buffer[:]
             del buffer[:len(pending)]
         records = []
-        for api, site, frame, profiled, first, spec in pending:
-            _, signature, batch, code_line, training, name = site
-            caller = callsite.caller_of(code_line[0]) if code_line is not None else None
-            records.append((api, name, callsite.site_text(code_line), signature, frame.start,
+        site_text, caller_of = callsite.site_text, callsite.caller_of
+        for api, signature, batch, code_line, training, name, frame, profiled, first, spec in pending:
+            # A call site's first call brings what is said once per call site: its caller, its input's structure.
+            caller = caller_of(code_line[0]) if first and code_line is not None else None
+            records.append((api, name, site_text(code_line), signature, frame.start,
                             frame.last - frame.start, frame.totals, thread, profiled, batch, frame.weight,
                             frame.teardown_s, training, caller, spec, first))
         self.collector.add_calls(records)
@@ -150,8 +151,9 @@ def timed_call_wrapper(original: Callable, api: str, capture, skip: Callable, tr
                 code_line = None
                 key = (api, id(target), signature, training)
             else:
-                code_line = (caller.f_code, caller.f_lineno)
-                key = (api, id(target), signature, training, id(code_line[0]), code_line[1])
+                code, line = caller.f_code, caller.f_lineno
+                code_line = (code, line)
+                key = (api, id(target), signature, training, id(code), line)
             try:
                 name = target_name(target)
             except Exception as exc:  # a target whose name cannot be read still counts
@@ -160,21 +162,22 @@ def timed_call_wrapper(original: Callable, api: str, capture, skip: Callable, tr
         except Exception as exc:
             warn(f"could not record a {api} call: {exc.__class__.__name__}: {exc}")
             return original(target, *args, **kwargs)
-        site = (key, signature, batch, code_line, training, name)
         state = sites.get(key)
         # A profiler's start is not part of the call. If it fails, the call runs unprofiled.
         taken = None
+        profiled = False
         if capture.gates:
             try:
                 taken = gates.start_all(capture.gates, api, state is None)
+                profiled = bool(taken)
             except Exception as exc:
                 warn(f"a profiler could not start on a {api} call: {exc.__class__.__name__}: {exc}")
         spec = None
         if state is None:  # the call site's first call: sampled unless a profiler had to take it
             spec = log.first_spec(api, capture, args, kwargs)
             first_call(key)
-            weight = 0 if taken else 1
-        elif taken:
+            weight = 0 if profiled else 1
+        elif profiled:
             weight = 0
         else:
             left = state[0] - 1
@@ -209,7 +212,8 @@ def timed_call_wrapper(original: Callable, api: str, capture, skip: Callable, tr
                 gates.stop_all(taken)
             if frame is not None:
                 entry = getattr(log_local, "entry", None) or new_buffer()
-                entry[1].append((api, site, frame, bool(taken), state is None, spec))
+                entry[1].append((api, signature, batch, code_line, training, name, frame, profiled,
+                                 state is None, spec))
                 if len(entry[1]) >= FLUSH_EVERY:
                     log.flush_full(entry)
                 if observers:
