@@ -307,11 +307,11 @@ class Collector:
     def add_calls(self, records: list[tuple]) -> None:
         """A batch of finished calls, as ``add_call``'s arguments in order (one lock for all)."""
         with self.lock:
-            for record in records:
-                self._add_call(*record)
+            self.timeline.extend([self._add_call(*record) for record in records])
 
     def _add_call(self, api, target, call_site, input_signature, start, duration, phases, thread, profiled,
-                  batch, sampled, teardown_s, training, caller, input_spec, first) -> None:
+                  batch, sampled, teardown_s, training, caller, input_spec, first) -> tuple:
+        """One call into its call site's statistics; returns its timeline entry (a tuple now, a dict at export)."""
         key = (api, target, call_site, input_signature, training)
         stats = self.calls.get(key)
         if stats is None:
@@ -322,9 +322,7 @@ class Collector:
             stats.input_spec = stats.input_spec if stats.input_spec is not None else input_spec
             stats.caller = stats.caller if stats.caller is not None else caller
         stats.add(duration, phases, sampled, teardown_s, profiled, first)
-        # A tuple now, a dict at export.
-        sample = (api, target, call_site, start, duration, thread, profiled, phases, sampled, teardown_s)
-        self.timeline.offer(sample)
+        return api, target, call_site, start, duration, thread, profiled, phases, sampled, teardown_s
 
     # -- export -------------------------------------------------------------------
     def sections(self) -> dict:

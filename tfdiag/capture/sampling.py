@@ -125,11 +125,17 @@ class Reservoir:
         self._random = rng.random
 
     def offer(self, item) -> None:
-        self.seen += 1
-        if len(self.items) < self.size:
-            self.items.append(item)
-        elif self.seen >= self.next:
-            self.keep(item)
+        self.extend((item,))
+
+    def extend(self, items) -> None:
+        """Offer each of ``items`` (a batch: one call for all)."""
+        kept, size = self.items, self.size
+        for item in items:
+            self.seen += 1
+            if len(kept) < size:
+                kept.append(item)
+            elif self.seen >= self.next:
+                self.keep(item)
 
     def keep(self, item) -> None:
         """Item number ``seen``, offered to a full reservoir when ``seen`` reached ``next``."""

@@ -86,10 +86,13 @@ class CallLog:
             del buffer[:len(pending)]
         records = []
         site_text, caller_of = callsite.site_text, callsite.caller_of
+        last, text = None, None  # a loop's calls come from one line: its text is looked up once per run of them
         for api, signature, batch, code_line, training, name, frame, profiled, first, spec in pending:
             # A call site's first call brings what is said once per call site: its caller, its input's structure.
             caller = caller_of(code_line[0]) if first and code_line is not None else None
-            records.append((api, name, site_text(code_line), signature, frame.start,
+            if code_line is None or last is None or code_line[0] is not last[0] or code_line[1] != last[1]:
+                last, text = code_line, site_text(code_line)
+            records.append((api, name, text, signature, frame.start,
                             frame.last - frame.start, frame.totals, thread, profiled, batch, frame.weight,
                             frame.teardown_s, training, caller, spec, first))
         self.collector.add_calls(records)
