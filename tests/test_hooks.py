@@ -176,3 +176,13 @@ def test_a_patch_that_raises_inside_the_users_import_is_a_warning_not_an_import_
     messages = [w for w in collector.warnings]
     assert sum("could not be wrapped (RuntimeError: broken wrapper)" in m for m in messages) == 2
     assert any(m.startswith("a broken installer unavailable (colorsys): ZeroDivisionError") for m in messages)
+
+
+def test_diagnose_takes_an_injected_clock_and_a_command():
+    ticks = iter(float(i) for i in range(1000))
+    with tfdiag.diagnose(clock=lambda: next(ticks), command=["probe", "run"]) as d:
+        pass
+    assert d.recording.run["wall_s"] == 1.0  # two reads of the injected clock, one tick apart
+    assert d.recording.environment["command"] == ["probe", "run"]
+    with pytest.raises(TypeError, match="unexpected keyword argument 'clocks'"):
+        tfdiag.diagnose(clocks=None)

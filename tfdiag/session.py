@@ -190,14 +190,16 @@ class Diagnoser(contextlib.ContextDecorator):
         return output.write_report(self.analysis, target)
 
 
-def diagnose(out: str | os.PathLike | None = None, **options) -> Diagnoser:
+def diagnose(out: str | os.PathLike | None = None, *, clock: Callable[[], float] = time.perf_counter,
+             command: list[str] | None = None, **options) -> Diagnoser:
     """``with tfdiag.diagnose(out="dir") as d: ...`` then ``d.findings``, ``d.recording``, ``d.report()``.
 
     ``options``: the fields of ``tfdiag.options.Options`` (cprofile, cprofile_calls, tf_profiler,
     tf_profiler_calls, phase_every, verify, verify_budget, timing), checked here once; a misuse
-    is a DiagnoseError."""
+    is a DiagnoseError. ``clock`` (an injectable clock, for tests) and ``command`` (what the
+    recording's environment names as the command run) are not capture options."""
     try:
         chosen = from_keywords(options)
     except OptionsError as exc:
         raise DiagnoseError(str(exc)) from None
-    return Diagnoser(out, options=chosen)
+    return Diagnoser(out, options=chosen, clock=clock, command=command)
