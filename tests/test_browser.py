@@ -78,7 +78,10 @@ def test_report_in_headless_chromium(real_report, browser):
     button = page.locator("#finding-1 button.copy")
     assert button.is_visible()
     button.click()
-    page.wait_for_function("document.querySelector('#finding-1 button.copy').textContent !== 'Copy'")
+    # Polled from Python: the page's CSP forbids the eval() that wait_for_function's polling uses.
+    from playwright.sync_api import expect
+
+    expect(button).not_to_have_text("Copy", timeout=5000)
     assert button.inner_text() in ("Copied", "Press Ctrl+C")
     assert page.locator("#finding-1 .badge.sev").inner_text().lower() in ("high", "medium", "low")
     guide = page.locator("#finding-1 .guide a")
