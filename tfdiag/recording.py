@@ -55,7 +55,7 @@ _TRACE_FIELDS = {"duration_s": _NUMBER, "args": (list,)}
 _NONE = (type(None),)
 # Fields an entry may have (absent or null is fine; otherwise of this type).
 _OPTIONAL_FIELDS: dict[str, dict[str, tuple]] = {
-    "calls": {"batch": (int,), "measured_count": (int,), "phase_calls": (int,), "first_phases": (dict,),
+    "calls": {"batch": (int,), "phase_calls": (int,), "first_phases": (dict,),
               "steady_phases": (dict,), "training": (bool,), "caller": (dict,), "data_adapter_teardown_s": _NUMBER,
               "input_spec": (dict, list), "first_call_measured": (bool,), "steady_teardown_s": _NUMBER},
     "functions": {"role": (str,), "model_created_at": (str,), "traces_dropped": (int,)},

@@ -90,12 +90,12 @@ class InputKeeper:
         self._order = 0
         self.dropped: list[str] = []
         self.training: set[str] = set()  # models called in a training loop
-        self._in_training: Callable[[dict], bool] | None = None  # the capture's own test, made once TF is in
+        self._in_training: Callable[..., bool] | None = None  # the capture's own test, made once TF is in
 
     def __call__(self, api: str, model, args, kwargs) -> None:
         if self._in_training is None:
             self._in_training = training_check()
-        if self._in_training(kwargs):  # training=True or under a GradientTape: no inference advice
+        if self._in_training(kwargs, model, args):  # training=True (keyword or position) or a tape: no inference advice
             if len(self.training) < MAX_TRAINING_NAMES:
                 self.training.add(str(getattr(model, "name", type(model).__name__)))
             return
