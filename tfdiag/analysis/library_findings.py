@@ -119,7 +119,7 @@ def _rebuilt_finding(recording: Recording, key: tuple, traced: list[tuple[dict, 
     return Finding(
         code="model-rebuilt", severity=severity_for(seconds, count),
         title=f"Keras traced {what}{of_model} again {count} time(s): {why}",
-        function=name, call_site=pointer or (sites[0] if sites else ""),
+        function=model or name, call_site=pointer or (sites[0] if sites else ""),
         evidence=[f"{len(traced)} trace(s) of the model's {retracing.ROLE_TEXT.get(role or '', 'functions')} after "
                   f"the first, each a new tf.function object for the same input; {duration(seconds)} spent tracing again",
                   *(_traced_again(retracing.api_at(recording.calls, s) or api, s) for s in sites[:4])],
