@@ -17,7 +17,7 @@ CASES = [
     ("new_object.py", "retrace-new-object", "apply", "cfg", "cfg: a new Scale object"),
     ("structure.py", "retrace-structure", "total", "parts", "parts: list of 2 tensors → 3 tensors"),
     ("new_function.py", "retrace-new-function", "scaled", None, "a new tf.function object for the same code, created at"),
-    ("model_rebuilt.py", "model-rebuilt", "one_step_on_data_distributed", None, "a new tf.function object"),
+    ("model_rebuilt.py", "model-rebuilt", "sequential", None, "a new tf.function object"),
 ]
 
 
@@ -89,7 +89,7 @@ def test_tf_data_functions_are_labelled(tmp_path):
 
 @pytest.mark.parametrize("script, code, function", [
     ("shape.py", "retrace-shape", "encode"),
-    ("model_rebuilt.py", "model-rebuilt", "predict_function"),
+    ("model_rebuilt.py", "model-rebuilt", "sequential"),
 ])
 def test_tf_keras(tmp_path, script, code, function):
     out = tmp_path / "o"
