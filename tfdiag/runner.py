@@ -6,12 +6,16 @@ syntax error is one clear line (exit 2) rather than a half-started run.
 
 from __future__ import annotations
 
+import _thread
+import gc
 import os
 import signal
 import sys
 import threading
+import time
 import traceback
 import types
+import weakref
 
 SIGTERM_STATUS = 128 + signal.SIGTERM
 
@@ -114,7 +118,31 @@ def _print_user_traceback(exc_type, exc, tb) -> None:
 
 
 def _raise_terminated(signum, frame):
+    if _swallows_exceptions(frame):
+        # Raised in a gc callback (the session's PhaseTracker.collection runs on every
+        # collection), a weakref finalizer or a __del__, Terminated would only be printed as
+        # "Exception ignored" and the script would run on for ever. Deliver the signal again
+        # shortly, from a bare thread (no Python lock taken here), once the main thread is back
+        # in ordinary code.
+        _thread.start_new_thread(_redeliver, (signum,))
+        return
     raise Terminated()
+
+
+def _swallows_exceptions(frame) -> bool:
+    """True if ``frame`` runs inside code whose exceptions Python ignores."""
+    codes = {getattr(getattr(cb, "__func__", cb), "__code__", None) for cb in list(gc.callbacks)}
+    codes.add(weakref.finalize.__call__.__code__)
+    while frame is not None:
+        if frame.f_code in codes or frame.f_code.co_name == "__del__":
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _redeliver(signum) -> None:
+    time.sleep(0.01)
+    _thread.interrupt_main(signum)  # does nothing once the default handler is back (the run is over)
 
 
 def _install_sigterm_handler():
