@@ -184,8 +184,10 @@ def test_phase_every_sets_how_many_calls_get_the_full_split(tmp_path):
         (call,) = [c for c in recording.calls if c["api"] == "__call__"]
         assert call["count"] == 40
         splits[every] = call["phase_calls"]
-    assert splits["1"] == 39  # every call after the first (the first is reported apart)
-    assert 5 <= splits["32"] < 39
+    # Every call after the first is sampled (the first is reported apart); the estimate leaves out
+    # a sample the OS stretched past 4x the median (sampling.OUTLIER), so a few may be missing.
+    assert 35 <= splits["1"] <= 39
+    assert 5 <= splits["32"] < splits["1"]
 
 
 def test_a_bug_in_tfdiag_is_not_called_a_corrupt_recording(tmp_path, capsys, monkeypatch):
