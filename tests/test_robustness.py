@@ -230,3 +230,32 @@ def test_report_on_a_subtly_corrupt_recording_is_one_line(tmp_path, capsys, chan
     assert status in (0, 2), err
     if status == 2:
         assert len(err.splitlines()) == 1 and "corrupt recording" in err
+
+
+def test_a_signal_inside_a_gc_callback_is_recognised_and_not_raised_there():
+    """A Ctrl-C or SIGTERM whose handler runs inside a gc callback is delivered again in ordinary
+    code (raised there, Python would print "Exception ignored" and the script would run on)."""
+    import gc
+
+    from tfdiag import runner
+
+    callback_code = []
+
+    def callback(phase, info):
+        callback_code.append(sys._getframe().f_code)
+
+    gc.callbacks.append(callback)
+    previous = runner._install_sigint_handler()
+    try:
+        assert previous is not None  # pytest keeps Python's default Ctrl-C handler
+        frame = sys._getframe()
+        gc.collect()
+        assert runner._swallows_exceptions(frame) is False
+        assert any(code is callback.__code__ for code in callback_code)
+        # Simulate the handler being reached inside the callback: it must not raise there.
+        inside = type("F", (), {"f_code": callback.__code__, "f_back": None})()
+        assert runner._swallows_exceptions(inside) is True
+    finally:
+        gc.callbacks.remove(callback)
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)

@@ -67,6 +67,7 @@ def run_code(code: types.CodeType, path: str, args: list[str]) -> dict:
     sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
     sys.modules["__main__"] = module
     previous_handler = _install_sigterm_handler()
+    previous_int = _install_sigint_handler()
     threads_before = set(threading.enumerate())
     try:
         try:
@@ -87,6 +88,8 @@ def run_code(code: types.CodeType, path: str, args: list[str]) -> dict:
     finally:
         if previous_handler is not None:
             signal.signal(signal.SIGTERM, previous_handler)
+        if previous_int is not None:
+            signal.signal(signal.SIGINT, previous_int)
         sys.argv = saved_argv
         sys.path[:] = saved_path0
         if saved_main is not None:
@@ -127,6 +130,26 @@ def _raise_terminated(signum, frame):
         _thread.start_new_thread(_redeliver, (signum,))
         return
     raise Terminated()
+
+
+def _raise_interrupt(signum, frame):
+    """Ctrl-C as Python's own handler does it, but never lost inside a gc callback or finalizer."""
+    if _swallows_exceptions(frame):
+        _thread.start_new_thread(_redeliver, (signum,))
+        return
+    raise KeyboardInterrupt
+
+
+def _install_sigint_handler():
+    """Ctrl-C through _raise_interrupt while the script runs (main thread, Python's default
+    handler only); returns the old handler to put back, or None when left alone."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is not signal.default_int_handler:
+        return None  # the embedding program (or the user) handles Ctrl-C itself
+    signal.signal(signal.SIGINT, _raise_interrupt)
+    return previous
 
 
 def _swallows_exceptions(frame) -> bool:
