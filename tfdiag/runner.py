@@ -120,36 +120,45 @@ def _print_user_traceback(exc_type, exc, tb) -> None:
     sys.stderr.flush()
 
 
-def _raise_terminated(signum, frame):
-    if _swallows_exceptions(frame):
-        # Raised in a gc callback (the session's PhaseTracker.collection runs on every
-        # collection), a weakref finalizer or a __del__, Terminated would only be printed as
-        # "Exception ignored" and the script would run on for ever. Deliver the signal again
-        # shortly, from a bare thread (no Python lock taken here), once the main thread is back
-        # in ordinary code.
-        _thread.start_new_thread(_redeliver, (signum,))
-        return
-    raise Terminated()
+def _raising(exception: type[BaseException]):
+    """A signal handler that raises ``exception`` in the script. Raised in a gc callback (the
+    session's PhaseTracker.collection runs on every collection), a weakref finalizer or a
+    ``__del__``, it would only be printed as "Exception ignored" and the script would run on for
+    ever: there the signal is delivered again shortly, from a bare thread (no Python lock taken
+    here), once the main thread is back in ordinary code."""
+
+    def handler(signum, frame):
+        if _swallows_exceptions(frame):
+            _thread.start_new_thread(_redeliver, (signum,))
+            return
+        raise exception()
+
+    return handler
 
 
-def _raise_interrupt(signum, frame):
-    """Ctrl-C as Python's own handler does it, but never lost inside a gc callback or finalizer."""
-    if _swallows_exceptions(frame):
-        _thread.start_new_thread(_redeliver, (signum,))
-        return
-    raise KeyboardInterrupt
+_raise_terminated = _raising(Terminated)
+_raise_interrupt = _raising(KeyboardInterrupt)  # as Python's own Ctrl-C handler does
+
+
+def _install_handler(signum, handler, replaces: tuple):
+    """``handler`` for ``signum`` while the script runs (main thread only, and only in place of
+    one of ``replaces``: an embedding program's own handler is left alone); returns the old
+    handler to put back, or None when nothing was changed."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    previous = signal.getsignal(signum)
+    if previous not in replaces:
+        return None
+    signal.signal(signum, handler)
+    return previous
 
 
 def _install_sigint_handler():
-    """Ctrl-C through _raise_interrupt while the script runs (main thread, Python's default
-    handler only); returns the old handler to put back, or None when left alone."""
-    if threading.current_thread() is not threading.main_thread():
-        return None
-    previous = signal.getsignal(signal.SIGINT)
-    if previous is not signal.default_int_handler:
-        return None  # the embedding program (or the user) handles Ctrl-C itself
-    signal.signal(signal.SIGINT, _raise_interrupt)
-    return previous
+    return _install_handler(signal.SIGINT, _raise_interrupt, (signal.default_int_handler,))
+
+
+def _install_sigterm_handler():
+    return _install_handler(signal.SIGTERM, _raise_terminated, (signal.SIG_DFL, None))
 
 
 def _swallows_exceptions(frame) -> bool:
@@ -166,17 +175,6 @@ def _swallows_exceptions(frame) -> bool:
 def _redeliver(signum) -> None:
     time.sleep(0.01)
     _thread.interrupt_main(signum)  # does nothing once the default handler is back (the run is over)
-
-
-def _install_sigterm_handler():
-    """Turn SIGTERM into an exception in the script (main thread only); returns the old handler."""
-    if threading.current_thread() is not threading.main_thread():
-        return None
-    previous = signal.getsignal(signal.SIGTERM)
-    if previous not in (signal.SIG_DFL, None):
-        return None  # the embedding program handles SIGTERM itself: leave it alone
-    signal.signal(signal.SIGTERM, _raise_terminated)
-    return previous
 
 
 def _join_script_threads(before: set) -> None:
