@@ -20,9 +20,20 @@ DATA = Path(__file__).resolve().parent / "data"
 def no_hooks_left_behind():
     from tfdiag.capture import patching
 
+    import gc
+    import signal
+
     assert patching.installed() == [], "a tfdiag hook was live before the test"
+
+    def ours():  # other libraries (hypothesis) add gc callbacks of their own
+        return [cb for cb in gc.callbacks if str(getattr(cb, "__module__", "")).startswith("tfdiag")]
+
+    assert ours() == [], "a tfdiag gc callback was live before the test"
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     yield
     assert patching.installed() == [], "a tfdiag hook was left installed after the test"
+    assert ours() == [], "a tfdiag gc callback was left installed after the test"
+    assert {sig: signal.getsignal(sig) for sig in handlers} == handlers, "a signal handler was left changed"
 
 
 def run_tfdiag(*args: str, env_extra: dict | None = None, cwd: str | None = None, timeout: int = 300):
