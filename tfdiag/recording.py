@@ -20,6 +20,7 @@ PHASES = (
     "graph_creation",
     "kernel_execution",
     "output_processing",
+    "callbacks",
     "other",
 )
 

@@ -296,13 +296,13 @@ class Collector:
                  start: float, duration: float, phases: dict,
                  thread: str = "", profiled: bool = False, batch: int | None = None, sampled: bool = True,
                  teardown_s: float = 0.0, training: bool = False, caller: dict | None = None,
-                 input_spec=None, first: bool = True) -> None:
+                 input_spec=None, first: bool = True, extra=None) -> None:
         """One finished call; ``phases`` is its own dict, kept without a copy. ``sampled``: its
         full phase split was measured (else only its wall time and graph creation). ``teardown_s``:
         of its data_adapter seconds, those after its tf.data iterator was released. ``first``:
         the sampler saw it as its call site's first call."""
         self.add_calls([(api, target, call_site, input_signature, start, duration, phases, thread, profiled,
-                         batch, sampled, teardown_s, training, caller, input_spec, first)])
+                         batch, sampled, teardown_s, training, caller, input_spec, first, extra)])
 
     def add_calls(self, records: list[tuple]) -> None:
         """A batch of finished calls, as ``add_call``'s arguments in order (one lock for all)."""
@@ -310,7 +310,7 @@ class Collector:
             self.timeline.extend([self._add_call(*record) for record in records])
 
     def _add_call(self, api, target, call_site, input_signature, start, duration, phases, thread, profiled,
-                  batch, sampled, teardown_s, training, caller, input_spec, first) -> tuple:
+                  batch, sampled, teardown_s, training, caller, input_spec, first, extra=None) -> tuple:
         """One call into its call site's statistics; returns its timeline entry (a tuple now, a dict at export)."""
         key = (api, target, call_site, input_signature, training)
         stats = self.calls.get(key)

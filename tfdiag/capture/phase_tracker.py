@@ -36,7 +36,7 @@ _ABSORBED_BY = {
 
 class CallFrame:
     __slots__ = ("totals", "stack", "last", "start", "target", "weight", "off_thread_s", "teardown_base",
-                 "teardown_s")
+                 "teardown_s", "extra")
 
     def __init__(self, now: float, target, weight: int) -> None:
         self.totals = dict.fromkeys(PHASES, 0.0)
@@ -47,6 +47,7 @@ class CallFrame:
         self.off_thread_s = 0.0  # input batches produced on other threads for this call
         self.teardown_base = None  # data_adapter seconds when the call's tf.data iterator was released
         self.teardown_s = 0.0  # data_adapter seconds from then on: the iterator's teardown
+        self.extra = None  # what a kind of call adds to its record (a training call's steps), or None
 
 
 class PhaseTracker:

@@ -94,7 +94,7 @@ class CallLog:
                 last, text = code_line, site_text(code_line)
             records.append((api, name, text, signature, frame.start,
                             frame.last - frame.start, frame.totals, thread, profiled, batch, frame.weight,
-                            frame.teardown_s, training, caller, spec, first))
+                            frame.teardown_s, training, caller, spec, first, frame.extra))
         self.collector.add_calls(records)
 
 

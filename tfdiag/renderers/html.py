@@ -24,6 +24,7 @@ PHASE_COLORS = {
     "graph_creation": "#d64550",
     "kernel_execution": "#3b8f5a",
     "output_processing": "#3c7dc4",
+    "callbacks": "#c9a227",
     "other": "#9aa1a9",
 }
 
