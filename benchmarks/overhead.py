@@ -1,17 +1,22 @@
 """tfdiag's cost on the question's loops: default capture on vs off, interleaved in one run.
 
     python benchmarks/overhead.py [--rounds 21] [--predict-calls 30] [--call-calls 1000]
+                                  [--fit-calls 3] [--fit-steps 32] [--train-steps 200] [--only fit,train]
+    TF_USE_LEGACY_KERAS=1 python benchmarks/overhead.py   # the same on tf-keras
 
 Each round times, for each workload, three blocks of calls in shuffled order: one inside its
 own ``tfdiag.diagnose(cprofile=False, tf_profiler=False)`` ("on") and two without ("off" and
 "off again"). Workloads: ``predict()`` on the question's tiny Dense(2)->Dense(1) model
-(batch 32), and an eager ``model(x)`` loop on the same model. Each "on" block is a whole
+(batch 32), an eager ``model(x)`` loop on the same model, ``fit()`` of the same model (``--fit-steps``
+batches of 32 per epoch, one epoch per call, verbose 0, so each step runs the callbacks' batch hooks),
+and a custom training loop: a ``@tf.function`` step with a ``GradientTape`` and
+``optimizer.apply_gradients``, called once per step. Each "on" block is a whole
 diagnosis, so it includes the first calls that are always measured in full (sampling.py).
 
 Printed per workload: the median over rounds of each mode's mean time per call, and the median
 over rounds of the paired ratio on/off (with its quartiles). The "off again"/off ratio is the same measurement with tfdiag off in
 both blocks: it shows how far this machine's noise alone moves the ratio. Target (issue 4):
-on/off <= 1.03.
+on/off <= 1.03 (issue 14: also on the fit() and the custom training loop).
 """
 
 from __future__ import annotations
@@ -50,16 +55,43 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=21)
     parser.add_argument("--predict-calls", type=int, default=30, help="calls per predict() block")
     parser.add_argument("--call-calls", type=int, default=1000, help="calls per model(x) block")
+    parser.add_argument("--fit-calls", type=int, default=3, help="fit() calls (one epoch each) per block")
+    parser.add_argument("--fit-steps", type=int, default=32, help="batches of 32 per fit() epoch")
+    parser.add_argument("--train-steps", type=int, default=200, help="steps per custom training loop block")
+    parser.add_argument("--only", default="", help="comma-separated workloads to run: predict, call, fit, train")
     parser.add_argument("--seed", type=int, default=0, help="seed of the block order")
     args = parser.parse_args()
 
     keras = tf.keras
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2), keras.layers.Dense(1)])
     x = np.ones((32, 4), np.float32)
+    # fit(): its own model (training changes weights), compiled once; one epoch per call.
+    fit_model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2), keras.layers.Dense(1)])
+    fit_model.compile(optimizer="sgd", loss="mse")
+    fit_x = np.random.default_rng(0).normal(size=(32 * args.fit_steps, 4)).astype(np.float32)
+    fit_y = fit_x.sum(axis=1, keepdims=True)
+    # A custom training loop: a tf.function step applying gradients, called once per step.
+    loop_model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2), keras.layers.Dense(1)])
+    optimizer = keras.optimizers.SGD(0.01)
+    loop_x, loop_y = tf.constant(fit_x[:32]), tf.constant(fit_y[:32])
+
+    @tf.function
+    def train_step(features, labels):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(loop_model(features, training=True) - labels))
+        gradients = tape.gradient(loss, loop_model.trainable_variables)
+        optimizer.apply_gradients(zip(gradients, loop_model.trainable_variables))
+        return loss
+
     workloads = {
         "predict() loop": (lambda: model.predict(x, verbose=0), args.predict_calls),
         "model(x) loop": (lambda: model(x), args.call_calls),
+        "fit()": (lambda: fit_model.fit(fit_x, fit_y, batch_size=32, epochs=1, verbose=0), args.fit_calls),
+        "train-step loop": (lambda: train_step(loop_x, loop_y), args.train_steps),
     }
+    short = {"predict": "predict() loop", "call": "model(x) loop", "fit": "fit()", "train": "train-step loop"}
+    if args.only:
+        workloads = {short[name]: workloads[short[name]] for name in args.only.split(",")}
     for fn, _ in workloads.values():  # warm up: first traces out of the measurement
         block(fn, 5)
         with tfdiag.diagnose(cprofile=False, tf_profiler=False):
@@ -79,14 +111,16 @@ def main() -> None:
                     results[name][mode].append(block(fn, calls))
 
     version = getattr(keras, "__version__", "?")
+    flavour = "tf-keras" if "tf_keras" in type(model).__module__ else "Keras"
     print(f"tfdiag overhead, {args.rounds} rounds; calls per block: predict() {args.predict_calls}, "
-          f"model(x) {args.call_calls}; Keras {version}")
+          f"model(x) {args.call_calls}, fit() {args.fit_calls} x {args.fit_steps} steps, "
+          f"train step {args.train_steps}; {flavour} {version}")
     print("  ratios: median over rounds of the paired per-round ratio [quartiles]")
     for name, modes in results.items():
         off = modes["off"]
         on_ratio = quartiles([a / b for a, b in zip(modes["on"], off)])
         noise = quartiles([a / b for a, b in zip(modes["off again"], off)])
-        print(f"  {name:15s} off {statistics.median(off) * 1e3:8.3f} ms   on {statistics.median(modes['on']) * 1e3:8.3f} ms"
+        print(f"  {name:16s} off {statistics.median(off) * 1e3:8.3f} ms   on {statistics.median(modes['on']) * 1e3:8.3f} ms"
               f"   on/off {on_ratio[1]:.3f} [{on_ratio[0]:.3f}-{on_ratio[2]:.3f}]"
               f"   noise (off again/off) {noise[1]:.3f} [{noise[0]:.3f}-{noise[2]:.3f}]")
 

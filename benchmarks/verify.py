@@ -11,7 +11,13 @@ report does (fastest path with the same outputs). Prints the table and the ratio
 predict() / recommended. Target (issue 7, Keras 3): the recommended path >= 50x faster.
 A third workload, the MLP's predict() on 4096 rows, is where --verify also times the
 input-bound fix (predict on a tf.data input built once, batch and prefetch): its row is
-printed with the ratio, no target. Not a test: timings depend on the machine.
+printed with the ratio, no target.
+
+Training (issue 14, no target): a tiny model fitted on arrays (batch 16), and the same on a
+tf.data input whose map sleeps 2 ms per row in a numpy_function; --verify's training what-ifs
+(``tfdiag.verify.training.measure_fitted``, clones of the model) are printed with the paths
+``analysis.alternatives.choose_training``/``choose_training_input`` recommend.
+Not a test: timings depend on the machine.
 """
 
 from __future__ import annotations
@@ -84,15 +90,63 @@ def run(name, build, budget):
     return name, best["path"], choice["speedup"]
 
 
+def run_training(budget):
+    import time
+
+    from tfdiag.verify import training
+    from tfdiag.verify.fit_keeper import FitKeeper
+
+    rng = np.random.default_rng(0)
+    x, y = rng.random((1024, 8), dtype=np.float32), rng.random((1024, 1), dtype=np.float32)
+
+    def slow(row):
+        time.sleep(0.002)
+        return row
+
+    keeper = FitKeeper()
+    for name, data in (("fit_arrays", None), ("fit_slow_map", tf.data.Dataset.from_tensor_slices((x, y)).map(
+            lambda a, b: (tf.numpy_function(slow, [a], tf.float32), b)).batch(16))):
+        model = keras.Sequential([keras.Input(shape=(8,)), keras.layers.Dense(16, activation="relu"),
+                                  keras.layers.Dense(1)], name=name)
+        model.compile(optimizer="adam", loss="mse")
+        if data is None:
+            model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+            keeper("fit", model, (x, y), {"batch_size": 16})
+        else:
+            model.fit(data.map(lambda a, b: (tf.ensure_shape(a, [None, 8]), b)), epochs=1, verbose=0)
+            keeper("fit", model, (data.map(lambda a, b: (tf.ensure_shape(a, [None, 8]), b)),), {})
+    began = time.perf_counter()
+    entries = training.measure_fitted(keeper.take(), budget, time.perf_counter)
+    print(f"\ntraining what-ifs (budget {budget:.0f} s, took {time.perf_counter() - began:.1f} s):")
+    print(f"  {'model':<13} {'path':<30} {'per batch':>12} {'speed-up':>9} {'loss diff':>10}  same  steps  note")
+    for e in entries:
+        speedup = f"{e['speedup']:8.2f}x" if e["speedup"] else f"{'—':>9}"
+        diff = f"{e['max_abs_diff']:.1e}" if e["max_abs_diff"] is not None else "—"
+        mark = "  <- recommended" if e["recommended"] else ""
+        print(f"  {e['target']:<13} {e['path']:<30} {fmt_ms(e['median_s']):>12} {speedup} {diff:>10}  "
+              f"{'yes' if e['equivalent'] else 'no ':<4}  {e['steps_timed']:>5}  {e['error'] or ''}{mark}")
+    for target in dict.fromkeys(e["target"] for e in entries):
+        mine = [e for e in entries if e["target"] == target]
+        for label, choice in (("train", alternatives.choose_training(mine)),
+                              ("input", alternatives.choose_training_input(mine))):
+            if choice is not None:
+                print(f"  {target}: {label} {choice['entry']['path']} {choice['speedup']:.2f}x faster per batch")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--budget", type=float, default=20.0, help="seconds per model (default 20)")
+    parser.add_argument("--training-only", action="store_true", help="only the training what-ifs")
     args = parser.parse_args()
+    if args.training_only:
+        run_training(args.budget)
+        return 0
     flavor = "tf-keras" if LEGACY else "keras3"
     print(f"TensorFlow {tf.__version__}, {flavor}, {os.cpu_count()} CPU(s)")
     results = [run("tiny Dense(2)->Dense(1), batch 32", tiny, args.budget),
                run("MLP 256-384-384-256-128-32, batch 1", mlp, args.budget)]
     run("MLP 256-384-384-256-128-32, 4096 rows (input-bound fix)", big, args.budget)
+    run_training(args.budget)
     print()
     ok = True
     for name, path, ratio in results:

@@ -58,10 +58,16 @@ _NONE = (type(None),)
 _OPTIONAL_FIELDS: dict[str, dict[str, tuple]] = {
     "calls": {"batch": (int,), "phase_calls": (int,), "first_phases": (dict,),
               "steady_phases": (dict,), "training": (bool,), "caller": (dict,), "data_adapter_teardown_s": _NUMBER,
-              "input_spec": (dict, list), "first_call_measured": (bool,), "steady_teardown_s": _NUMBER},
-    "functions": {"role": (str,), "model_created_at": (str,), "traces_dropped": (int,)},
+              "input_spec": (dict, list), "first_call_measured": (bool,), "steady_teardown_s": _NUMBER,
+              # training calls (fit, evaluate, train_on_batch, test_on_batch, train_step)
+              "steps": (int,), "epochs": (int,), "steps_per_epoch": (list,), "step_median_s": _NUMBER,
+              "step_p95_s": _NUMBER, "first_step_s": _NUMBER, "step_phases": (dict,), "first_step_phases": (dict,),
+              "step_timeline": (dict,), "steps_per_execution": (int,), "run_eagerly": (bool,),
+              "jit_compile": (bool,), "callbacks": (list,), "data_producer": (dict,), "training_step": (bool,),
+              "defined_at": (str,), "eager": (bool,)},
+    "functions": {"role": (str,), "model_created_at": (str,), "traces_dropped": (int,), "training_step": (bool,)},
 }
-_PHASE_MAPS = ("phases", "first_phases", "steady_phases")
+_PHASE_MAPS = ("phases", "first_phases", "steady_phases", "step_phases", "first_step_phases")
 # Top-level tool sections, when present: (type, type of each entry for lists).
 _TOOL_SECTIONS: dict[str, tuple[type, type | None]] = {
     "cprofile": (dict, None), "tf_profiler": (dict, None), "alternatives": (list, dict), "retrace_checks": (list, dict),

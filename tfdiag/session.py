@@ -21,12 +21,14 @@ from .capture import assemble, phase_points, sampling
 from .capture.collector import Collector
 from .capture.cprofile import DEFAULT_MAX_CALLS, ProfileGate
 from .capture.tf_profiler import DEFAULT_CALLS as TF_PROFILER_CALLS, TfProfilerGate
+from .capture.custom_loops import CustomLoopCapture
 from .capture.function_calls import FunctionCallCapture
 from .capture.keras_calls import KerasCallCapture
 from .capture.patching import Patcher
 from .capture.phase_tracker import PhaseTracker
 from .capture.timed_calls import CallLog
 from .capture.tracing import TraceCapture
+from .capture.training_calls import TrainingCallCapture
 from .options import Options, OptionsError, from_keywords
 from .recording import Recording
 from .runner import outcome_of
@@ -87,7 +89,9 @@ class Diagnoser(contextlib.ContextDecorator):
             self.gate.exclude = self.tf_gate.owns  # no call runs under both profilers
         self._patcher = Patcher()
         try:
-            TraceCapture(self.collector, self.clock, self.tracker).install(self._patcher)
+            traces = TraceCapture(self.collector, self.clock, self.tracker)
+            traces.install(self._patcher)
+            CustomLoopCapture(self.collector, self.tracker, traces, eager=self.timing).install(self._patcher)
             if not self.timing:
                 self._started = self.clock()
                 return self
@@ -107,6 +111,9 @@ class Diagnoser(contextlib.ContextDecorator):
                 self.tf_gate.install(self._patcher)
             function_calls.gates = self.keras_capture.gates  # user tf.function calls get profiled too
             self.keras_capture.install(self._patcher)
+            # fit/evaluate/...: their observers are the Keras calls' (--verify's keeper reads fit's inputs)
+            TrainingCallCapture(self.collector, self.tracker, self.call_log,
+                                self.keras_capture.observers).install(self._patcher)
         except BaseException:
             self._uninstall()
             raise

@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from ..recording import Recording
-from . import agreement, alternatives, phases, retracing, views
+from . import agreement, alternatives, phases, retracing, training, views
 from . import rules
 from .verdict import verdict_for
 
@@ -24,6 +24,7 @@ class Analysis:
     verdict: str
     retracing: list[dict] = field(default_factory=list)
     phase_rows: list[dict] = field(default_factory=list)
+    training: list[dict] = field(default_factory=list)  # training call sites' steps (analysis/training.py)
     run: dict = field(default_factory=dict)  # how the code ended (views.run_view)
     environment: list = field(default_factory=list)  # (key, text) rows
     command: str = ""
@@ -74,6 +75,7 @@ def analyze(recording: Recording) -> Analysis:
         verdict=verdict_for(recording, found),
         retracing=views.retracing_view(recording, explained),
         phase_rows=phases.phase_rows(recording.calls),
+        training=training.training_view(recording),
         run=views.run_view(recording),
         environment=views.environment_rows(recording),
         command=" ".join(recording.environment.get("command") or []),

@@ -4,8 +4,9 @@ Pure functions, no TensorFlow, and nothing written into the recording: verify on
 paths; the choice is made here so that a saved recording re-renders the same advice. The rule is
 the measurement: the fastest path whose outputs matched the user's own, never a fixed preference
 per Keras version. A path whose outputs differ beyond the tolerance is shown, never recommended.
-Every measured path runs the model for inference (``training=False``), so nothing is recommended
-for a call made in a training loop.
+The call paths run the model for inference (``training=False``), so ``choose`` recommends nothing
+for a call made in a training loop; fit() gets its own paths (``train:*`` timed on clones of the
+model, ``input:*`` on its input pipeline), chosen by ``choose_training``/``choose_training_input``.
 """
 
 from __future__ import annotations
@@ -112,14 +113,47 @@ def choose_input_pipeline(target_entries: list[dict], base_path: str) -> tuple[d
                    "in_tensorflow": None}
 
 
-def _fastest(candidates: list[dict]) -> dict | None:
-    """The fastest entry; among those within TIE of it, the simplest path."""
+def _fastest(candidates: list[dict], order: tuple[str, ...] = SIMPLEST_FIRST) -> dict | None:
+    """The fastest entry; among those within TIE of it, the simplest path (earliest in ``order``)."""
     if not candidates:
         return None
     floor = min(e["median_s"] for e in candidates)
     close = [e for e in candidates if e["median_s"] <= floor * (1 + TIE)]
-    order = SIMPLEST_FIRST
     return min(close, key=lambda e: (order.index(e["path"]) if e.get("path") in order else len(order), e["median_s"]))
+
+
+# -- training (--verify on fit(): what-ifs timed on a clone, see tfdiag/verify/training.py) ----------
+TRAIN_BASE = "train:as_written"  # the user's own fit() settings
+INPUT_BASE = "input:as_written"  # the user's input pipeline alone, as written
+# Simplest first: ties go to the earlier (dropping run_eagerly before batching steps; XLA last).
+TRAIN_PATHS = (TRAIN_BASE, "train:graph", "train:steps_per_execution=8", "train:steps_per_execution=32",
+               "train:jit_compile")
+INPUT_PATHS = (INPUT_BASE, "input:prefetch", "input:parallel_map", "input:workers")
+
+
+def _choose_among(target_entries: list[dict], base_path: str, paths: tuple[str, ...]) -> dict | None:
+    """Fastest equivalent training entry among ``paths`` clearly faster than ``base_path``'s."""
+    mine = [e for e in target_entries if e.get("kind", "training") == "training"]
+    base = base_entry(mine, base_path)
+    if base is None:
+        return None
+    best = _fastest([e for e in mine if e.get("path") in paths and _better(e, base)], paths)
+    if best is None:
+        return None
+    return {"entry": best, "base": base, "speedup": base["median_s"] / best["median_s"], "in_tensorflow": None}
+
+
+def choose_training(target_entries: list[dict]) -> dict | None:
+    """The ``train:*`` path to recommend for one model's fit(): the fastest whose loss after the
+    same steps matched ``train:as_written`` and that is at least MIN_SPEEDUP faster per batch
+    (``{"entry", "base", "speedup", "in_tensorflow": None}``), or None."""
+    return _choose_among(target_entries, TRAIN_BASE, TRAIN_PATHS)
+
+
+def choose_training_input(target_entries: list[dict]) -> dict | None:
+    """The ``input:*`` pipeline to recommend for one model's fit() (same rule, against
+    ``input:as_written``; equivalent = the same batches), or None."""
+    return _choose_among(target_entries, INPUT_BASE, INPUT_PATHS)
 
 
 def recommended(recording: Recording, findings: list[dict]) -> list[dict]:

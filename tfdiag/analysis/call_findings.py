@@ -13,13 +13,14 @@ The tf.data functions ``predict()`` traces per call are part of a predict-overhe
 graph_creation, so that finding lists them in its evidence and ``tfdata-retrace`` stays silent on
 the call sites it covers (``covered_sites``): one finding and one saving per call site. Tracing
 another finding claims (Keras's functions rebuilt or grown at the same call site) is left out of
-the predict-overhead saving, so no second counts it.
+the predict-overhead saving, so no second counts it. A model call made inside a custom loop's eager
+step (a ``train_step`` entry) gets no eager-loop finding: ``eager-training`` speaks for that step.
 """
 
 from __future__ import annotations
 
 from ..recording import Recording
-from . import alternatives, retracing
+from . import alternatives, retracing, training
 from .findings import GUIDES, Finding, severity_for, short_site
 from .phases import call_phase_split
 from .units import duration
@@ -111,6 +112,8 @@ def call_findings(recording: Recording, explained: dict) -> list[Finding]:
     groups: dict[tuple, list[dict]] = {}
     for call in recording.calls:
         kind = _kind(call)
+        if kind == "eager-loop" and training.in_eager_step(recording, call):
+            continue  # eager-training speaks for the step function that makes this call
         if kind is not None:
             groups.setdefault(_group_key(kind, call), []).append(call)
     findings = []

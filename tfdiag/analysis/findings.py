@@ -2,7 +2,7 @@
 
 The rules themselves live in their own modules (``retrace_findings`` for the user's tf.functions,
 ``library_findings`` for traces of Keras's, TensorFlow's and tf.data's own functions,
-``call_findings``, ``input_bound``); ``rules.run_rules`` runs and ranks them. Every fix a rule
+``call_findings``, ``input_bound``, ``training_findings``); ``rules.run_rules`` runs and ranks them. Every fix a rule
 writes is code in the user's own files, never in Keras, TensorFlow or tf.data.
 """
 
@@ -18,6 +18,9 @@ GUIDES = {
     "predict": "https://keras.io/getting_started/faq/#whats-the-difference-between-model-methods-predict-and-call",
     "tfdata": "https://www.tensorflow.org/guide/data_performance",
     "training": "https://www.tensorflow.org/guide/keras/writing_a_training_loop_from_scratch#speeding-up_your_training_step_with_tffunction",
+    "fit": "https://keras.io/api/models/model_training_apis/",
+    "callbacks": "https://keras.io/guides/writing_your_own_callbacks/",
+    "pydataset": "https://keras.io/api/utils/python_utils/#pydataset-class",
 }
 
 SEVERITY_RANK = {"high": 0, "medium": 1, "low": 2}

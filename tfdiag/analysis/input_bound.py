@@ -1,4 +1,7 @@
-"""The input-bound rule: large-batch predict work whose input side takes a large share of each call.
+"""The input-bound rule: large-batch predict work whose input side takes a large share of each call,
+and training steps that wait for their next batch (``training_input_findings``, at XProf's
+thresholds: 5% of the steady step is medium, 20% high, naming the user's generator, PyDataset or
+tf.data map function and writing the fix from what was observed).
 
 Its fix (a tf.data input built once, with batch() and prefetch()) is measured or modest: with
 ``--verify`` the prebuilt input is timed against the user's own ``predict(x)`` on their model,
@@ -11,13 +14,16 @@ recorded it, else the batch each call was observed to carry.
 from __future__ import annotations
 
 from ..recording import Recording
-from . import alternatives, retracing
+from . import alternatives, retracing, training
 from .findings import GUIDES, Finding, at_most, severity_for, short_site
 from .phases import call_phase_split
+from .training_findings import ESTIMATE, NEGLIGIBLE_S, make_finding, measured_text, severity, split_text, \
+    unverified_note
 from .units import duration
 
 LARGE_BATCH = 1024       # "large-batch work" starts here (verify times the tf.data input from here)
 INPUT_BOUND_SHARE = 0.2  # XProf's input-bound threshold
+INPUT_MEDIUM = 0.05  # ... and its medium one (training steps)
 UNVERIFIED_SEVERITY = "medium"  # the most an unmeasured fix may claim
 
 
@@ -92,3 +98,135 @@ def input_bound_findings(recording: Recording, explained: dict) -> list[Finding]
             estimated_savings_s=savings, fix=fix,
         ))
     return findings
+
+
+# -- training steps ------------------------------------------------------------------------------
+def _input_fix(recording: Recording, call: dict, share: float) -> dict:
+    data = training.producer(call) or {}
+    kind, name, where = data.get("kind"), str(data.get("name") or ""), data.get("defined_at")
+    at = f" (defined at {short_site(where)})" if where else ""
+    cpus = recording.environment.get("cpu_count")
+    workers = max(2, min(8, cpus)) if isinstance(cpus, int) and not isinstance(cpus, bool) else 4
+    fit = short_site(call.get("call_site", ""))
+    if kind in ("PyDataset", "Sequence"):
+        cls = name.split(".")[0] or "YourData"
+        now = data.get("workers")
+        if recording.environment.get("keras_flavor") == "tf-keras":
+            return {"text": (f"Load batches in parallel: your `{cls}`{at} builds each batch in `__getitem__` on the "
+                             f"training thread. Pass `workers` and `use_multiprocessing` to fit() at {fit} "
+                             "(processes when `__getitem__` is pure Python, which the GIL serialises)."),
+                    "code": f"model.fit({cls}(...), workers={workers}, use_multiprocessing=True, max_queue_size=10)",
+                    "guide": GUIDES["fit"]}
+        already = f" It runs with workers={now} now." if isinstance(now, int) and now > 1 else ""
+        return {"text": (f"Load batches in parallel: your PyDataset `{cls}`{at} builds each batch in `__getitem__` "
+                         f"while the model waits.{already} Give its constructor `workers` (threads, or processes "
+                         "with `use_multiprocessing=True` when `__getitem__` is pure Python, which the GIL serialises)."),
+                "code": (f"class {cls}(keras.utils.PyDataset):\n    def __init__(self, ..., **kwargs):\n"
+                         f"        super().__init__(workers={workers}, use_multiprocessing=True, **kwargs)  # parallel __getitem__"),
+                "guide": GUIDES["pydataset"]}
+    if kind == "generator":
+        gen = name or "your_generator"
+        spec = call.get("input_spec")
+        parts = [retracing.spec_code(s) for s in spec] if isinstance(spec, list) else [retracing.spec_code(spec)]
+        known = None not in parts
+        signature = (("(" + ", ".join(parts) + ")") if len(parts) > 1 else parts[0]) if known else \
+            "(tf.TensorSpec([None, ...], tf.float32), tf.TensorSpec([None], tf.float32))"
+        return {"text": (f"Your generator `{gen}`{at} makes every batch on the training thread while the model waits. "
+                         "Wrap it in tf.data with `prefetch` so the next batch is made while this step runs"
+                         + ("; at this share a PyDataset with `workers` (batches built in parallel) gains more."
+                            if share >= 0.5 else ".") + " Vectorised batch making (whole-batch NumPy) helps either way."),
+                "code": (f"ds = tf.data.Dataset.from_generator({gen}, output_signature={signature})"
+                         + ("\n" if known else "  # your batches' shapes and dtypes\n")
+                         + f"model.fit(ds.prefetch(tf.data.AUTOTUNE), ...)  # at {fit}"),
+                "guide": GUIDES["tfdata"]}
+    if kind == "tf.data":
+        maps = [m for m in data.get("map_functions") or [] if isinstance(m, dict) and m.get("name")]
+        if maps:
+            first = maps[0]
+            where_map = f"  # {first['name']} at {short_site(first['defined_at'])}" if first.get("defined_at") else ""
+            names = ", ".join(f"`{m['name']}`" for m in maps[:3])
+            return {"text": (f"Your tf.data pipeline runs {names} one element at a time on the step's critical path. "
+                             "Run the map in parallel (`num_parallel_calls`), `cache()` what does not change between "
+                             "epochs, and `prefetch` so batches are ready before the step; batching before the map "
+                             "lets a vectorised map parse a whole batch at once."),
+                    "code": (f"ds = ds.map({first['name']}, num_parallel_calls=tf.data.AUTOTUNE){where_map}\n"
+                             "ds = ds.cache()  # if it fits in memory and does not change per epoch\n"
+                             "ds = ds.prefetch(tf.data.AUTOTUNE)"),
+                    "guide": GUIDES["tfdata"]}
+        return {"text": "Your tf.data pipeline is on the step's critical path: end it with `prefetch` (and `cache()` what "
+                        "does not change between epochs) so batches are ready before each step.",
+                "code": "ds = ds.cache().prefetch(tf.data.AUTOTUNE)", "guide": GUIDES["tfdata"]}
+    return {"text": (f"Building each batch is on the step's critical path at {fit}: feed fit() a tf.data pipeline "
+                     "that batches and prefetches, so the next batch is ready before the step."),
+            "code": "ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(BATCH).prefetch(tf.data.AUTOTUNE)\n"
+                    "model.fit(ds, ...)", "guide": GUIDES["tfdata"]}
+
+
+def training_input(recording: Recording, call: dict) -> Finding | None:
+    split = training.step_split(call)
+    if call.get("api") not in training.TRAINING_APIS or split is None:
+        return None
+    step = sum(split.values())
+    share = split["data_adapter"] / step
+    if share < INPUT_MEDIUM or split["data_adapter"] * training.steady_steps(call) < NEGLIGIBLE_S:
+        return None  # under the threshold, or too few steps for the wait to matter
+    steps = training.steady_steps(call)
+    data = training.producer(call) or {}
+    name = str(data.get("name") or "")
+    if data.get("kind") in ("PyDataset", "Sequence"):
+        name = name.split(".")[0]  # the class the user wrote, not its method
+    what = {"PyDataset": "PyDataset", "Sequence": "Sequence", "generator": "generator", "tf.data": "tf.data pipeline",
+            "arrays": "array input"}.get(str(data.get("kind")), "input")
+    named = f" `{name}`" if name else ""
+    evidence = [f"{call.get('steps')} steps at {short_site(call.get('call_site', ''))}: {duration(split['data_adapter'])} "
+                f"of the {duration(step)} steady step waits for the next batch ({100 * share:.0f}%)",
+                "steady step: " + split_text(split, step)]
+    if data:
+        made = (f", {data.get('batches')} batches in {duration(data.get('seconds') or 0.0)}"
+                if isinstance(data.get("batches"), int) and data.get("batches") else "")
+        evidence.append(f"input: {what}{named}" + (f" defined at {data.get('defined_at')}" if data.get("defined_at") else "")
+                        + made + (f", workers={data.get('workers')}" if data.get("workers") is not None else ""))
+    fix = _input_fix(recording, call, share)
+    choice = alternatives.choose_training_input(alternatives.entries_for(recording, call.get("target", ""))) \
+        if hasattr(alternatives, "choose_training_input") else None
+    verified = choice is not None
+    if verified:
+        text, measured = measured_text(choice, f"the input with `{str(choice['entry'].get('path')).split(':')[-1]}`")
+        fix = dict(fix, text=text + " " + fix["text"], measured=measured)
+        savings = split["data_adapter"] * steps * (1.0 - 1.0 / choice["speedup"])
+    else:
+        fix["text"] += unverified_note(recording, call.get("target", ""))
+        savings = split["data_adapter"] * steps * ESTIMATE
+    fix["verified"] = verified
+    floor = "high" if share >= INPUT_BOUND_SHARE else "medium"
+    return make_finding("input-bound", call,
+                    f"{training.api_text(call)} at {short_site(call.get('call_site', ''))} is input-bound: "
+                    f"{100 * share:.0f}% of each step waits for the {what}{named}",
+                    evidence, savings, fix, severity(savings, verified, floor),
+                    share=share, producer=data or None)
+
+
+def _merged(findings: list[Finding]) -> list[Finding]:
+    """Input-bound findings about one producer (fit() and evaluate() on the same PyDataset): one finding,
+    the busiest call site speaking for the others, their savings added."""
+    by_producer: dict[tuple, Finding] = {}
+    out = []
+    for finding in sorted(findings, key=lambda f: -f.estimated_savings_s):
+        data = finding.details.get("producer") or {}
+        key = (finding.function, data.get("kind"), data.get("name"), data.get("defined_at"))
+        first = by_producer.get(key) if data.get("name") or data.get("defined_at") else None
+        if first is None:
+            by_producer[key] = finding
+            out.append(finding)
+            continue
+        first.estimated_savings_s += finding.estimated_savings_s
+        first.evidence.append(f"the same input also feeds {finding.details['api']}() at "
+                              f"{short_site(finding.call_site)} ({100 * finding.details['share']:.0f}% of its step)")
+        first.details.setdefault("call_sites", [first.call_site]).append(finding.call_site)
+    return out
+
+
+def training_input_findings(recording: Recording, explained: dict) -> list[Finding]:
+    """Training steps that wait for their next batch: one finding per input (producer)."""
+    found = [training_input(recording, c) for c in recording.calls if isinstance(c, dict)]
+    return _merged([f for f in found if f is not None])

@@ -10,6 +10,8 @@ section says the same):
   the report's retracing section carries the note;
 - a rebuilt function (the model was compiled or created again): ``model-rebuilt``, worded for the
   function's role and pointing at the user's line that compiled or created the model;
+- new models made at one line of the user's code and run at one call site one after another (a model
+  built in a loop): ``model-rebuilt``, with the count, the tracing they repeated and the creating line;
 - growth (a new concrete shape or dtype each time, no relaxation): a fix at the user's call site,
   only when the extra traces measurably cost time, low severity below ``MATTERS_S``, never above medium;
 - tf.data's functions, traced for every predict() call: ``tfdata-retrace`` only, and only for
@@ -83,6 +85,55 @@ def library_findings(recording: Recording, explained: dict) -> list[Finding]:
             if finding is not None:
                 findings.append(finding)
     findings.extend(_rebuilt_finding(recording, key, traced) for key, traced in rebuilt.items())
+    findings.extend(_new_models_findings(recording))
+    return findings
+
+
+def _new_models_findings(recording: Recording) -> list[Finding]:
+    """Models created at one line of the user's code and run at one call site, one after another
+    (a model built in a loop): each new model traces its functions from scratch."""
+    groups: dict[tuple, dict[str, list[dict]]] = {}
+    for function in recording.functions:
+        traces = function.get("traces") or []
+        if (not retracing.is_library(function) or not _keras_made(function) or not function.get("model")
+                or not function.get("model_created_at") or not traces):
+            continue
+        site = traces[0].get("call_site")
+        key = (retracing.trace_role(function, traces[0], recording.calls), site, function.get("model_created_at"))
+        groups.setdefault(key, {}).setdefault(function["model"], []).extend(traces)
+    findings = []
+    for (role, site, created), models in groups.items():
+        if len(models) < 2:
+            continue
+        names = list(models)
+        later = [t for name in names[1:] for t in models[name]]
+        seconds = sum(t.get("duration_s", 0.0) for t in later)
+        count = len(names) - 1
+        api = _api_for(recording, [site], role)
+        call = f"{api}()" if api else "the call"
+        what = retracing.ROLE_TEXT.get(role or "", "functions")
+        code = (f"model = build_model()  # once, before the loop (now at {short_site(created)})\n"
+                "initial = model.get_weights()\nfor ...:\n    model.set_weights(initial)  # fresh weights, same traced functions\n"
+                + (f"    {API_LINE[api]}" if api else "    ..."))
+        findings.append(Finding(
+            code="model-rebuilt", severity=severity_for(seconds, count),
+            title=(f"{len(names)} models created at {short_site(created)} each ran {call} at {short_site(site or '')}: "
+                   f"Keras traced the {what} again for each new model"),
+            function=names[0], call_site=created or site or "",
+            evidence=[f"models {', '.join(f'`{n}`' for n in names[:6])}{' …' if len(names) > 6 else ''} were created at "
+                      f"{created} and used at {site}",
+                      f"{len(later)} trace(s) of the {count} model(s) after the first, {duration(seconds)} spent tracing "
+                      "what the first model had already traced"],
+            estimated_savings_s=seconds,
+            fix={"text": (f"Create and compile the model once, before the loop, and reuse it: every new model starts "
+                          f"without traced functions, so {call} traces them again. If each round needs fresh weights, "
+                          "keep the initial weights and restore them with `set_weights` (and reset the optimizer's "
+                          "variables the same way) instead of building and compiling a new model."),
+                 "code": code, "guide": GUIDES["performance"]},
+            details={"origin": "keras", "role": role, "models": names, "retraces": count, "compiled_at": None,
+                     "model_created_at": created, "call_sites": [site] if site else [], "new_models": True,
+                     "training": role == "train"},
+        ))
     return findings
 
 
@@ -128,7 +179,7 @@ def _rebuilt_finding(recording: Recording, key: tuple, traced: list[tuple[dict, 
         details={"origin": "keras", "role": role, "model": model, "functions": list(per_function),
                  "retraces": count, "compiled_at": pointer if compiled else None,
                  "model_created_at": next((f.get("model_created_at") for f, _ in traced if f.get("model_created_at")), None),
-                 "call_sites": sites},
+                 "call_sites": sites, "training": role == "train"},
     )
 
 

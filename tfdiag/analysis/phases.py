@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..recording import PHASES
 
 FEW_CALLS = 5  # a steady-state split resting on fewer calls than this says how many
+STEP_APIS = ("fit", "evaluate", "train_on_batch", "test_on_batch")  # Keras's APIs whose calls run steps
 
 
 def _split(phases, divisor: float = 1.0) -> dict[str, float]:
@@ -74,6 +75,8 @@ def phase_rows(calls: list[dict]) -> list[dict]:
             "phase_calls": phase_calls,
             "few_calls": isinstance(phase_calls, int) and steady > 0 and phase_calls < FEW_CALLS,
             "phase_split_pooled": bool(call.get("phase_split_pooled")),
+            # fit() and the like: one call is many steps, split per step under Training steps
+            "runs_steps": call.get("api") in STEP_APIS,
         })
     rows.sort(key=lambda r: r["per_call_s"] * r["count"], reverse=True)
     return rows

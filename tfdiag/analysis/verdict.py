@@ -4,6 +4,7 @@ what fixing it gains. Pure; reads the recording and the ranked findings."""
 from __future__ import annotations
 
 from ..recording import Recording
+from . import training
 from .call_findings import api_text
 from .findings import short_site
 from .phases import FEW_CALLS, call_phase_split
@@ -16,8 +17,10 @@ PHASE_LABELS = {
     "graph_creation": "graph tracing",
     "kernel_execution": "kernel execution",
     "output_processing": "output conversion",
+    "callbacks": "callbacks / progress bar",
     "other": "other Python overhead",
 }
+STEP_LABELS = dict(PHASE_LABELS, data_adapter="waiting for the next batch")
 
 
 def _batch_text(call: dict) -> str:
@@ -70,8 +73,54 @@ def _measured_gain(finding: dict) -> str:
     return ""
 
 
+def _run_share(recording: Recording, seconds: float) -> str:
+    wall = recording.run.get("wall_s")
+    if not isinstance(wall, (int, float)) or wall <= 0 or seconds > wall:
+        return ""
+    percent = 100 * seconds / wall
+    return f" ({'<1' if percent < 1 else f'{percent:.0f}'}% of the {duration(wall)} run)"
+
+
+def training_verdict(recording: Recording, found: list[dict]) -> str:
+    """Training dominates: the busiest training call site, which phase dominates its step, the top finding."""
+    row = training.training_view(recording)[0]
+    site = short_site(row["call_site"]) or "an unknown call site"
+    if training.is_step(row):
+        what = (f"the training loop's step `{training.api_text(row)}` at `{site}` ran {row['count']} "
+                f"step{'s' if row['count'] != 1 else ''}")
+    else:
+        steps = f"{row['steps']} steps" if row["steps"] is not None else f"{row['count']} call(s)"
+        epochs = f" over {row['epochs']} epoch{'s' if row['epochs'] != 1 else ''}" if row["epochs"] else ""
+        what = f"`{row['api']}()` of `{row['target']}` at `{site}` ran {steps}{epochs}"
+    text = f"Training dominates this run: {what}"
+    median = row["step_median_s"]
+    if median is not None and median > 0:
+        text += f", median step {duration(median)}"
+        if row["first_step_s"]:
+            text += f" (first step {duration(row['first_step_s'])})"
+    if row["shares"]:
+        ranked = sorted((p for p in row["shares"] if row["shares"][p] >= 0.05), key=lambda p: -row["shares"][p])
+        if ranked:
+            text += "; each step is mostly " + f"{STEP_LABELS[ranked[0]]} ({100 * row['shares'][ranked[0]]:.0f}%)"
+            text += "".join(f", then {STEP_LABELS[p]} ({100 * row['shares'][p]:.0f}%)" for p in ranked[1:3])
+    mine = [f for f in found if (f.get("details") or {}).get("training")]
+    top = mine[0] if mine else (found[0] if found else None)
+    if top is None:
+        return text + ". No avoidable cost was found in its steps."
+    savings = float(top.get("estimated_savings_s") or 0.0)
+    more = len(found) - 1
+    tail = f" {more} more finding{'s' if more != 1 else ''} below." if more else ""
+    site_text = short_site(top.get("call_site") or "")
+    where = f" (`{site_text}`)" if site_text and site_text not in top["title"] else ""
+    lead = "Top finding" if top is found[0] else "Top training finding"
+    return (f"{text}. {lead}: {top['title']}{where}; fixing it would save about {duration(savings)}"
+            f"{_run_share(recording, savings)} — see the fix below.{tail}")
+
+
 def verdict_for(recording: Recording, found: list[dict]) -> str:
     """The biggest problem in one sentence: where, what it costs per call, why, and what fixing it gains."""
+    if training.dominates(recording) and training.training_view(recording):
+        return training_verdict(recording, found)
     if not recording.functions and not recording.calls:
         why = ("the code never imported TensorFlow" if not recording.environment.get("tensorflow_imported", True)
                else "no tf.function was traced and no Keras model was called")

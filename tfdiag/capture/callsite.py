@@ -73,7 +73,9 @@ def package_of(filename: str) -> str | None:
 
 # Keyed by id(code), holding the code object itself: code objects compare equal across files
 # (co_filename is not part of their equality), so they cannot be dict keys here.
+# (The timed-call wrapper reads it inline: ``CODE_IS_LIBRARY``.)
 _code_is_library: dict[int, tuple] = {}
+CODE_IS_LIBRARY = _code_is_library
 _site_text: dict[tuple, tuple] = {}
 
 
@@ -123,6 +125,31 @@ def site_text(code_line: tuple | None) -> str:
     site = f"{code.co_filename}:{line}"
     _site_text[key] = (code, site)
     return site
+
+
+_lines: dict[tuple, tuple] = {}
+
+
+def line_at(code, offset: int | None) -> int | None:
+    """The line of bytecode offset ``offset`` (a frame's ``f_lasti``) in ``code``, as the frame's
+    ``f_lineno`` would say; cached per code object and offset (the timed calls' log keeps offsets:
+    ``f_lineno`` walks the line table on every call)."""
+    key = (id(code), offset)
+    cached = _lines.get(key)
+    if cached is not None and cached[0] is code:
+        return cached[1]
+    line = None
+    if offset is not None and offset >= 0:
+        for start, end, number in code.co_lines():
+            if start <= offset < end:
+                line = number
+                break
+    if line is None:
+        line = code.co_firstlineno
+    if len(_lines) > 10_000:
+        _lines.clear()
+    _lines[key] = (code, line)
+    return line
 
 
 def code_site(code) -> str:

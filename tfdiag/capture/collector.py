@@ -24,6 +24,8 @@ import threading
 from dataclasses import dataclass, field
 
 from ..recording import PHASES
+from . import steps as training_steps
+from .steps import percentile as _percentile
 from .sampling import Reservoir, kept_samples
 
 MAX_TRACES_KEPT = 200
@@ -79,6 +81,7 @@ class CallStats:
     # teardown), all of equal weight (sampling.py).
     splits: Reservoir | None = None
     profiled: int = 0  # calls made under a profiler: in count, total_s and graph creation, not in the steady split
+    steps: training_steps.SiteSteps | None = None  # fit/evaluate/...: their steps (steps.py)
     _basis_cache: tuple | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -245,6 +248,7 @@ class FunctionStats:
     model_created_at: str | None = None  # Keras-made functions: the user's line that created the model
     instance_traces: dict = field(default_factory=dict)  # tf.function methods: traces per instance
     max_instance_traces: int = 0
+    training_step: bool = False  # it applied gradients while traced (a custom training loop's step)
 
 
 class Collector:
@@ -257,6 +261,7 @@ class Collector:
         self.timeline = Reservoir(MAX_CALL_SAMPLES, random.Random(seed))  # the calls the timeline draws
         self.warnings: dict[str, int] = {}
         self._rng = random.Random(seed)
+        self.call_providers: list = []  # () -> calls entries made elsewhere (custom_loops.py), not in the totals
 
     # -- warnings ---------------------------------------------------------------
     def warn(self, message: str) -> None:
@@ -282,6 +287,7 @@ class Collector:
             stats.model = trace.get("model", stats.model)
             stats.role = trace.get("role", stats.role)
             stats.model_created_at = trace.get("model_created_at") or stats.model_created_at
+            stats.training_step = stats.training_step or bool(trace.get("training_step"))
             instance = trace.get("instance")
             if instance is not None:
                 seen = stats.instance_traces
@@ -322,6 +328,8 @@ class Collector:
             stats.input_spec = stats.input_spec if stats.input_spec is not None else input_spec
             stats.caller = stats.caller if stats.caller is not None else caller
         stats.add(duration, phases, sampled, teardown_s, profiled, first)
+        if extra is not None:
+            stats.steps = training_steps.add(stats.steps, extra, bool(sampled) and not profiled)
         return api, target, call_site, start, duration, thread, profiled, phases, sampled, teardown_s
 
     # -- export -------------------------------------------------------------------
@@ -350,6 +358,10 @@ class Collector:
             wall += call["total_s"]
             for name in PHASES:
                 totals[name] += call["phases"].get(name, 0.0)
+        steps_of = {f["name"] for f in functions if f["training_step"]}
+        for call in calls:
+            call["training_step"] = call["api"] == "tf.function" and call["target"] in steps_of or None
+        calls += [entry for provider in self.call_providers for entry in provider()]
         if samples:
             origin = samples[0]["start_s"]
             for sample in samples:
@@ -375,15 +387,6 @@ def _sample_section(sample: tuple) -> dict:
         if teardown_s:
             out["data_adapter_teardown_s"] = teardown_s
     return out
-
-
-def _percentile(sorted_values: list, q: float) -> float:
-    if not sorted_values:
-        return 0.0
-    rank = q * (len(sorted_values) - 1)
-    low = int(rank)
-    high = min(low + 1, len(sorted_values) - 1)
-    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (rank - low)
 
 
 def _call_section(stats: CallStats, pooled: tuple | None) -> dict:
@@ -413,6 +416,7 @@ def _call_section(stats: CallStats, pooled: tuple | None) -> dict:
         "data_adapter_teardown_s": stats.teardown(pooled),
         "steady_teardown_s": stats.steady_teardown(pooled),
         "profiled_calls": stats.profiled,
+        **(stats.steps.section(stats.count) if stats.steps is not None else {}),
     }
 
 
@@ -432,4 +436,5 @@ def _function_section(stats: FunctionStats) -> dict:
         "max_traces_per_instance": stats.max_instance_traces or None,
         "traces": list(stats.traces),
         "traces_dropped": max(0, stats.trace_count - len(stats.traces)),
+        "training_step": stats.training_step,
     }

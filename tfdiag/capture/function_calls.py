@@ -17,7 +17,7 @@ import functools
 
 from . import callsite
 from .collector import Collector
-from .keras_calls import call_input_spec, describe_call_input, describe_input, input_spec, no_tape, tape_check
+from .keras_calls import call_input_spec, describe_arguments, input_spec, no_tape, tape_check
 from .patching import Patcher, guarded
 from .phase_tracker import PhaseTracker
 from .timed_calls import CallLog, timed_call_wrapper
@@ -88,19 +88,39 @@ class FunctionCallCapture:
         cached = self._user_code.get(id(python_function))
         if cached is not None and cached[0] is python_function:  # an id is only valid for its object
             return cached[1]
+        return self._remember(python_function)[1]
+
+    def identify(self, function) -> str | None:
+        """``skip`` and ``target_name`` in one call (the timed-call wrapper's, per call): the
+        function's name, or None for a function that is not the user's. Never raises."""
+        try:
+            python_function = function._python_function
+        except AttributeError:
+            python_function = None
+        cached = self._user_code.get(id(python_function))
+        if cached is None or cached[0] is not python_function:
+            try:
+                cached = self._remember(python_function)
+            except Exception as exc:  # never break the user's call: it passes through untimed
+                self.collector.warn(f"could not tell whose tf.function this is: {exc.__class__.__name__}: {exc}")
+                return None
+        if cached[1]:
+            return None
+        try:
+            name = function._name
+        except AttributeError:
+            name = None
+        return name if name.__class__ is str and name else self.target_name(function)
+
+    def _remember(self, python_function) -> tuple:
         code = callsite.code_of(python_function)
         refused = code is None or callsite.is_library_file(code.co_filename)
         if len(self._user_code) > 10_000:
             self._user_code.clear()
-        self._user_code[id(python_function)] = (python_function, refused)
-        return refused
+        entry = self._user_code[id(python_function)] = (python_function, refused)
+        return entry
 
-    @staticmethod
-    def describe(args: tuple, kwargs: dict) -> tuple[str, None]:
-        if len(args) == 1 and not kwargs:
-            return describe_call_input(args, kwargs)[0], None
-        signature = describe_input([*args, kwargs] if kwargs else list(args)) if args or kwargs else "()"
-        return signature, None
+    describe = staticmethod(describe_arguments)  # (signature, None), cached per kind of arguments
 
     @staticmethod
     def input_spec(args: tuple, kwargs: dict):

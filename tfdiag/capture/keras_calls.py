@@ -61,25 +61,105 @@ def _call_input(args: tuple, kwargs: dict):
 
 def describe_call_input(args: tuple, kwargs: dict) -> tuple[str, int | None]:
     """(signature, batch size) of a call's input (the first argument, or ``x=``/``inputs=``),
-    cached for arrays: this runs on every call, so it is one function. The cache is looked up
-    by the dtype object's identity (hashing a TensorFlow DType runs Python code), checked
-    against the dtype the entry was made for."""
+    cached for arrays: this runs on every call, so it is one function. The cache is looked up by
+    cheap keys: an EagerTensor's dtype enum (its ``dtype`` is a Python property), else the dtype
+    object's identity (hashing a TensorFlow DType runs Python code), checked against the dtype
+    the entry was made for."""
     value = args[0] if args else kwargs.get("x", kwargs.get("inputs"))
-    dtype = getattr(value, "dtype", None)
     fast = getattr(value, "_shape_tuple", None)  # EagerTensor: a plain tuple, no TensorShape
-    shape = fast() if fast is not None else getattr(value, "shape", None)
-    if dtype is None or shape is None:
-        return describe_input(value), leading_dim(input_spec(value))
+    enum = getattr(value, "_datatype_enum", None)
     try:
-        key = (type(value), tuple(shape), id(dtype))
-        known = _ARRAY_SIGNATURES.get(key)
+        if fast is not None and enum is not None:
+            key = (type(value), fast(), enum())
+            known = _ARRAY_SIGNATURES.get(key)
+            if known is not None:
+                return known[0]
+            dtype = None
+        else:
+            dtype = getattr(value, "dtype", None)
+            shape = getattr(value, "shape", None)
+            if dtype is None or shape is None:
+                return describe_input(value), leading_dim(input_spec(value))
+            key = (type(value), tuple(shape), id(dtype))
+            known = _ARRAY_SIGNATURES.get(key)
+            if known is not None and known[1] is dtype:
+                return known[0]
     except TypeError:  # an unhashable shape
         return describe_input(value), leading_dim(input_spec(value))
-    if known is None or known[1] is not dtype:
-        if len(_ARRAY_SIGNATURES) > MAX_CACHED:
-            _ARRAY_SIGNATURES.clear()
-        known = _ARRAY_SIGNATURES[key] = ((describe_input(value), leading_dim(input_spec(value))), dtype)
+    if len(_ARRAY_SIGNATURES) > MAX_CACHED:
+        _ARRAY_SIGNATURES.clear()
+    known = _ARRAY_SIGNATURES[key] = ((describe_input(value), leading_dim(input_spec(value))), dtype)
     return known[0]
+
+
+_ARGUMENT_SIGNATURES: dict = {}
+_ONE_ARGUMENT: dict = {}  # (type, shape, dtype enum) -> (signature, None)
+_EAGER: list = [None]  # TensorFlow's EagerTensor class, once seen (TensorFlow is imported lazily)
+# Their signature is their type's name (``describe_input``), whatever their value.
+_PLAIN = frozenset((bool, int, float, complex, str, bytes, type(None)))
+
+
+def describe_arguments(args: tuple, kwargs: dict) -> tuple[str, None]:
+    """(signature, None) of a function call's arguments: the one argument's signature, else
+    ``describe_input`` of the list of arguments (and a dict of the keyword arguments). Runs on
+    every call: cached on a key made of cheap per-argument keys (a plain Python value's type;
+    an array's type, shape tuple and dtype enum or dtype identity; keyword names), as
+    ``describe_call_input`` does for one array. Arguments of other kinds (lists, dicts, objects)
+    are described uncached."""
+    if not kwargs and len(args) == 1:
+        value = args[0]
+        kind = type(value)
+        if kind is _EAGER[0]:  # the common case, inline: an EagerTensor's shape and dtype, read in C
+            known = _ONE_ARGUMENT.get((kind, value._shape_tuple(), value._datatype_enum()))
+            if known is not None:
+                return known
+        elif _EAGER[0] is None and kind.__name__ == "EagerTensor":
+            _EAGER[0] = kind
+        fast = getattr(value, "_shape_tuple", None)
+        enum = getattr(value, "_datatype_enum", None)
+        known = describe_call_input(args, kwargs)[0], None
+        if fast is not None and enum is not None:
+            if len(_ONE_ARGUMENT) > MAX_CACHED:
+                _ONE_ARGUMENT.clear()
+            _ONE_ARGUMENT[(type(value), fast(), enum())] = known
+        return known
+    parts = []
+    held = []  # the dtypes whose identity is in the key: the entry keeps them alive
+    for value in (args if not kwargs else (*args, *kwargs.values())):
+        kind = type(value)
+        if kind in _PLAIN:
+            parts.append(kind)
+            continue
+        fast = getattr(value, "_shape_tuple", None)
+        enum = getattr(value, "_datatype_enum", None)
+        if fast is not None and enum is not None:
+            parts.append((kind, fast(), enum()))
+            continue
+        dtype = getattr(value, "dtype", None)
+        shape = getattr(value, "shape", None)
+        if dtype is None or shape is None:
+            return _describe_arguments(args, kwargs), None
+        try:
+            parts.append((kind, tuple(shape), id(dtype)))
+        except TypeError:
+            return _describe_arguments(args, kwargs), None
+        held.append(dtype)
+    if kwargs:
+        parts.append(tuple(kwargs))
+    key = tuple(parts)
+    try:
+        known = _ARGUMENT_SIGNATURES.get(key)
+    except TypeError:  # an unhashable shape
+        return _describe_arguments(args, kwargs), None
+    if known is None:
+        if len(_ARGUMENT_SIGNATURES) > MAX_CACHED:
+            _ARGUMENT_SIGNATURES.clear()
+        known = _ARGUMENT_SIGNATURES[key] = ((_describe_arguments(args, kwargs), None), held)
+    return known[0]
+
+
+def _describe_arguments(args: tuple, kwargs: dict) -> str:
+    return describe_input([*args, kwargs] if kwargs else list(args)) if args or kwargs else "()"
 
 
 def call_input_spec(args: tuple, kwargs: dict):
@@ -202,7 +282,12 @@ class KerasCallCapture:
     def _wrap(self, original: Callable, api: str) -> Callable:
         # Keras has imported TensorFlow by now, so its eager context and tape stack can be looked up once.
         self.tape_is_empty = tape_check()
-        return timed_call_wrapper(original, api, self, _in_graph_check(), self.tracker, self.log, self.observers)
+        in_graph = _in_graph_check()
+        if self.identify is None:
+            self.identify = _model_identity(in_graph)
+        return timed_call_wrapper(original, api, self, in_graph, self.tracker, self.log, self.observers)
+
+    identify = None  # ``identify(model)``: see timed_call_wrapper (made with the first wrapper)
 
 
 def _in_graph_check() -> Callable[[object], bool]:
@@ -226,6 +311,28 @@ def _in_graph_check() -> Callable[[object], bool]:
             return not public()
 
     return in_graph
+
+
+def _model_identity(in_graph: Callable[[object], bool]) -> Callable[[object], str | None]:
+    """``identify(model)`` for the timed-call wrapper: the model's name, or None while a graph is
+    traced (``in_graph``); the eager check inline, as ``_in_graph_check`` reads it."""
+    from tensorflow.python.eager import context
+
+    def identify(model) -> str | None:
+        ctx = getattr(context, "_context", None)
+        try:
+            eager = ctx._thread_local_data.is_eager
+        except AttributeError:  # no context yet, or another TensorFlow: the check of its own
+            eager = not in_graph(model)
+        if not eager:
+            return None
+        try:
+            name = model.name
+        except Exception:  # a model whose name cannot be read still counts
+            return type(model).__name__
+        return name if name.__class__ is str else str(name)
+
+    return identify
 
 
 def no_tape() -> bool:

@@ -18,6 +18,7 @@ from typing import Callable
 from .collector import Collector
 from .patching import Patcher, guarded
 from .phase_tracker import PhaseTracker
+from .steps import StepLog, teardown_begins as steps_teardown, timed_producer
 
 # Not a phase switch: the batches of a tf-keras generator or Sequence are produced on tf.data's
 # threads (``from_generator`` + prefetch) while the call's own thread waits inside the predict
@@ -101,28 +102,16 @@ def phase_wrapper(original: Callable, phase: str, tracker: PhaseTracker, applies
 
 def producer_wrapper(original: Callable, tracker: PhaseTracker) -> Callable:
     """Wrap an adapter's ``_handle_multiprocessing``: the generator function it returns is timed
-    batch by batch, on whatever thread tf.data runs it, into the open call's ``off_thread_s``."""
+    batch by batch, on whatever thread tf.data runs it, into the open call's ``off_thread_s``
+    (a training call's: its StepLog, which moves it step by step; see steps.py)."""
 
     def _handle_multiprocessing(adapter, *args, **kwargs):
         generator_fn = original(adapter, *args, **kwargs)
         frame = tracker.current_frame()
         if frame is None:
             return generator_fn
-        clock = tracker.clock
-
-        def timed_generator_fn():
-            batches = iter(generator_fn())
-            while True:
-                start = clock()
-                try:
-                    batch = next(batches)
-                except StopIteration:
-                    return
-                finally:
-                    frame.off_thread_s += clock() - start
-                yield batch
-
-        return timed_generator_fn
+        log = frame.extra if isinstance(frame.extra, StepLog) else None
+        return timed_producer(generator_fn, tracker.clock, log, frame)
 
     _handle_multiprocessing.__wrapped__ = original
     return _handle_multiprocessing
@@ -137,7 +126,10 @@ def teardown_wrapper(original: Callable, tracker: PhaseTracker) -> Callable:
         original(iterator, *args, **kwargs)
         frame = tracker.current_frame()
         if frame is not None and frame.weight:
-            weakref.finalize(iterator, tracker.teardown_begins, frame).atexit = False
+            if frame.extra.__class__ is StepLog:  # a training call's epochs' iterators: see steps.py
+                weakref.finalize(iterator, steps_teardown, tracker, frame).atexit = False
+            else:
+                weakref.finalize(iterator, tracker.teardown_begins, frame).atexit = False
 
     __init__.__wrapped__ = original
     return __init__

@@ -31,6 +31,8 @@ from .sampling import PhaseSampler
 _ABSORBED_BY = {
     "data_adapter": {"kernel_execution", "input_processing"},
     "graph_creation": {"kernel_execution", "input_processing", "data_adapter", "output_processing"},
+    # What a Keras callback runs (its ops, the logs' conversion to NumPy) is the callback's time.
+    "callbacks": {"kernel_execution", "input_processing", "data_adapter", "output_processing"},
 }
 
 

@@ -6,17 +6,26 @@ about 0.5 us (our code and data are out of the CPU caches by then), ten times wh
 micro-benchmark says. So per call the wrapper does only what cannot wait, inline where it
 can: the nesting check, the call site (the input's signature, cached; the caller's code and
 line; the training flag; the target's name), one lookup of the call site's sampling
-countdown (sampling.py; counted down in place), the gates, the phase frame, and one append
-to its thread's buffer. The call site comes before the call: a
+countdown (sampling.py; counted down in place), the gates, the phase frame, and one extend
+of its thread's buffer. The call site comes before the call: a
 call site's first call is measured on its own and never profiled. Turning buffered calls
 into the collector's records (call-site text, caller, statistics, samples) happens a batch
 at a time.
+
+Two costs that do not show in the wrapper's own lines, measured on a tf.function loop (about
+120 us per call; perf, main thread): a buffered call must hold no object the garbage collector
+tracks (a buffer of tuples and frames made Python's collector run about once per 200 calls and,
+by promoting them, brought on full collections of 0.1-0.2 s: about 8 us per call in all), so a
+thread's buffer is a flat list of plain values, FIELDS per call; and the caller's line is read as
+its bytecode offset (``f_lasti``), turned into a line number once per call site at flush time:
+``f_lineno`` walks the caller's line table on every call (about 1 us at line 300 of a script).
 """
 
 from __future__ import annotations
 
 import sys
 import threading
+from itertools import compress, repeat
 from typing import Callable
 
 from . import callsite, gates
@@ -25,6 +34,10 @@ from .phase_tracker import CallFrame, PhaseTracker
 
 FLUSH_EVERY = 256
 MAX_THREAD_BUFFERS = 256
+# Values per call in a thread's buffer, in this order (see ``_flush``): api, signature, batch,
+# caller's code, its bytecode offset, training, target name, start, duration, phase totals,
+# profiled, weight, teardown seconds, first, input spec, the frame's extra.
+FIELDS = 16
 
 
 class CallLog:
@@ -32,7 +45,7 @@ class CallLog:
 
     def __init__(self, collector: Collector) -> None:
         self.collector = collector
-        self.local = threading.local()  # per thread: ``entry``, (thread name, buffer of finished calls)
+        self.local = threading.local()  # per thread: ``entry``, (thread name, flat buffer of finished calls)
         self._buffers: list[tuple[tuple[str, list], threading.Thread]] = []  # ((name, buffer), thread)
         self._lock = threading.Lock()
 
@@ -81,21 +94,30 @@ class CallLog:
             self._flush(name, buffer)
 
     def _flush(self, thread: str, buffer: list) -> None:
+        """A thread's buffered calls, as the collector's records (column by column, in C where it
+        can be: a flush runs once per FLUSH_EVERY calls, and its cost per call counts as the
+        wrapper's does)."""
         with self._lock:  # the owner thread and the final flush may both get here
             pending = buffer[:]
             del buffer[:len(pending)]
-        records = []
-        site_text, caller_of = callsite.site_text, callsite.caller_of
-        last, text = None, None  # a loop's calls come from one line: its text is looked up once per run of them
-        for api, signature, batch, code_line, training, name, frame, profiled, first, spec in pending:
-            # A call site's first call brings what is said once per call site: its caller, its input's structure.
-            caller = caller_of(code_line[0]) if first and code_line is not None else None
-            if code_line is None or last is None or code_line[0] is not last[0] or code_line[1] != last[1]:
-                last, text = code_line, site_text(code_line)
-            records.append((api, name, text, signature, frame.start,
-                            frame.last - frame.start, frame.totals, thread, profiled, batch, frame.weight,
-                            frame.teardown_s, training, caller, spec, first, frame.extra))
-        self.collector.add_calls(records)
+        count = len(pending) // FIELDS
+        if not count:
+            return
+        (apis, signatures, batches, codes, offsets, trainings, names, starts, durations, totals, profiled,
+         weights, teardowns, firsts, specs, extras) = (pending[index::FIELDS] for index in range(FIELDS))
+        # Call-site texts, looked up once per calling code object and offset (a loop's calls share one).
+        keys = list(zip(map(id, codes), offsets))
+        site_text, line_at = callsite.site_text, callsite.line_at
+        texts = {key: site_text(None if code is None else (code, line_at(code, key[1])))
+                 for key, code in dict(zip(keys, codes)).items()}
+        # A call site's first call brings what is said once per call site: its caller.
+        callers = [None] * count
+        for index in compress(range(count), firsts):
+            if codes[index] is not None:
+                callers[index] = callsite.caller_of(codes[index])
+        self.collector.add_calls(list(zip(apis, names, map(texts.__getitem__, keys), signatures, starts, durations,
+                                          totals, repeat(thread, count), profiled, batches, weights, teardowns,
+                                          trainings, callers, specs, firsts, extras)))
 
 
 def timed_call_wrapper(original: Callable, api: str, capture, skip: Callable, tracker: PhaseTracker, log: CallLog,
@@ -106,7 +128,9 @@ def timed_call_wrapper(original: Callable, api: str, capture, skip: Callable, tr
     kwargs)`` (first calls only), ``tape_is_empty()`` (False under a gradient tape: a training
     call), ``target_name(target)`` (cheap: they run per call), ``gates`` (gates.py, read per
     call) and, optionally, ``training_argument(api)``: None, or ``positional(target, args)``,
-    True when the call passed ``training=True`` by position. ``observers``: called with
+    True when the call passed ``training=True`` by position; and ``identify(target)``: the
+    target's name, or None where ``skip`` refuses it (one call instead of two; it must never
+    raise), else made of ``skip`` and ``target_name``. ``observers``: called with
     ``(api, target, args, kwargs)`` after each timed call.
     """
     # Unsampled calls (most calls) read their call site, open and close their frame inline, as
@@ -130,97 +154,140 @@ def timed_call_wrapper(original: Callable, api: str, capture, skip: Callable, tr
     positional = training_argument(api) if training_argument is not None else None
     target_name = capture.target_name
     first_user_frame = callsite.first_user_frame
+    code_is_library = callsite.CODE_IS_LIBRARY
     get_frame = sys._getframe
+    flush_size = FLUSH_EVERY * FIELDS
 
-    def timed_call(target, *args, **kwargs):
-        # Nested in another timed call (a model called inside predict() or inside the user's
-        # tf.function), or refused (e.g. called while a graph is traced): part of the outer call.
-        frames = getattr(local, "frames", None)
-        if frames or skip(target):
-            return original(target, *args, **kwargs)
-        # The call site (inline, not a function of its own: see the module's docstring).
-        try:
+    # The rare paths, out of the wrapper's body: TensorFlow captures the Python stack on each
+    # op it runs, and the line of each frame costs in proportion to the code before it.
+    def undescribed(api, args, exc):
+        warn(f"could not describe a {api} input: {exc.__class__.__name__}: {exc}")
+        return (type(args[0]).__name__ if args else "()"), None
+
+    identify = getattr(capture, "identify", None)
+    if identify is None:
+        def identify(target):
+            """The target's name, or None when ``skip`` refuses it (one call per call: both, at once)."""
+            if skip(target):
+                return None
             try:
-                signature, batch = describe(args, kwargs)
-            except Exception as exc:  # an input we cannot describe still counts as a call
-                warn(f"could not describe a {api} input: {exc.__class__.__name__}: {exc}")
-                signature, batch = (type(args[0]).__name__ if args else "()"), None
-            caller = first_user_frame(get_frame(1))  # from this wrapper's caller out
-            # A training call: ``training=True`` (by keyword, or by position where the API takes
-            # it), or under a recording gradient tape.
-            training = ((kwargs and kwargs.get("training") is True) or not tape_is_empty()
-                        or (positional is not None and len(args) > 1 and positional(target, args)))
-            if caller is None:
-                code_line = None
-                key = (api, id(target), signature, training)
-            else:
-                code, line = caller.f_code, caller.f_lineno
-                code_line = (code, line)
-                key = (api, id(target), signature, training, id(code), line)
-            try:
-                name = target_name(target)
+                return target_name(target)
             except Exception as exc:  # a target whose name cannot be read still counts
                 warn(f"could not name a {api} target: {exc.__class__.__name__}: {exc}")
-                name = type(target).__name__
+                return type(target).__name__
+
+    def start_gates(api, first):
+        try:
+            return gates.start_all(capture.gates, api, first)
         except Exception as exc:
-            warn(f"could not record a {api} call: {exc.__class__.__name__}: {exc}")
-            return original(target, *args, **kwargs)
-        state = sites.get(key)
-        # A profiler's start is not part of the call. If it fails, the call runs unprofiled.
-        taken = None
-        profiled = False
-        if capture.gates:
+            warn(f"a profiler could not start on a {api} call: {exc.__class__.__name__}: {exc}")
+            return None
+
+    def timed_call(target, *args, **kwargs):
+        # The calls of ``original`` come first in the bytecode, the preparation after them (the
+        # loop runs it first): TensorFlow reads the line of each frame on the stack for each op it
+        # runs, walking the line table up to the frame's call, and this way that walk is short.
+        weight = None  # None: not prepared yet; -1: passed through untimed
+        while True:
+            if weight == -1:
+                return original(target, *args, **kwargs)
+            if weight is not None:
+                frame = None
+                try:
+                    if weight or frames is None:
+                        frame = begin_call(target, weight)
+                        frames = local.frames  # made by begin_call on a thread's first call
+                    else:
+                        frame = CallFrame(clock(), target, 0)
+                        frames.append(frame)
+                    return original(target, *args, **kwargs)
+                finally:
+                    if frame is not None:
+                        if weight:
+                            end_call(frame)
+                        else:
+                            now = clock()
+                            frame.totals[frame.stack[-1]] += now - frame.last
+                            frame.last = now
+                            if frames[-1] is frame:
+                                frames.pop()
+                            elif frame in frames:
+                                frames.remove(frame)
+                        frame.target = None  # the record keeps the target's name, not the model
+                    if taken:
+                        gates.stop_all(taken)
+                    if frame is not None:
+                        try:
+                            buffer = log_local.entry[1]
+                        except AttributeError:  # this thread's first call
+                            buffer = new_buffer()[1]
+                        buffer.extend((api, signature, batch, code, offset, training, name, frame.start,
+                                       frame.last - frame.start, frame.totals, profiled, frame.weight,
+                                       frame.teardown_s, state is None, spec, frame.extra))
+                        if len(buffer) >= flush_size:
+                            log.flush_full(log_local.entry)
+                        if observers:
+                            log.observe(observers, api, target, args, kwargs)
+            # Nested in another timed call (a model called inside predict() or inside the user's
+            # tf.function), or refused (e.g. called while a graph is traced): part of the outer call.
+            weight = -1
             try:
-                taken = gates.start_all(capture.gates, api, state is None)
-                profiled = bool(taken)
+                frames = local.frames
+            except AttributeError:  # this thread's first call
+                frames = None
+            if frames:
+                continue
+            name = identify(target)  # None: refused
+            if name is None:
+                continue
+            # The call site (inline, not a function of its own: see the module's docstring).
+            try:
+                try:
+                    signature, batch = describe(args, kwargs)
+                except Exception as exc:  # an input we cannot describe still counts as a call
+                    signature, batch = undescribed(api, args, exc)
+                caller = get_frame(1)  # this wrapper's caller: most often the user's own line
+                code = caller.f_code
+                code_id = id(code)
+                known = code_is_library.get(code_id)
+                if known is None or known[0] is not code or known[1]:
+                    caller = first_user_frame(caller)
+                    code = None if caller is None else caller.f_code
+                    code_id = id(code)
+                # A training call: ``training=True`` (by keyword, or by position where the API
+                # takes it), or under a recording gradient tape.
+                training = ((kwargs and kwargs.get("training") is True) or not tape_is_empty()
+                            or (positional is not None and len(args) > 1 and positional(target, args)))
+                if caller is None:
+                    offset = None
+                    key = (api, id(target), signature, training)
+                else:
+                    offset = caller.f_lasti  # the line is looked up at flush time
+                    key = (api, id(target), signature, training, code_id, offset)
             except Exception as exc:
-                warn(f"a profiler could not start on a {api} call: {exc.__class__.__name__}: {exc}")
-        spec = None
-        if state is None:  # the call site's first call: sampled unless a profiler had to take it
-            spec = log.first_spec(api, capture, args, kwargs)
-            first_call(key)
-            weight = 0 if profiled else 1
-        elif profiled:
-            weight = 0
-        else:
-            left = state[0] - 1
-            if left > 0:
-                state[0] = left
+                warn(f"could not record a {api} call: {exc.__class__.__name__}: {exc}")
+                continue
+            state = sites.get(key)
+            # A profiler's start is not part of the call. If it fails, the call runs unprofiled.
+            taken = None
+            profiled = False
+            if capture.gates:
+                taken = start_gates(api, state is None)
+                profiled = bool(taken)
+            spec = None
+            if state is None:  # the call site's first call: sampled unless a profiler had to take it
+                spec = log.first_spec(api, capture, args, kwargs)
+                first_call(key)
+                weight = 0 if profiled else 1
+            elif profiled:
                 weight = 0
             else:
-                weight = sampled(state)
-        frame = None
-        try:
-            if weight or frames is None:
-                frame = begin_call(target, weight)
-                frames = local.frames  # made by begin_call on a thread's first call
-            else:
-                frame = CallFrame(clock(), target, 0)
-                frames.append(frame)
-            return original(target, *args, **kwargs)
-        finally:
-            if frame is not None:
-                if weight:
-                    end_call(frame)
+                left = state[0] - 1
+                if left > 0:
+                    state[0] = left
+                    weight = 0
                 else:
-                    now = clock()
-                    frame.totals[frame.stack[-1]] += now - frame.last
-                    frame.last = now
-                    if frames[-1] is frame:
-                        frames.pop()
-                    elif frame in frames:
-                        frames.remove(frame)
-                frame.target = None  # the record keeps the target's name, not the model
-            if taken:
-                gates.stop_all(taken)
-            if frame is not None:
-                entry = getattr(log_local, "entry", None) or new_buffer()
-                entry[1].append((api, signature, batch, code_line, training, name, frame, profiled,
-                                 state is None, spec))
-                if len(entry[1]) >= FLUSH_EVERY:
-                    log.flush_full(entry)
-                if observers:
-                    log.observe(observers, api, target, args, kwargs)
+                    weight = sampled(state)
 
     timed_call.__wrapped__ = original
     timed_call.__name__ = getattr(original, "__name__", api)

@@ -103,6 +103,16 @@ class TraceCapture:
         self._roles: dict[int, tuple] = {}  # id of a Keras-made Function's cache -> (role, weakref to model)
         self._functions: dict[int, weakref.ref] = {}  # id of a Function's cache -> the Function
         self.models = ModelRegistry(collector)
+        self._tracing = threading.local()  # ``marks``: per trace being made on this thread, [applies gradients]
+
+    def mark_training_step(self) -> bool:
+        """The function traced now on this thread applies gradients (custom_loops.py); False if
+        no trace is being made here."""
+        marks = getattr(self._tracing, "marks", None)
+        if not marks:
+            return False
+        marks[-1][0] = True
+        return True
 
     def install(self, patcher: Patcher) -> None:
         warn = self.collector.warn
@@ -143,6 +153,9 @@ class TraceCapture:
             def _create_concrete_function(function_type, type_context, func_graph, tracing_options):
                 tracker = capture.phase_tracker
                 token = tracker.enter("graph_creation") if tracker is not None else None
+                marks = capture._tracing.__dict__.setdefault("marks", [])
+                mark = [False]
+                marks.append(mark)
                 start = capture.clock()
                 failed = True
                 try:
@@ -153,8 +166,10 @@ class TraceCapture:
                     duration = capture.clock() - start
                     if token is not None:
                         tracker.exit(token)
+                    if marks and marks[-1] is mark:
+                        marks.pop()
                     try:
-                        capture._record(function_type, tracing_options, duration, failed)
+                        capture._record(function_type, tracing_options, duration, failed, mark[0])
                     except Exception as exc:  # never break the user's trace
                         capture.collector.warn(f"could not describe a trace: {exc.__class__.__name__}: {exc}")
             _create_concrete_function.__wrapped__ = original
@@ -178,7 +193,8 @@ class TraceCapture:
         self._roles[cache_id] = (role, ref)
 
     # -- recording ------------------------------------------------------------------
-    def _record(self, function_type, tracing_options, duration: float, failed: bool) -> None:
+    def _record(self, function_type, tracing_options, duration: float, failed: bool,
+                training_step: bool = False) -> None:
         python_function = callsite.unwrap_function(tracing_options.python_function)
         code = callsite.code_of(python_function)
         qualname = getattr(python_function, "__qualname__", None) or str(tracing_options.name)
@@ -242,6 +258,8 @@ class TraceCapture:
             trace["variable_creation"] = variable_creation
         if failed:
             trace["failed"] = True
+        if training_step:
+            trace["training_step"] = True
         self.collector.add_trace(key, name, qualname, origin, defined_at, trace)
 
     def _object_of(self, cache, key: tuple) -> tuple[int, bool]:

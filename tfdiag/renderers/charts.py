@@ -215,3 +215,62 @@ def timeline(analysis, max_points: int = MAX_POINTS, width: int = WIDTH, height:
     # Draw plain points first and marked ones last, so spikes and traces stay on top.
     view["points"].sort(key=lambda p: (p["first"] or p["spike"], p["traced"], p["x"]))
     return view
+
+
+STEP_HEIGHT = 200
+MAX_EPOCH_LABELS = 12
+
+
+def step_chart(view: dict | None, width: int = WIDTH, height: int = STEP_HEIGHT) -> dict:
+    """Chart-ready step timeline of one training call (``analysis.training`` row's ``timeline``):
+    step number on x, step duration on a log scale on y, one line through the steps, each epoch's
+    first step marked (a dot and a dashed line) and the call's first step labelled. ``points`` is
+    empty when capture kept no timeline."""
+    chart = {"points": [], "line": "", "epochs": [], "marks": [], "x_ticks": [], "y_ticks": [], "width": width,
+             "height": height, "plot": {}, "label": None}
+    points = (view or {}).get("points") or []
+    if not points:
+        return chart
+    left, right, top, bottom = MARGIN["left"], width - MARGIN["right"], MARGIN["top"], height - MARGIN["bottom"]
+    chart["plot"] = {"left": left, "right": right, "top": top, "bottom": bottom}
+    last = max(1, max(p["step"] for p in points))
+    durations = [max(MIN_DURATION_S, _number(p.get("duration_s"), MIN_DURATION_S)) for p in points]
+    lo = math.floor(math.log10(min(durations) / 1.3))
+    hi = math.ceil(math.log10(max(durations) * 1.3))
+    hi = hi if hi > lo else lo + 1
+    pad = 6
+
+    def x_of(step: float) -> float:
+        return round(left + pad + step / last * (right - left - 2 * pad), 1)
+
+    def y_of(d: float) -> float:
+        return round(bottom - (math.log10(d) - lo) / (hi - lo) * (bottom - top), 1)
+
+    coords = []
+    for p, d in zip(points, durations):
+        x, y = x_of(p["step"]), y_of(d)
+        coords.append(f"{x},{y}")
+        if p.get("epoch_start") or p.get("first"):
+            chart["marks"].append({"x": x, "y": y, "step": p["step"], "duration_s": d, "epoch": p.get("epoch", 1),
+                                   "first": bool(p.get("first"))})
+    chart["line"] = " ".join(coords)
+    starts = (view or {}).get("epoch_starts") or []
+    every = max(1, math.ceil(len(starts) / MAX_EPOCH_LABELS))
+    for number, step in enumerate(starts, 1):
+        if step <= last:
+            chart["epochs"].append({"x": x_of(step), "step": step, "epoch": number,
+                                    "label": f"epoch {number}" if (number - 1) % every == 0 else ""})
+    step = _nice_step(last)
+    k = 0
+    while k * step <= last * 1.0001 and k < 50:
+        chart["x_ticks"].append({"x": x_of(k * step), "label": f"{int(k * step):,}"})
+        k += 1
+    for power in range(lo, hi + 1):
+        chart["y_ticks"].append({"y": y_of(10.0 ** power), "label": duration(10.0 ** power)})
+    first = next((m for m in chart["marks"] if m["first"]), None)
+    if first is not None:
+        # below the dot: the epoch labels take the top of the plot
+        chart["label"] = {"x": round(first["x"] + 7, 1), "y": round(min(bottom - 4, first["y"] + 16), 1),
+                          "text": f"first step {duration(first['duration_s'])}"}
+    chart["points"] = points
+    return chart

@@ -16,7 +16,7 @@ from ..analysis import Analysis
 from ..analysis.findings import short_site
 from ..analysis.units import duration
 from ..recording import PHASES
-from .charts import timeline
+from .charts import step_chart, timeline
 
 PHASE_COLORS = {
     "input_processing": "#8e6cc4",
@@ -52,6 +52,7 @@ def environment() -> jinja2.Environment:
     env.filters["short_site"] = short_site
     env.filters["pct"] = lambda v: f"{100 * v:.0f}%"
     env.filters["code_spans"] = code_spans
+    env.filters["step_chart"] = step_chart  # a training row's step timeline, laid out
     env.filters["http_url"] = http_url
     env.filters["thousands"] = lambda n: f"{n:,}" if isinstance(n, int) and not isinstance(n, bool) else str(n)
     return env
@@ -69,6 +70,8 @@ LIMITS = {
     "calls": 100,
     "warnings": 50,
     "profiler_rows": 15,  # cProfile's hot functions and the TF Profiler's top ops
+    "training": 10,  # training call sites, each with its step chart
+    "callbacks": 10,  # callbacks per training call site
 }
 
 # The page's only script: adds a Copy button to each code snippet. It is a constant (no data

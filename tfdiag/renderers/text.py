@@ -10,7 +10,8 @@ from ..analysis import Analysis, agreement
 from ..analysis.units import duration
 
 TOP_FINDINGS = 3
-TOP_WARNINGS = 3  # capture warnings shown (the TF Profiler cross-check's always are)
+TOP_WARNINGS = 3
+TOP_TRAINING = 2  # training call sites summarised (the page has them all)  # capture warnings shown (the TF Profiler cross-check's always are)
 WIDTH = 100
 
 
@@ -30,6 +31,8 @@ def summary(analysis: Analysis, files: dict[str, str]) -> str:
         if run["exception"]:
             how += f": {run['exception']}"
         lines.append(how + "; the report covers what ran before that")
+    for row in analysis.training[:TOP_TRAINING]:
+        lines += _wrap(_training_line(row), "            ", "  training: ")
     for rank, finding in enumerate(analysis.findings[:TOP_FINDINGS], 1):
         lines += _wrap(f"[{finding['severity']}] {finding['code']}: {finding['title']} "
                        f"(≈{duration(finding['estimated_savings_s'])} to save)", "     ", f"  {rank}. ")
@@ -51,6 +54,19 @@ def summary(analysis: Analysis, files: dict[str, str]) -> str:
         lines.append(f"  … and {len(others) - TOP_WARNINGS} more capture warnings in the report")
     lines.append(paths(files))
     return "\n".join(lines)
+
+
+def _training_line(row: dict) -> str:
+    """``fit() m at train.py:31: 150 steps, median step 12 ms: data_adapter 62% · kernel_execution 26%``."""
+    line = f"{row['label']} at {os.path.basename(row['call_site'] or '')}"
+    if row["steps"] is not None:
+        line += f": {row['steps']} steps"
+    if row["step_median_s"]:
+        line += f", median step {duration(row['step_median_s'])}"
+    if row["shares"]:
+        top = sorted((p for p, v in row["shares"].items() if v >= 0.05), key=lambda p: -row["shares"][p])
+        line += (": " + " · ".join(f"{p} {100 * row['shares'][p]:.0f}%" for p in top)) if top else ""
+    return line
 
 
 def paths(files: dict[str, str]) -> str:

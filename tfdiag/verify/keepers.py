@@ -1,10 +1,11 @@
 """The only hooks of --verify: what it keeps while the user's code runs, to measure afterwards.
 
-Both are observers of capture's own call wrappers; verify patches nothing. ``InputKeeper``
+All are observers of capture's own call wrappers; verify patches nothing. ``InputKeeper``
 observes the Keras call capture: per model, the APIs used, the last input and the shapes seen.
+``FitKeeper`` (``fit_keeper.py``) observes the same capture's fit()/train_on_batch() calls.
 ``FunctionKeeper`` observes the tf.function call capture (``capture/function_calls.py``), which
 says whether each call traced: per user tf.function, it keeps the inputs of the calls that made
-it trace. Both are bounded, and neither measures anything: that runs after the hooks are gone
+it trace. All are bounded, and none measures anything: that runs after the hooks are gone
 (``measure.py``, ``retrace_checks.py``).
 """
 
@@ -74,6 +75,39 @@ class Seen:
         return max(USER_APIS, key=lambda api: (self.counts.get(api, 0), -USER_APIS.index(api)))
 
 
+class RecentModels:
+    """A keeper's per-model records (``make(model, name)``, with ``model``, ``target`` and ``order``),
+    at most ``max_models``: the least recently used is dropped first, its name kept in ``dropped``.
+    Callers hold their own lock."""
+
+    def __init__(self, make: Callable, max_models: int) -> None:
+        self.make = make
+        self.max_models = max_models
+        self.records: OrderedDict[int, object] = OrderedDict()
+        self.order = 0
+        self.dropped: list[str] = []
+
+    def get(self, model):
+        """The model's record (made on first use), now the most recently used."""
+        key = id(model)
+        record = self.records.get(key)
+        if record is None or record.model is not model:
+            record = self.records[key] = self.make(model, str(getattr(model, "name", type(model).__name__)))
+            while len(self.records) > self.max_models:
+                _, old = self.records.popitem(last=False)
+                self.dropped.append(old.target)
+        self.records.move_to_end(key)
+        self.order += 1
+        record.order = self.order
+        return record
+
+    def drain(self) -> list:
+        """Every record; the table forgets them."""
+        records = list(self.records.values())
+        self.records.clear()
+        return records
+
+
 class InputKeeper:
     """A Keras call observer: per model, the APIs used, the last input and the shapes seen.
 
@@ -84,15 +118,14 @@ class InputKeeper:
     """
 
     def __init__(self, max_models: int = MAX_MODELS) -> None:
-        self.max_models = max_models
         self._lock = threading.Lock()
-        self._seen: OrderedDict[int, Seen] = OrderedDict()
-        self._order = 0
-        self.dropped: list[str] = []
+        self.models = RecentModels(Seen, max_models)
         self.training: set[str] = set()  # models called in a training loop
         self._in_training: Callable[..., bool] | None = None  # the capture's own test, made once TF is in
 
     def __call__(self, api: str, model, args, kwargs) -> None:
+        if api not in USER_APIS:  # fit(), evaluate() and the like: FitKeeper's
+            return
         if self._in_training is None:
             self._in_training = training_check()
         if self._in_training(kwargs, model, args):  # training=True (keyword or position) or a tape: no inference advice
@@ -111,7 +144,7 @@ class InputKeeper:
                 usable, why = False, str(exc)
         site = callsite.user_call_site(3)
         with self._lock:
-            seen = self._entry(model)
+            seen = self.models.get(model)
             seen.counts[api] = seen.counts.get(api, 0) + 1
             if api == seen.user_path():
                 seen.call_site = site
@@ -125,26 +158,10 @@ class InputKeeper:
             elif seen.last_input is None:
                 seen.unsupported = why
 
-    def _entry(self, model) -> Seen:
-        """The model's record, most recently called last (called with the lock held)."""
-        key = id(model)
-        seen = self._seen.get(key)
-        if seen is None or seen.model is not model:
-            seen = Seen(model, str(getattr(model, "name", type(model).__name__)))
-            self._seen[key] = seen
-            while len(self._seen) > self.max_models:
-                _, old = self._seen.popitem(last=False)
-                self.dropped.append(old.target)
-        self._seen.move_to_end(key)
-        self._order += 1
-        seen.order = self._order
-        return seen
-
     def take(self) -> list[Seen]:
         """Models worth measuring, most called first; the keeper forgets them all."""
         with self._lock:
-            seen = list(self._seen.values())
-            self._seen.clear()
+            seen = self.models.drain()
         seen = [s for s in seen if sum(s.counts.values()) >= MIN_CALLS_TO_MEASURE]
         seen.sort(key=lambda s: (-sum(s.counts.values()), s.order))
         return seen

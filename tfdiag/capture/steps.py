@@ -1,0 +1,367 @@
+"""The steps of a fit()/evaluate() call: one ``StepLog`` per call, summed per call site.
+
+Why it exists: a training call is one timed call (timed_calls.py) made of many batch steps, and
+the report needs the steps themselves: their wall time, their phase split, the callbacks that
+ran in them and the producer that fed them. The CallbackList's batch hooks (training_calls.py)
+mark each step's begin and end on the call frame's ``StepLog`` (``CallFrame.extra``); the
+collector hands each finished log to its call site's ``SiteSteps``.
+
+What it costs, per step: two clock reads and, in sampled calls, a copy of the frame's seven
+phase totals at the begin mark and a seven-item sum at the end mark (about 1-2 us). Memory is
+bounded: a call keeps every ``stride``-th step duration (stride doubles past ``MAX_POINTS``),
+at most ``MAX_EPOCHS`` epoch starts, and one entry per callback class.
+
+Batches produced on tf.data's threads (a PyDataset, a Sequence, a generator) are waited for
+inside the train function's graph, which shows as kernel time on the call's thread: at each
+step's end, up to the production seconds finished during the step move from kernel_execution
+to data_adapter (as ``PhaseTracker.end_sampled`` does for predict's ``off_thread_s``).
+"""
+
+from __future__ import annotations
+
+import inspect
+import linecache
+import random
+
+from ..recording import PHASES
+from . import callsite
+from .sampling import Reservoir
+
+MAX_POINTS = 2000
+FIRST_STEPS = 6  # a sampled call's steps measured before one in the sampler's gap is
+MAX_EPOCHS = 1000
+STEP_RESERVOIR = 4096
+
+
+class StepLog:
+    """One training call's steps. ``mode``: ``train`` or ``test`` (which batch hooks are its
+    steps), None for train_on_batch/test_on_batch (no steps). ``settings``: the model's
+    steps_per_execution, run_eagerly, jit_compile; ``producer``: ``describe_producer`` of its x."""
+
+    __slots__ = ("mode", "settings", "producer", "steps", "begin", "marks", "produced_s", "produced_mark",
+                 "batches", "durations", "stride", "first_phases", "phase_sums", "phase_steps", "epoch_starts",
+                 "callbacks", "in_callback", "sampled", "teardown", "kernel_mark", "countdown", "measured",
+                 "per_op", "gap", "paused", "unmeasured_s")
+
+    def __init__(self, mode: str | None, settings: dict, producer: dict | None, sampled: bool,
+                 per_op=None, gap=None) -> None:
+        self.mode = mode
+        self.settings = settings
+        self.producer = producer
+        self.sampled = sampled
+        self.steps = 0
+        self.begin = None  # the open step's begin mark (None between steps)
+        self.marks = None  # the frame's phase totals at the begin mark (sampled calls)
+        self.produced_s = 0.0  # seconds the producer spent on batches (any thread)
+        self.produced_mark = 0.0
+        self.batches = 0
+        self.durations: list = []
+        self.stride = 1
+        self.first_phases = None
+        self.phase_sums = dict.fromkeys(PHASES, 0.0)
+        self.phase_steps = 0
+        self.epoch_starts: list = []
+        self.callbacks: dict = {}  # callback class -> [seconds, hook calls] (sampled calls)
+        self.in_callback = False  # a callback's hook is running (its super() calls are not counted twice)
+        self.teardown = None  # the tracker's token while a released epoch iterator is torn down
+        # Step sampling, in a sampled call: only the measured steps (the first FIRST_STEPS, each
+        # epoch's first, then one in ``gap()``) and what runs outside steps (epoch hooks,
+        # validation) run with the frame sampled and the per-op entry points (``per_op``, the
+        # tracker's Toggle, held by the frame for the whole call) on; from an unmeasured step's
+        # begin to the next measured step or epoch hook the frame is unsampled (``paused``), and
+        # those seconds are spread in the measured steps' shares (``finish``). (A retrace while
+        # paused charges its time so far to ``other``.)
+        self.kernel_mark = 0.0
+        self.countdown = 1
+        self.measured = 0
+        self.per_op = per_op
+        self.gap = gap
+        self.paused = None  # the frame, while an unmeasured step runs with it unsampled
+        self.unmeasured_s = 0.0
+
+    def end_teardown(self, tracker) -> None:
+        """The next callback hook after an iterator's release: its teardown is over."""
+        token, self.teardown = self.teardown, None
+        frame, depth = token
+        if len(frame.stack) >= depth and frame.stack[depth - 1] == "data_adapter":
+            tracker.exit(token)
+
+    def open(self, now: float, frame, mode: str) -> None:
+        """The begin of a batch hook (``mode``: whose) in a sampled call (``frame``: the call's),
+        where the step is measured (``CallbackList`` hooks: training_calls.py)."""
+        self.begin = now
+        self.produced_mark = self.produced_s
+        self.kernel_mark = frame.totals["kernel_execution"]
+        if mode != self.mode:
+            self.marks = None
+            return
+        self.measured += 1
+        self.countdown = 1 if self.measured < FIRST_STEPS or self.gap is None else self.gap()
+        self.marks = frame.totals.copy()
+
+    def pause(self, frame, now: float) -> None:
+        """An unmeasured step begins: the frame runs unsampled (its time so far is charged)."""
+        frame.totals[frame.stack[-1]] += now - frame.last
+        frame.last = now
+        self.paused = frame
+        frame.weight = 0
+        if self.per_op is not None:
+            self.per_op.release()
+
+    def resume(self, now: float) -> None:
+        """A measured step or an epoch hook: the frame is sampled again."""
+        frame, self.paused = self.paused, None
+        self.unmeasured_s += now - frame.last
+        frame.last = now
+        frame.weight = 1
+        if self.per_op is not None:
+            self.per_op.acquire()
+
+    def finish(self, frame, now: float) -> None:
+        """The call is over: the unmeasured steps' seconds go to the phases in the measured
+        steps' shares."""
+        if self.paused is not None:
+            self.resume(now)
+        shares = self.phase_sums if self.phase_steps else (self.first_phases or {})
+        total = sum(shares.values())
+        if self.unmeasured_s > 0 and total > 0:
+            for name, seconds in shares.items():
+                frame.totals[name] += self.unmeasured_s * seconds / total
+        self.unmeasured_s = 0.0
+
+    def close(self, now: float, frame, mode: str) -> None:
+        """The end of a batch hook (``mode``: whose); a step of this call when ``mode`` is its own.
+        ``frame``: the call's, when it runs sampled."""
+        begin = self.begin
+        if begin is None:
+            return
+        self.begin = None
+        totals = None
+        if frame is not None:
+            totals = frame.totals
+            produced = self.produced_s - self.produced_mark
+            if produced > 0:
+                moved = min(produced, totals["kernel_execution"] - self.kernel_mark)
+                if moved > 0:
+                    totals["kernel_execution"] -= moved
+                    totals["data_adapter"] += moved
+        if mode != self.mode:
+            return
+        n = self.steps
+        self.steps = n + 1
+        if n % self.stride == 0:
+            durations = self.durations
+            durations.append(now - begin)
+            if len(durations) > MAX_POINTS:
+                self.durations = durations[::2]
+                self.stride *= 2
+        marks = self.marks
+        if totals is not None and marks is not None:
+            if n == 0:
+                self.first_phases = {p: totals[p] - marks[p] for p in marks}
+            else:
+                sums = self.phase_sums
+                for p in marks:
+                    sums[p] += totals[p] - marks[p]
+                self.phase_steps += 1
+
+    def epoch(self) -> None:
+        self.countdown = 1  # an epoch's first step (a new iterator's first batch) is always measured
+        if len(self.epoch_starts) < MAX_EPOCHS:
+            self.epoch_starts.append(self.steps)
+
+    def steps_per_epoch(self) -> list:
+        starts = self.epoch_starts or [0]
+        ends = starts[1:] + [self.steps]
+        return [end - start for start, end in zip(starts, ends)][:MAX_EPOCHS]
+
+
+def teardown_begins(tracker, frame) -> None:
+    """A training call's epoch iterator is released (a weakref callback, before its C++ teardown,
+    which waits for tf.data's threads): data_adapter time, up to the next callback hook."""
+    log = frame.extra
+    if tracker.current_frame() is frame and log.teardown is None and log.paused is None:
+        log.teardown = tracker.enter("data_adapter")
+
+
+def timed_producer(generator_fn, clock, log: StepLog | None = None, frame=None):
+    """``generator_fn`` (what a data adapter hands to ``tf.data.Dataset.from_generator``) timed
+    batch by batch, on whatever thread runs it, into ``log`` (a training call's) or, without
+    one, into ``frame.off_thread_s`` (a predict call's; see ``PhaseTracker.end_sampled``)."""
+
+    def timed_generator_fn():
+        batches = iter(generator_fn())
+        while True:
+            start = clock()
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            if log is not None:
+                log.produced_s += clock() - start
+                log.batches += 1
+            else:
+                frame.off_thread_s += clock() - start
+            yield batch
+
+    return timed_generator_fn
+
+
+# -- what a call's data is ------------------------------------------------------------------
+def describe_producer(x, workers=None, use_multiprocessing=None) -> dict | None:
+    """``data_producer`` of a fit/evaluate input ``x`` (without its timing): the user's PyDataset,
+    Sequence, generator, tf.data pipeline or arrays; None for no input."""
+    if x is None:
+        return None
+    cls = type(x)
+    names = {klass.__name__ for klass in cls.__mro__}
+    out = {"kind": "arrays", "name": cls.__name__, "defined_at": None, "seconds": None, "batches": None,
+           "workers": workers, "use_multiprocessing": use_multiprocessing, "map_functions": []}
+    if "PyDataset" in names or ("Sequence" in names and hasattr(cls, "__getitem__")):
+        out["kind"] = "PyDataset" if "PyDataset" in names else "Sequence"
+        out["name"] = f"{cls.__name__}.__getitem__"
+        out["defined_at"] = _user_site(callsite.code_of(getattr(cls, "__getitem__", None)))
+        if out["kind"] == "PyDataset":
+            out["workers"] = getattr(x, "workers", workers)
+            out["use_multiprocessing"] = getattr(x, "use_multiprocessing", use_multiprocessing)
+    elif inspect.isgenerator(x):
+        code = x.gi_code
+        out.update(kind="generator", name=getattr(code, "co_qualname", code.co_name), defined_at=_user_site(code))
+    elif cls.__module__.startswith("tensorflow.python.data"):
+        out.update(kind="tf.data", map_functions=_map_functions(x))
+    return out
+
+
+def _user_site(code) -> str | None:
+    if code is None or callsite.is_library_file(code.co_filename):
+        return None
+    return callsite.code_site(code)
+
+
+def _map_functions(dataset, limit: int = 32) -> list:
+    """The user's functions given to ``Dataset.map`` (or flat_map, filter ...) up the pipeline."""
+    found = []
+    for _ in range(limit):
+        if dataset is None:
+            break
+        wrapper = getattr(dataset, "_map_func", None) or getattr(dataset, "_predicate", None)
+        code = callsite.code_of(getattr(wrapper, "_func", None))
+        site = _user_site(code)
+        if site is not None:
+            found.append({"name": getattr(code, "co_qualname", code.co_name), "defined_at": site})
+        dataset = getattr(dataset, "_input_dataset", None)
+    return found[::-1]
+
+
+# -- per call site ------------------------------------------------------------------------
+_CLASS_INFO: dict = {}
+
+
+def _class_info(cls) -> dict:
+    known = _CLASS_INFO.get(cls)
+    if known is None:
+        code = next((callsite.code_of(v) for v in vars(cls).values() if callsite.code_of(v) is not None), None)
+        filename = code.co_filename if code is not None else ""
+        defined_at = None
+        if code is not None:  # the ``class`` line above its first method
+            line = code.co_firstlineno
+            while line > 1 and not linecache.getline(filename, line).lstrip().startswith(f"class {cls.__name__}"):
+                line -= 1
+            defined_at = f"{filename}:{line}"
+        known = _CLASS_INFO[cls] = {"name": cls.__name__, "qualname": cls.__qualname__, "defined_at": defined_at,
+                                    "user": bool(filename) and not callsite.is_library_file(filename)}
+    return known
+
+
+class SiteSteps:
+    """The steps of every call at one call site (kept in its CallStats)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.steps = 0
+        self.epochs = 0
+        self.sampled_steps = 0
+        self.first_step_s = None
+        self.steps_per_epoch = None
+        self.timeline = None
+        self.durations = Reservoir(STEP_RESERVOIR, random.Random(2))
+        self.phase_sums = dict.fromkeys(PHASES, 0.0)
+        self.phase_steps = 0
+        self.first_step_phases = None
+        self.settings: dict = {}
+        self.callbacks: dict = {}  # (module, qualname) -> [info, seconds, calls]
+        self.producer = None
+
+    def add(self, log: StepLog, sampled: bool) -> None:
+        self.calls += 1
+        self.steps += log.steps
+        if not self.settings:
+            self.settings = dict(log.settings)
+        if log.mode is None:
+            return
+        self.epochs += len(log.epoch_starts)
+        if self.calls == 1:
+            self.first_step_s = log.durations[0] if log.durations else None
+            self.steps_per_epoch = log.steps_per_epoch() if log.epoch_starts else None
+            self.timeline = {"stride": log.stride, "durations_s": list(log.durations),
+                             "epoch_starts": list(log.epoch_starts)}
+        self.durations.extend(log.durations[1:])
+        if log.producer is not None:
+            if self.producer is None:
+                self.producer = dict(log.producer)
+            if sampled and log.batches:
+                self.producer["seconds"] = (self.producer["seconds"] or 0.0) + log.produced_s
+                self.producer["batches"] = (self.producer["batches"] or 0) + log.batches
+        if not sampled:
+            return
+        self.sampled_steps += log.steps
+        if self.first_step_phases is None and log.first_phases is not None:
+            self.first_step_phases = log.first_phases
+        for name, seconds in log.phase_sums.items():
+            self.phase_sums[name] = self.phase_sums.get(name, 0.0) + seconds
+        self.phase_steps += log.phase_steps
+        for cls, (seconds, count) in log.callbacks.items():
+            entry = self.callbacks.get((cls.__module__, cls.__qualname__))
+            if entry is None:
+                entry = self.callbacks[(cls.__module__, cls.__qualname__)] = [_class_info(cls), 0.0, 0]
+            entry[1] += seconds
+            entry[2] += count
+
+    def section(self, count: int) -> dict:
+        """The call site's step fields; ``count``: its calls (train_on_batch's steps)."""
+        out = dict(self.settings)
+        out["steps"] = self.steps if self.timeline else count
+        if not self.timeline:
+            return out
+        values = sorted(self.durations.items)
+        callbacks = [{**info, "seconds": seconds, "calls": count,
+                      "per_step_s": seconds / self.sampled_steps if self.sampled_steps else None}
+                     for info, seconds, count in self.callbacks.values()]
+        out.update(
+            epochs=self.epochs, steps_per_epoch=self.steps_per_epoch,
+            step_median_s=percentile(values, 0.5) if values else None,
+            step_p95_s=percentile(values, 0.95) if values else None,
+            first_step_s=self.first_step_s,
+            step_phases=({k: v / self.phase_steps for k, v in self.phase_sums.items()} if self.phase_steps else None),
+            first_step_phases=self.first_step_phases, step_timeline=self.timeline,
+            callbacks=sorted(callbacks, key=lambda c: -c["seconds"]), data_producer=self.producer)
+        return out
+
+
+def add(site: SiteSteps | None, log, sampled: bool) -> SiteSteps | None:
+    """``log`` (a call's ``CallFrame.extra``) into its call site's steps (made on first use)."""
+    if not isinstance(log, StepLog):
+        return site
+    site = site if site is not None else SiteSteps()
+    site.add(log, sampled)
+    return site
+
+
+def percentile(sorted_values: list, q: float) -> float:
+    """The ``q`` quantile of ``sorted_values`` (linear interpolation; 0.0 for none)."""
+    if not sorted_values:
+        return 0.0
+    rank = q * (len(sorted_values) - 1)
+    low = int(rank)
+    high = min(low + 1, len(sorted_values) - 1)
+    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (rank - low)
