@@ -25,6 +25,7 @@ import argparse
 import os
 import random
 import statistics
+import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -110,7 +111,8 @@ def main() -> None:
                 else:
                     results[name][mode].append(block(fn, calls))
 
-    version = getattr(keras, "__version__", "?")
+    package = sys.modules.get(type(model).__module__.split(".")[0])
+    version = getattr(keras, "__version__", None) or getattr(package, "__version__", "?")
     flavour = "tf-keras" if "tf_keras" in type(model).__module__ else "Keras"
     print(f"tfdiag overhead, {args.rounds} rounds; calls per block: predict() {args.predict_calls}, "
           f"model(x) {args.call_calls}, fit() {args.fit_calls} x {args.fit_steps} steps, "

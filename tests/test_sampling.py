@@ -447,3 +447,25 @@ def test_the_reservoir_keeps_a_uniform_sample_drawing_few_random_numbers():
     assert all(140 < count < 260 for count in kept), kept
     # ... and items not kept drew no random number: about 3 x 50 x ln(200) draws per run, not 10,000.
     assert drawn[0] < 40 * 1200
+
+
+def test_a_reservoir_fed_in_batches_keeps_what_one_fed_item_by_item_keeps():
+    """``extend`` skips straight to the next item to keep: the same items, the same draws."""
+    from tfdiag.capture.sampling import Reservoir
+
+    for size, batches in ((5, [3, 1, 7, 100, 2, 0, 50]), (64, [256] * 20), (1, [10] * 10)):
+        batched, single = Reservoir(size, random.Random(7)), Reservoir(size, random.Random(7))
+        count = 0
+        for length in batches:
+            items = list(range(count, count + length))
+            count += length
+            batched.extend(items)
+            for item in items:  # the reservoir's own per-item rule
+                single.seen += 1
+                if len(single.items) < single.size:
+                    single.items.append(item)
+                elif single.seen >= single.next:
+                    single.keep(item)
+            assert (batched.items, batched.seen, batched.next) == (single.items, single.seen, single.next)
+        assert batched.seen == count and len(batched.items) == size
+        assert batched.items != list(range(size))  # later items did replace early ones

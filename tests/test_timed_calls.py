@@ -229,3 +229,23 @@ def test_call_sites_are_told_apart_by_line_and_training():
     # training=True by keyword and by position, and under a tape: three lines
     assert sorted(c["count"] for c in by_training[True]) == [1, 1, 1]
     assert len({c["call_site"] for c in calls}) == 5
+
+
+def test_buffered_calls_hold_nothing_the_garbage_collector_tracks_and_keep_their_lines():
+    """A buffer of tracked objects made the collector run every few hundred calls and promote them
+    into full collections; the caller's line is kept as a bytecode offset until the flush."""
+    assert timed_calls.FIELDS == 16  # the spec is value 14 of a call
+    import gc
+
+    wrapped, collector, log, _ = _wrapped()
+    target = Target()
+    for index in range(10):
+        wrapped(target, index); line = __import__("sys")._getframe().f_lineno  # noqa: E702
+    buffer = log.local.entry[1]
+    assert len(buffer) == 10 * timed_calls.FIELDS
+    tracked = [index for index, value in enumerate(buffer) if gc.is_tracked(value)]
+    assert tracked == [14]  # only the first call's input spec (said once per call site)
+    log.flush_all()
+    (call,) = collector.sections()["calls"]
+    assert call["count"] == 10
+    assert call["call_site"].endswith(f"test_timed_calls.py:{line}")

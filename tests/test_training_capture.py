@@ -167,3 +167,47 @@ def test_generator_producer_is_named(tmp_path):
     producer = fit["data_producer"]
     assert producer["kind"] == "generator" and producer["name"] == "batches"
     assert producer["defined_at"] == f"{script}:{_line(body, 'def batches')}" and producer["batches"] >= 4
+
+
+def test_a_long_fit_is_split_from_sampled_steps(tmp_path):
+    """Past its first steps a fit measures one step in a few (steps.py); the call's phases still add
+    up to its wall time and keep the callbacks' share."""
+    body = """
+        import time
+        import numpy as np
+        import keras
+
+        class Sleepy(keras.callbacks.Callback):
+            def on_train_batch_end(self, batch, logs=None):
+                time.sleep(0.003)
+
+        m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+        m.compile("sgd", "mse")
+        m.fit(np.ones((400, 4)), np.ones((400, 1)), batch_size=4, epochs=1, verbose=0, callbacks=[Sleepy()])
+    """
+    recording, _ = _run(tmp_path, body)
+    fit = next(c for c in recording.calls if c["api"] == "fit")
+    assert fit["steps"] == 100 and fit["callbacks"][0]["calls"] == 100
+    assert sum(fit["phases"].values()) == pytest.approx(fit["total_s"], rel=1e-6)
+    assert fit["phases"]["callbacks"] == pytest.approx(100 * 0.003, rel=0.3)
+    assert fit["callbacks"][0]["per_step_s"] == pytest.approx(0.003, rel=0.3)
+
+
+def test_tf_data_producer_names_the_map_function(tmp_path):
+    body = """
+        import numpy as np
+        import tensorflow as tf
+        import keras
+
+        def parse(x, y):
+            return x * 2, y
+
+        ds = tf.data.Dataset.from_tensor_slices((np.ones((32, 4), "float32"), np.ones((32, 1), "float32")))
+        m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+        m.compile("sgd", "mse")
+        m.fit(ds.map(parse).batch(8), epochs=1, verbose=0)
+    """
+    recording, script = _run(tmp_path, body)
+    producer = next(c for c in recording.calls if c["api"] == "fit")["data_producer"]
+    assert producer["kind"] == "tf.data" and producer["seconds"] is None
+    assert producer["map_functions"] == [{"name": "parse", "defined_at": f"{script}:{_line(body, 'def parse')}"}]

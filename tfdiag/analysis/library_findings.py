@@ -103,7 +103,9 @@ def _new_models_findings(recording: Recording) -> list[Finding]:
         groups.setdefault(key, {}).setdefault(function["model"], []).extend(traces)
     findings = []
     for (role, site, created), models in groups.items():
-        if len(models) < 2:
+        # Only training: several models made at one line and run for inference are an ensemble,
+        # each needing its own functions; a model built per round of training is rebuilt work.
+        if len(models) < 2 or role != "train":
             continue
         names = list(models)
         later = [t for name in names[1:] for t in models[name]]

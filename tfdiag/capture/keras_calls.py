@@ -125,8 +125,12 @@ def describe_arguments(args: tuple, kwargs: dict) -> tuple[str, None]:
         return known
     parts = []
     held = []  # the dtypes whose identity is in the key: the entry keeps them alive
+    eager = _EAGER[0]
     for value in (args if not kwargs else (*args, *kwargs.values())):
         kind = type(value)
+        if kind is eager:
+            parts.append((kind, value._shape_tuple(), value._datatype_enum()))
+            continue
         if kind in _PLAIN:
             parts.append(kind)
             continue
@@ -134,6 +138,8 @@ def describe_arguments(args: tuple, kwargs: dict) -> tuple[str, None]:
         enum = getattr(value, "_datatype_enum", None)
         if fast is not None and enum is not None:
             parts.append((kind, fast(), enum()))
+            if eager is None and kind.__name__ == "EagerTensor":
+                eager = _EAGER[0] = kind
             continue
         dtype = getattr(value, "dtype", None)
         shape = getattr(value, "shape", None)

@@ -34,6 +34,7 @@ import random
 
 from ..options import PHASE_EVERY as EVERY, PHASE_FIRST_CALLS as FIRST_CALLS
 
+_exp, _log, _log1p = math.exp, math.log, math.log1p
 MAX_KEYS = 10_000
 OUTLIER = 4.0  # a sample over this many times the median sampled wall time is left out ...
 MIN_KEPT = 5  # ... while at least this many samples remain
@@ -128,14 +129,24 @@ class Reservoir:
         self.extend((item,))
 
     def extend(self, items) -> None:
-        """Offer each of ``items`` (a batch: one call for all)."""
-        kept, size = self.items, self.size
-        for item in items:
-            self.seen += 1
-            if len(kept) < size:
-                kept.append(item)
-            elif self.seen >= self.next:
-                self.keep(item)
+        """Offer each of ``items`` (a batch: one call for all). Items that are not kept cost
+        nothing: the reservoir fills by slices, then goes straight to the next item to keep
+        (the collector offers every call of the diagnosis through here)."""
+        if not isinstance(items, (list, tuple)):
+            items = list(items)
+        kept, count = self.items, len(items)
+        start = min(max(self.size - len(kept), 0), count)
+        if start:
+            kept.extend(items[:start])
+            self.seen += start
+        while start < count:
+            index = start + self.next - self.seen - 1  # item number ``next``, if this batch has it
+            if index >= count:
+                self.seen += count - start
+                return
+            self.seen = self.next
+            self.keep(items[index])
+            start = index + 1
 
     def keep(self, item) -> None:
         """Item number ``seen``, offered to a full reservoir when ``seen`` reached ``next``."""
@@ -144,8 +155,14 @@ class Reservoir:
             self._advance(self.size)
             if self.seen < self.next:
                 return
-        self.items[int(self._random() * self.size)] = item
-        self._advance(self.seen)
+        # _advance(seen), inline: a short diagnosis keeps a good part of its calls' timeline entries.
+        draw, size, position = self._random, self.size, self.seen
+        self.items[int(draw() * size)] = item
+        weight = self._weight = self._weight * _exp(_log(1.0 - draw()) / size)
+        if weight >= 1.0:
+            self.next = position + 1
+            return
+        self.next = position + int(_log(1.0 - draw()) / _log1p(-weight)) + 1
 
     def _advance(self, position: int) -> None:
         self._weight *= math.exp(math.log(1.0 - self._random()) / self.size)
