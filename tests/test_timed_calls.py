@@ -237,14 +237,16 @@ def test_buffered_calls_hold_nothing_the_garbage_collector_tracks_and_keep_their
     assert timed_calls.FIELDS == 16  # the spec is value 14 of a call
     import gc
 
-    wrapped, collector, log, _ = _wrapped()
+    wrapped, collector, log, tracker = _wrapped()
     target = Target()
     for index in range(10):
         wrapped(target, index); line = __import__("sys")._getframe().f_lineno  # noqa: E702
     buffer = log.local.entry[1]
     assert len(buffer) == 10 * timed_calls.FIELDS
     tracked = [index for index, value in enumerate(buffer) if gc.is_tracked(value)]
-    assert tracked == [14]  # only the first call's input spec (said once per call site)
+    # only the first call's sampler state (the sampler's own list, not a new object) and input
+    # spec (said once per call site)
+    assert tracked == [13, 14] and buffer[13] is next(iter(tracker.sampler.sites.values()))
     log.flush_all()
     (call,) = collector.sections()["calls"]
     assert call["count"] == 10

@@ -52,6 +52,20 @@ class CallFrame:
         self.extra = None  # what a kind of call adds to its record (a training call's steps), or None
 
 
+class LightFrame:
+    """A ``CallFrame`` for an unsampled call at a known call site (most calls: timed_calls.py
+    fills in ``totals``, ``stack``, ``last``, ``start`` and ``target``). The other fields are
+    class defaults, set on the instance only by a hook that changes them, so making one costs
+    no Python call: the same fields as a CallFrame, read the same way."""
+
+    weight = 0
+    off_thread_s = 0.0
+    teardown_base = None
+    teardown_s = 0.0
+    extra = None
+    target = None
+
+
 class PhaseTracker:
     def __init__(self, clock: Callable[[], float] = time.perf_counter, sampler: PhaseSampler | None = None) -> None:
         self.clock = clock

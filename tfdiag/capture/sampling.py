@@ -43,9 +43,11 @@ MIN_KEPT = 5  # ... while at least this many samples remain
 class PhaseSampler:
     """Per call site, a countdown to its next sampled call.
 
-    ``sites[key]`` is ``[calls until the next sampled one, sampled calls after the first]``
-    (a list: the timed-call wrapper counts down in place, one dict lookup per call); a key in
-    ``sites`` has had its first call.
+    ``sites[key]`` is ``[calls until the next sampled one, sampled calls after the first, the
+    call site's statistics]`` (a list: the timed-call wrapper counts down in place, one dict
+    lookup per call); a key in ``sites`` has had its first call. The third item is None until
+    the call site's first call is in the collector, then its ``CallStats`` (False: looked for,
+    not there yet): the wrapper adds unsampled calls to it in place (timed_calls.py).
     """
 
     def __init__(self, every: int = EVERY, first: int = FIRST_CALLS, seed: int = 0) -> None:
@@ -73,7 +75,7 @@ class PhaseSampler:
         """A call site's first call: its countdown starts (its first ``first`` calls after it are sampled)."""
         if len(self.sites) >= MAX_KEYS:
             self.sites.clear()
-        state = self.sites[key] = [1 if self.first > 0 else self.gap(), 0]
+        state = self.sites[key] = [1 if self.first > 0 else self.gap(), 0, None]
         return state
 
     def sampled(self, state: list) -> int:

@@ -33,13 +33,15 @@ from typing import Callable
 
 from . import callsite, gates
 from .collector import Collector
-from .phase_tracker import CallFrame, PhaseTracker
+from ..recording import PHASES
+from .phase_tracker import CallFrame, LightFrame, PhaseTracker
 
 FLUSH_EVERY = 256
 MAX_THREAD_BUFFERS = 256
 # Values per call in a thread's buffer, in this order (see ``_flush``): api, signature, batch,
 # caller's code, its bytecode offset, training, target name, start, duration, phase totals,
-# profiled, weight, teardown seconds, first, input spec, the frame's extra.
+# profiled, weight, teardown seconds, the call site's sampler state on its first call (else None), input
+# spec, the frame's extra.
 FIELDS = 16
 
 
@@ -82,6 +84,28 @@ class CallLog:
         except Exception as exc:
             self.collector.warn(f"could not record calls: {exc.__class__.__name__}: {exc}")
 
+    def buffer(self, values: tuple) -> None:
+        """One finished call's FIELDS values into this thread's buffer (the wrapper's rare paths)."""
+        try:
+            entry = self.local.entry
+        except AttributeError:
+            entry = self.new_buffer()
+        entry[1].extend(values)
+        if len(entry[1]) >= FLUSH_EVERY * FIELDS:
+            self.flush_full(entry)
+
+    def link(self, state: list):
+        """A call site's statistics for the wrapper to keep its unsampled calls in place
+        (``state``: its sampler state): once, at its first unsampled call, this thread's buffer is
+        flushed (its first call is most often there); False while the collector does not have it
+        (a flush from the thread that has it links it later)."""
+        entry = getattr(self.local, "entry", None)
+        if entry is not None:
+            self.flush_full(entry)
+        if state[2] is None:
+            state[2] = False
+        return state[2]
+
     def observe(self, observers, api: str, target, args: tuple, kwargs: dict) -> None:
         for observer in observers:
             try:
@@ -107,7 +131,8 @@ class CallLog:
         if not count:
             return
         (apis, signatures, batches, codes, offsets, trainings, names, starts, durations, totals, profiled,
-         weights, teardowns, firsts, specs, extras) = (pending[index::FIELDS] for index in range(FIELDS))
+         weights, teardowns, sites, specs, extras) = (pending[index::FIELDS] for index in range(FIELDS))
+        firsts = [site is not None for site in sites]
         # Call-site texts, looked up once per calling code object and offset (a loop's calls share one).
         keys = list(zip(map(id, codes), offsets))
         site_text, line_at = callsite.site_text, callsite.line_at
@@ -118,9 +143,17 @@ class CallLog:
         for index in compress(range(count), firsts):
             if codes[index] is not None:
                 callers[index] = callsite.caller_of(codes[index])
-        self.collector.add_calls(list(zip(apis, names, map(texts.__getitem__, keys), signatures, starts, durations,
+        site_texts = list(map(texts.__getitem__, keys))
+        self.collector.add_calls(list(zip(apis, names, site_texts, signatures, starts, durations,
                                           totals, repeat(thread, count), profiled, batches, weights, teardowns,
                                           trainings, callers, specs, firsts, extras)))
+        # Each first call's sampler state gets its call site's statistics: the wrapper keeps the
+        # site's unsampled calls in them from now on.
+        calls = self.collector.calls
+        for index in compress(range(count), firsts):
+            stats = calls.get((apis[index], names[index], site_texts[index], signatures[index], trainings[index]))
+            if stats is not None:
+                sites[index][2] = stats
 
 
 def timed_call_wrapper(original: Callable, api: str, capture, skip: Callable, tracker: PhaseTracker, log: CallLog,
@@ -160,6 +193,10 @@ def timed_call_wrapper(original: Callable, api: str, capture, skip: Callable, tr
     code_is_library = callsite.CODE_IS_LIBRARY
     get_frame = sys._getframe
     flush_size = FLUSH_EVERY * FIELDS
+    lock = log.collector.lock
+    timeline = log.collector.timeline
+    fromkeys = dict.fromkeys
+    current_thread = threading.current_thread  # a thread with no buffer yet names itself
 
     # The rare paths, out of the wrapper's body: TensorFlow captures the Python stack on each
     # op it runs, and the line of each frame costs in proportion to the code before it.
@@ -190,10 +227,65 @@ def timed_call_wrapper(original: Callable, api: str, capture, skip: Callable, tr
         # The calls of ``original`` come first in the bytecode, the preparation after them (the
         # loop runs it first): TensorFlow reads the line of each frame on the stack for each op it
         # runs, walking the line table up to the frame's call, and this way that walk is short.
-        weight = None  # None: not prepared yet; -1: passed through untimed
+        weight = None  # None: not prepared yet; -1: passed through untimed; 2: kept in place
         while True:
             if weight == -1:
                 return original(target, *args, **kwargs)
+            if weight == 2:
+                # An unsampled, unprofiled call at a call site the collector has (most calls): a
+                # light frame on the stack (nesting; graph creation, charged by the tracing hook
+                # and the graph_creation points), and its call site's statistics kept in place
+                # (``CallStats.add`` and ``Reservoir.offer``, inline): no record, no buffer.
+                frame = LightFrame()
+                frame.totals = fromkeys(PHASES, 0.0)
+                frame.stack = ["other"]
+                frame.target = target
+                frame.last = frame.start = clock()
+                frames.append(frame)
+                try:
+                    return original(target, *args, **kwargs)
+                finally:
+                    now = clock()
+                    totals = frame.totals
+                    if frame.extra is not None or frame.stack[-1] == "graph_creation":  # else not read
+                        totals[frame.stack[-1]] += now - frame.last
+                        frame.last = now
+                    if frames[-1] is frame:
+                        frames.pop()
+                    elif frame in frames:
+                        frames.remove(frame)
+                    frame.target = None
+                    if frame.extra is None:
+                        duration = now - frame.start
+                        graph = totals["graph_creation"]
+                        with lock:
+                            sink.count += 1
+                            sink.total_s += duration
+                            if graph:
+                                sink.graph_s += graph
+                            if duration > sink.max_s:
+                                sink.max_s = duration
+                            kept = sink.durations
+                            kept.seen += 1
+                            if len(kept.items) < kept.size:
+                                kept.items.append(duration)
+                            elif kept.seen >= kept.next:
+                                kept.keep(duration)
+                            timeline.seen += 1
+                            if len(timeline.items) < timeline.size:
+                                thread = (getattr(log_local, "entry", None) or (current_thread().name,))[0]
+                                timeline.items.append((api, name, sink.call_site, frame.start, duration, thread,
+                                                       False, totals, 0, 0.0))
+                            elif timeline.seen >= timeline.next:
+                                thread = (getattr(log_local, "entry", None) or (current_thread().name,))[0]
+                                timeline.keep((api, name, sink.call_site, frame.start, duration, thread,
+                                               False, totals, 0, 0.0))
+                    else:  # a hook gave the call a record of its own (a training call's steps)
+                        log.buffer((api, signature, batch, code, offset, training, name, frame.start,
+                                    frame.last - frame.start, totals, False, 0, frame.teardown_s, None, None,
+                                    frame.extra))
+                    if observers:
+                        log.observe(observers, api, target, args, kwargs)
             if weight is not None:
                 frame = None
                 try:
@@ -226,7 +318,7 @@ def timed_call_wrapper(original: Callable, api: str, capture, skip: Callable, tr
                             buffer = new_buffer()[1]
                         buffer.extend((api, signature, batch, code, offset, training, name, frame.start,
                                        frame.last - frame.start, frame.totals, profiled, frame.weight,
-                                       frame.teardown_s, state is None, spec, frame.extra))
+                                       frame.teardown_s, site, spec, frame.extra))
                         if len(buffer) >= flush_size:
                             log.flush_full(log_local.entry)
                         if observers:
@@ -277,10 +369,10 @@ def timed_call_wrapper(original: Callable, api: str, capture, skip: Callable, tr
             if capture.gates:
                 taken = start_gates(api, state is None)
                 profiled = bool(taken)
-            spec = None
+            spec = site = None
             if state is None:  # the call site's first call: sampled unless a profiler had to take it
                 spec = log.first_spec(api, capture, args, kwargs)
-                first_call(key)
+                site = first_call(key)  # its record links it to its statistics (``_flush``)
                 weight = 0 if profiled else 1
             elif profiled:
                 weight = 0
@@ -289,6 +381,11 @@ def timed_call_wrapper(original: Callable, api: str, capture, skip: Callable, tr
                 if left > 0:
                     state[0] = left
                     weight = 0
+                    sink = state[2]  # the call site's CallStats, once the collector has its first call
+                    if sink is None:
+                        sink = log.link(state)
+                    if sink and frames is not None and sink.target == name:  # (an id reused by another target: not)
+                        weight = 2
                 else:
                     weight = sampled(state)
 
