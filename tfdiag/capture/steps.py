@@ -41,7 +41,7 @@ class StepLog:
     __slots__ = ("mode", "settings", "producer", "steps", "begin", "marks", "produced_s", "produced_mark",
                  "batches", "durations", "stride", "first_phases", "phase_sums", "phase_steps", "epoch_starts",
                  "callbacks", "in_callback", "sampled", "teardown", "kernel_mark", "countdown", "measured",
-                 "per_op", "gap", "paused", "unmeasured_s")
+                 "per_op", "gap", "paused", "unmeasured_s", "steady_s")
 
     def __init__(self, mode: str | None, settings: dict, producer: dict | None, sampled: bool,
                  per_op=None, gap=None) -> None:
@@ -78,6 +78,7 @@ class StepLog:
         self.gap = gap
         self.paused = None  # the frame, while an unmeasured step runs with it unsampled
         self.unmeasured_s = 0.0
+        self.steady_s = 0.0  # the wall seconds of every step after the first (the basis of step_phases)
 
     def end_teardown(self, tracker) -> None:
         """The next callback hook after an iterator's release: its teardown is over."""
@@ -149,6 +150,8 @@ class StepLog:
             return
         n = self.steps
         self.steps = n + 1
+        if n:
+            self.steady_s += now - begin
         if n % self.stride == 0:
             durations = self.durations
             durations.append(now - begin)
@@ -287,6 +290,8 @@ class SiteSteps:
         self.durations = Reservoir(STEP_RESERVOIR, random.Random(2))
         self.phase_sums = dict.fromkeys(PHASES, 0.0)
         self.phase_steps = 0
+        self.steady_s = 0.0  # wall seconds of the steps after each call's first
+        self.steady_steps = 0
         self.first_step_phases = None
         self.settings: dict = {}
         self.callbacks: dict = {}  # (module, qualname) -> [info, seconds, calls]
@@ -306,6 +311,8 @@ class SiteSteps:
             self.timeline = {"stride": log.stride, "durations_s": list(log.durations),
                              "epoch_starts": list(log.epoch_starts)}
         self.durations.extend(log.durations[1:])
+        self.steady_s += log.steady_s
+        self.steady_steps += max(0, log.steps - 1)
         if log.producer is not None:
             if self.producer is None:
                 self.producer = dict(log.producer)
@@ -342,10 +349,23 @@ class SiteSteps:
             step_median_s=percentile(values, 0.5) if values else None,
             step_p95_s=percentile(values, 0.95) if values else None,
             first_step_s=self.first_step_s,
-            step_phases=({k: v / self.phase_steps for k, v in self.phase_sums.items()} if self.phase_steps else None),
+            step_phases=self._step_phases(),
             first_step_phases=self.first_step_phases, step_timeline=self.timeline,
             callbacks=sorted(callbacks, key=lambda c: -c["seconds"]), data_producer=self.producer)
         return out
+
+    def _step_phases(self) -> dict | None:
+        """Mean seconds per step after each call's first, by phase: the measured steps' shares
+        (the first few of each call and each epoch's first are always among them, and they run
+        slower than the rest) scaled to the mean wall time of all those steps, as a call site's
+        steady split is scaled to its unsampled calls."""
+        measured = sum(self.phase_sums.values())
+        if not self.phase_steps or measured <= 0:
+            return None
+        if not self.steady_steps:
+            return {k: v / self.phase_steps for k, v in self.phase_sums.items()}
+        mean = self.steady_s / self.steady_steps
+        return {k: mean * v / measured for k, v in self.phase_sums.items()}
 
 
 def add(site: SiteSteps | None, log, sampled: bool) -> SiteSteps | None:
