@@ -62,6 +62,20 @@ def test_generator_input_bound_names_the_generator_and_its_fix():
     assert finding["estimated_savings_s"] == pytest.approx(split["data_adapter"] * 149 * 0.5)
 
 
+def test_generator_fix_takes_its_shapes_from_the_first_batch_the_generator_made():
+    # As capture records a generator: the fit input itself is a generator object (no shapes);
+    # the producer's batch_spec is its first batch.
+    recording = data("training_generator")
+    call = next(c for c in recording["calls"] if c["api"] == "fit")
+    call["input_spec"] = {"type": "generator"}
+    call["data_producer"]["batch_spec"] = [{"shape": [256, 512], "dtype": "float32"},
+                                           {"shape": [256, 1], "dtype": "int64"}]
+    code = one(recording, "input-bound")["fix"]["code"]
+    assert "output_signature=(tf.TensorSpec([None, 512], tf.float32), tf.TensorSpec([None, 1], tf.int64))" in code
+    del call["data_producer"]["batch_spec"]
+    assert "your batches' shapes" in one(recording, "input-bound")["fix"]["code"]
+
+
 def test_input_thresholds_are_xprof_s():
     raw = data("training_generator")
     phases = raw["calls"][0]["step_phases"]

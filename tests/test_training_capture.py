@@ -167,6 +167,8 @@ def test_generator_producer_is_named(tmp_path):
     producer = fit["data_producer"]
     assert producer["kind"] == "generator" and producer["name"] == "batches"
     assert producer["defined_at"] == f"{script}:{_line(body, 'def batches')}" and producer["batches"] >= 4
+    # the first batch it made, for a fix's output_signature
+    assert producer["batch_spec"] == [{"shape": [4, 2], "dtype": "float32"}, {"shape": [4, 1], "dtype": "float32"}]
 
 
 def test_a_long_fit_is_split_from_sampled_steps(tmp_path):

@@ -126,7 +126,7 @@ def _input_fix(recording: Recording, call: dict, share: float) -> dict:
                 "guide": GUIDES["pydataset"]}
     if kind == "generator":
         gen = name or "your_generator"
-        spec = call.get("input_spec")
+        spec = data.get("batch_spec") or call.get("input_spec")  # the generator's first batch, as it was made
         parts = [retracing.spec_code(s) for s in spec] if isinstance(spec, list) else [retracing.spec_code(spec)]
         known = None not in parts
         signature = (("(" + ", ".join(parts) + ")") if len(parts) > 1 else parts[0]) if known else \
@@ -134,7 +134,8 @@ def _input_fix(recording: Recording, call: dict, share: float) -> dict:
         return {"text": (f"Your generator `{gen}`{at} makes every batch on the training thread while the model waits. "
                          "Wrap it in tf.data with `prefetch` so the next batch is made while this step runs"
                          + ("; at this share a PyDataset with `workers` (batches built in parallel) gains more."
-                            if share >= 0.5 else ".") + " Vectorised batch making (whole-batch NumPy) helps either way."),
+                            if share >= 0.5 else ".") + " `from_generator` takes the generator function itself "
+                         "(its arguments go in `args=`). Vectorised batch making (whole-batch NumPy) helps either way."),
                 "code": (f"ds = tf.data.Dataset.from_generator({gen}, output_signature={signature})"
                          + ("\n" if known else "  # your batches' shapes and dtypes\n")
                          + f"model.fit(ds.prefetch(tf.data.AUTOTUNE), ...)  # at {fit}"),

@@ -97,7 +97,8 @@ def producer(call: dict) -> dict | None:
     return {"kind": _text(value.get("kind")), "name": _text(value.get("name")),
             "defined_at": _text(value.get("defined_at")), "seconds": _number(value.get("seconds")),
             "batches": _count(value.get("batches")), "workers": _count(value.get("workers")),
-            "use_multiprocessing": multi if isinstance(multi, bool) else None, "map_functions": maps}
+            "use_multiprocessing": multi if isinstance(multi, bool) else None, "map_functions": maps,
+            "batch_spec": value.get("batch_spec") if isinstance(value.get("batch_spec"), (dict, list)) else None}
 
 
 def callbacks(call: dict) -> list[dict]:

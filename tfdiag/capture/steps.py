@@ -187,10 +187,12 @@ def teardown_begins(tracker, frame) -> None:
         log.teardown = tracker.enter("data_adapter")
 
 
-def timed_producer(generator_fn, clock, log: StepLog | None = None, frame=None):
+def timed_producer(generator_fn, clock, log: StepLog | None = None, frame=None, describe=None):
     """``generator_fn`` (what a data adapter hands to ``tf.data.Dataset.from_generator``) timed
     batch by batch, on whatever thread runs it, into ``log`` (a training call's) or, without
-    one, into ``frame.off_thread_s`` (a predict call's; see ``PhaseTracker.end_sampled``)."""
+    one, into ``frame.off_thread_s`` (a predict call's; see ``PhaseTracker.end_sampled``).
+    ``describe(batch)``, if given, describes a training call's first batch as the producer's
+    ``batch_spec`` (the shapes a fix's ``output_signature`` needs)."""
 
     def timed_generator_fn():
         batches = iter(generator_fn())
@@ -203,6 +205,11 @@ def timed_producer(generator_fn, clock, log: StepLog | None = None, frame=None):
             if log is not None:
                 log.produced_s += clock() - start
                 log.batches += 1
+                if describe is not None and log.batches == 1 and log.producer is not None:
+                    try:
+                        log.producer.setdefault("batch_spec", describe(batch))
+                    except Exception:  # a batch we cannot describe: the fix says "your shapes"
+                        pass
             else:
                 frame.off_thread_s += clock() - start
             yield batch

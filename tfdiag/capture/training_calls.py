@@ -24,7 +24,7 @@ from __future__ import annotations
 from typing import Callable
 
 from .collector import Collector
-from .keras_calls import KerasCallCapture, call_input_spec, describe_call_input
+from .keras_calls import KerasCallCapture, call_input_spec, describe_call_input, input_spec
 from .patching import Patcher, guarded
 from .phase_tracker import _ABSORBED_BY, PhaseTracker
 from .steps import StepLog, describe_producer, timed_producer
@@ -304,7 +304,7 @@ class TrainingCallCapture:
                 log = self._step_log()
                 if log is None:
                     return original(adapter)
-                adapter._get_iterator = timed_producer(adapter._get_iterator, self.tracker.clock, log)
+                adapter._get_iterator = timed_producer(adapter._get_iterator, self.tracker.clock, log, describe=input_spec)
                 try:
                     return original(adapter)
                 finally:  # from_generator has taken the timed one; the adapter is left as it was
@@ -321,7 +321,7 @@ class TrainingCallCapture:
                 log = self._step_log()
                 if log is not None and not getattr(adapter.generator, "_tfdiag_timed", False):
                     # Read lazily on tf.data's thread: this call's adapter keeps the timed one.
-                    adapter.generator = timed_producer(adapter.generator, self.tracker.clock, log)
+                    adapter.generator = timed_producer(adapter.generator, self.tracker.clock, log, describe=input_spec)
                     adapter.generator._tfdiag_timed = True
                 return original(adapter)
 
