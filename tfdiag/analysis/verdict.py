@@ -90,6 +90,9 @@ def training_verdict(recording: Recording, found: list[dict]) -> str:
                 f"step{'s' if row['count'] != 1 else ''}")
     else:
         steps = f"{row['steps']} steps" if row["steps"] is not None else f"{row['count']} call(s)"
+        per = row.get("steps_per_execution")
+        if row["steps"] is not None and isinstance(per, int) and per > 1:  # a step is one execution
+            steps += f" (each {per} batches, steps_per_execution={per})"
         epochs = f" over {row['epochs']} epoch{'s' if row['epochs'] != 1 else ''}" if row["epochs"] else ""
         what = f"`{row['api']}()` of `{row['target']}` at `{site}` ran {steps}{epochs}"
     text = f"Training dominates this run: {what}"
