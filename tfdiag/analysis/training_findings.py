@@ -166,8 +166,11 @@ def step_overhead(recording: Recording, call: dict) -> Finding | None:
     if choice is not None:
         text, fix["measured"] = measured_text(choice, f"steps_per_execution={spe}")
         fix["text"] = text + " " + fix["text"]
-        # at most the fixed cost: what it saves on callbacks named apart is their findings' to claim
-        savings = min(steps * step * (1.0 - 1.0 / choice["speedup"]), steps * fixed)
+        # The measurement is the truth (part of kernel_execution is the graph call's own dispatch,
+        # which it removes too), but what it saves on input and on callbacks named apart is
+        # their findings' to claim.
+        savings = min(steps * step * (1.0 - 1.0 / choice["speedup"]),
+                      steps * (step - split["data_adapter"] - claimed))
     else:
         fix["text"] += unverified_note(recording, target)
         savings = steps * fixed * ESTIMATE
