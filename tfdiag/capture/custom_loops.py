@@ -42,10 +42,13 @@ OPTIMIZER_POINTS = (
 
 class _StepSite:
     __slots__ = ("codes", "name", "defined_at", "call_site", "count", "last", "first_s", "total_s", "max_s",
-                 "intervals")
+                 "intervals", "line")
 
-    def __init__(self, codes: tuple, name: str, defined_at: str, call_site: str, now: float) -> None:
+    def __init__(self, codes: tuple, name: str, defined_at: str, call_site: str, now: float, line: int) -> None:
         self.codes = codes  # (step function's code, calling code): an id is only valid for its object
+        # The line of the step's first gradient application: a step that applies two optimizers
+        # (a GAN's generator and discriminator) is still one step, begun at that line.
+        self.line = line
         self.name, self.defined_at, self.call_site = name, defined_at, call_site
         self.count = 1
         self.last = now
@@ -127,6 +130,8 @@ class CustomLoopCapture:
         key = (id(code), id(caller.f_code), caller.f_lineno)
         site = self.sites.get(key)
         if site is not None and site.codes[0] is code and site.codes[1] is caller.f_code:
+            if user.f_lineno != site.line:
+                return
             interval = now - site.last
             site.last = now
             site.count += 1
@@ -141,7 +146,7 @@ class CustomLoopCapture:
             return
         name = "<module>" if code.co_name == "<module>" else getattr(code, "co_qualname", code.co_name)
         self.sites[key] = _StepSite((code, caller.f_code), name, callsite.code_site(code),
-                                    callsite.site_text((caller.f_code, caller.f_lineno)), now)
+                                    callsite.site_text((caller.f_code, caller.f_lineno)), now, user.f_lineno)
 
     def entries(self) -> list:
         """The ``train_step`` calls entries (the collector's call provider)."""
