@@ -85,7 +85,7 @@ def test_hostile_training_strings_are_escaped():
 def test_terminal_summary_leads_with_the_training_verdict():
     out = text.summary(analyze(load(DATA / "training_generator.json")), {"report": "out/report.html"})
     assert out.splitlines()[1].startswith("tfdiag: Training dominates this run: `fit()` of `sequential`")
-    assert "input-bound" in out and "fix: ds = tf.data.Dataset.from_generator(batches" in out
+    assert "input-bound" in out and "fix: class Batches(keras.utils.PyDataset):  # instead of the generator batches" in out
     assert "training: fit() sequential at train_gen.py:31: 150 steps, median step" in out
 
 

@@ -125,21 +125,7 @@ def _input_fix(recording: Recording, call: dict, share: float) -> dict:
                          f"        super().__init__(workers={workers}, use_multiprocessing=True, **kwargs)  # parallel __getitem__"),
                 "guide": GUIDES["pydataset"]}
     if kind == "generator":
-        gen = name or "your_generator"
-        spec = data.get("batch_spec") or call.get("input_spec")  # the generator's first batch, as it was made
-        parts = [retracing.spec_code(s) for s in spec] if isinstance(spec, list) else [retracing.spec_code(spec)]
-        known = None not in parts
-        signature = (("(" + ", ".join(parts) + ")") if len(parts) > 1 else parts[0]) if known else \
-            "(tf.TensorSpec([None, ...], tf.float32), tf.TensorSpec([None], tf.float32))"
-        return {"text": (f"Your generator `{gen}`{at} makes every batch on the training thread while the model waits. "
-                         "Wrap it in tf.data with `prefetch` so the next batch is made while this step runs"
-                         + ("; at this share a PyDataset with `workers` (batches built in parallel) gains more."
-                            if share >= 0.5 else ".") + " `from_generator` takes the generator function itself "
-                         "(its arguments go in `args=`). Vectorised batch making (whole-batch NumPy) helps either way."),
-                "code": (f"ds = tf.data.Dataset.from_generator({gen}, output_signature={signature})"
-                         + ("\n" if known else "  # your batches' shapes and dtypes\n")
-                         + f"model.fit(ds.prefetch(tf.data.AUTOTUNE), ...)  # at {fit}"),
-                "guide": GUIDES["tfdata"]}
+        return _generator_fix(recording, call, data, share, workers)
     if kind == "tf.data":
         maps = [m for m in data.get("map_functions") or [] if isinstance(m, dict) and m.get("name")]
         if maps:
@@ -188,15 +174,15 @@ def training_input(recording: Recording, call: dict) -> Finding | None:
         evidence.append(f"input: {what}{named}" + (f" defined at {data.get('defined_at')}" if data.get("defined_at") else "")
                         + made + (f", workers={data.get('workers')}" if data.get("workers") is not None else ""))
     fix = _input_fix(recording, call, share)
-    choice = alternatives.choose_training_input(alternatives.entries_for(recording, call.get("target", ""))) \
-        if hasattr(alternatives, "choose_training_input") else None
+    choice = alternatives.choose_training_input(alternatives.entries_for(recording, call.get("target", "")))
     verified = choice is not None
     if verified:
         text, measured = measured_text(choice, f"the input with `{str(choice['entry'].get('path')).split(':')[-1]}`")
         fix = dict(fix, text=text + " " + fix["text"], measured=measured)
         savings = split["data_adapter"] * steps * (1.0 - 1.0 / choice["speedup"])
     else:
-        fix["text"] += unverified_note(recording, call.get("target", ""))
+        kind = (training.producer(call) or {}).get("kind")
+        fix["text"] += unverified_note(recording, call.get("target", ""), "input:", replayable=kind != "generator")
         savings = split["data_adapter"] * steps * ESTIMATE
     fix["verified"] = verified
     floor = "high" if share >= INPUT_BOUND_SHARE else "medium"
@@ -231,3 +217,41 @@ def training_input_findings(recording: Recording, explained: dict) -> list[Findi
     """Training steps that wait for their next batch: one finding per input (producer)."""
     found = [training_input(recording, c) for c in recording.calls if isinstance(c, dict)]
     return _merged([f for f in found if f is not None])
+
+
+def _batch_text(spec) -> str:
+    """``float32[256, 512]`` for each array of a batch's ``batch_spec`` (empty if unknown)."""
+    leaves = spec if isinstance(spec, list) else [spec]
+    texts = [f"{leaf['dtype']}[{', '.join('None' if d is None else str(d) for d in leaf['shape'])}]"
+             for leaf in leaves if isinstance(leaf, dict) and isinstance(leaf.get("dtype"), str)
+             and isinstance(leaf.get("shape"), list)]
+    return ", ".join(texts)
+
+
+def _generator_fix(recording: Recording, call: dict, data: dict, share: float, workers: int) -> dict:
+    """Keras already runs a generator on a tf.data thread, a batch ahead (``from_generator`` and
+    ``prefetch``): the wait left is one thread making batches more slowly than the steps use them,
+    so the fix makes them in parallel (a PyDataset's or Sequence's workers) or faster."""
+    gen = str(data.get("name") or "") or "your_generator"
+    where = data.get("defined_at")
+    at = f" (defined at {short_site(where)})" if where else ""
+    cls = "".join(part[:1].upper() + part[1:] for part in gen.split(".")[-1].split("_") if part) or "Batches"
+    per_epoch = call.get("steps_per_epoch")
+    steps = per_epoch[0] if isinstance(per_epoch, list) and per_epoch and isinstance(per_epoch[0], int) else None
+    shapes = _batch_text(data.get("batch_spec"))
+    tf_keras = recording.environment.get("keras_flavor") == "tf-keras"
+    base = "keras.utils.Sequence" if tf_keras else "keras.utils.PyDataset"
+    init = "" if tf_keras else (f"    def __init__(self, **kwargs):\n        super().__init__(workers={workers}, "
+                                "use_multiprocessing=True, **kwargs)  # batches made in parallel\n")
+    fit_args = f", workers={workers}, use_multiprocessing=True" if tf_keras else ""
+    code = (f"class {cls}({base}):  # instead of the generator {gen}{at}\n{init}"
+            f"    def __len__(self):\n        return {steps if steps else 'STEPS'}  # batches per epoch\n"
+            f"    def __getitem__(self, index):\n        ...  # make batch `index` as {gen} does; return (x, y)\n\n"
+            f"model.fit({cls}(){fit_args}, ...)  # at {short_site(call.get('call_site', ''))}")
+    return {"text": (f"Your generator `{gen}`{at} makes one batch at a time{f' ({shapes})' if shapes else ''}. Keras "
+                     "already runs it on a tf.data thread, a batch ahead of the step, so the step waits only because "
+                     "a batch takes longer to make than to train on. Make batches in parallel: move the generator's "
+                     f"body into a {base.rsplit('.', 1)[-1]}'s `__getitem__` (one batch per index) with `workers` "
+                     "(processes, `use_multiprocessing=True`, when the work is pure Python, which the GIL "
+                     "serialises). Building each batch with whole-array NumPy instead of row by row helps either way."),
+            "code": code, "guide": GUIDES["pydataset" if not tf_keras else "fit"]}

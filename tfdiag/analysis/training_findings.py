@@ -59,8 +59,15 @@ def measured_text(choice: dict, what: str) -> tuple[str, dict]:
                   "base_path": base.get("path"), "base_median_s": base["median_s"]}
 
 
-def unverified_note(recording: Recording, target: str) -> str:
-    entries = [e for e in alternatives.entries_for(recording, target) if e.get("kind") == "training"]
+def unverified_note(recording: Recording, target: str, prefix: str = "train:", replayable: bool = True) -> str:
+    """Why a fix is unmeasured: --verify's own words for this model's ``prefix`` paths (``train:``
+    or ``input:``), or that it was not run; ``replayable``: False for an input --verify cannot run
+    again (a generator)."""
+    if not replayable:
+        return (" Unverified (an estimate): a generator cannot be run again after your code has used it, so "
+                "--verify does not time it.")
+    entries = [e for e in alternatives.entries_for(recording, target)
+               if e.get("kind") == "training" and str(e.get("path", "")).startswith(prefix)]
     errors = [e.get("error") for e in entries if e.get("error")]
     if errors:
         return f" Unverified: --verify could not measure it on this model ({errors[0]})."
@@ -154,7 +161,7 @@ def step_overhead(recording: Recording, call: dict) -> Finding | None:
     compile_at = training.compile_line(recording, target)
     where = f"at {short_site(compile_at)}" if compile_at else "where you compile the model"
     entries = [e for e in alternatives.entries_for(recording, target) if e.get("path") in SPE_PATHS]
-    choice = alternatives.choose_training(entries) if hasattr(alternatives, "choose_training") else None
+    choice = alternatives.choose_training(entries)
     timed = [e for e in entries if e.get("path") != "train:as_written" and alternatives.has_timing(e)]
     if choice is None and timed and fixed / step < OVERHEAD_SHARE:
         return None  # only the step's size spoke for it, and --verify measured no gain
@@ -204,8 +211,7 @@ def eager_fit(recording: Recording, call: dict) -> Finding | None:
     compile_at = training.compile_line(recording, target)
     where = f"at {short_site(compile_at)}" if compile_at else "where you compile the model"
     entries = alternatives.entries_for(recording, target)
-    choice = (alternatives.choose_training([e for e in entries if e.get("path") in ("train:as_written", "train:graph")])
-              if hasattr(alternatives, "choose_training") else None)
+    choice = alternatives.choose_training([e for e in entries if e.get("path") in ("train:as_written", "train:graph")])
     fix = {"text": (f"Drop `run_eagerly=True` from your compile() {where} (or the line that sets `model.run_eagerly`): Keras then "
                     "runs the train step as one compiled graph instead of op by op from Python."),
            "code": f"model.compile(...)  # {where}: without run_eagerly=True", "guide": GUIDES["fit"]}
