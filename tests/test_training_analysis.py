@@ -334,3 +334,12 @@ def test_a_model_compiled_again_in_a_training_loop_is_model_rebuilt_at_its_compi
     assert len(found) == 1 and found[0]["call_site"] == compiled and found[0]["details"]["retraces"] == 2
     assert found[0]["estimated_savings_s"] == pytest.approx(0.41) and found[0]["details"]["training"] is True
     assert "compiled again at loop.py:70" in found[0]["title"]
+
+
+def test_a_run_of_evaluate_alone_is_said_to_be_evaluation():
+    recording = data("training_callbacks")
+    for call in recording["calls"]:
+        if call["api"] == "fit":
+            call["api"], call["training"] = "evaluate", False
+    verdict = analyze(Recording.from_dict(recording)).verdict
+    assert verdict.startswith("Evaluation dominates this run: `evaluate()`"), verdict

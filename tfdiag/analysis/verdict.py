@@ -95,7 +95,8 @@ def training_verdict(recording: Recording, found: list[dict]) -> str:
             steps += f" (each {per} batches, steps_per_execution={per})"
         epochs = f" over {row['epochs']} epoch{'s' if row['epochs'] != 1 else ''}" if row["epochs"] else ""
         what = f"`{row['api']}()` of `{row['target']}` at `{site}` ran {steps}{epochs}"
-    text = f"Training dominates this run: {what}"
+    kind = "Evaluation" if row.get("api") in ("evaluate", "test_on_batch") else "Training"
+    text = f"{kind} dominates this run: {what}"
     median = row["step_median_s"]
     if median is not None and median > 0:
         text += f", median step {duration(median)}"
