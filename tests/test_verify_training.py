@@ -183,18 +183,29 @@ def side_effect_run(budget_s: float = 6.0) -> dict:
             keeper("fit", model, (x, y), {"batch_size": 16, "epochs": 2, "verbose": 0})
         models.append(model)
         before.append(snapshot(model))
+    import random
+
+    import numpy as np
+
+    draws = lambda: (random.random(), float(np.random.random()))  # noqa: E731
+    state = (random.getstate(), np.random.get_state())
+    expected = draws()
+    random.setstate(state[0])
+    np.random.set_state(state[1])
     began = time.perf_counter()
     entries = training.measure_fitted(keeper.take(), budget_s, time.perf_counter)
     elapsed = time.perf_counter() - began
+    same_draws = draws() == expected  # the user's next random numbers, as without --verify
     changed = {m.name: differences(b, m) for m, b in zip(models, before)}
     models[0].fit(x[:16], y[:16], batch_size=16, verbose=0)  # the control: one real step on the user's model
     control = differences(before[0], models[0])
-    return {"elapsed_s": elapsed, "budget_s": budget_s, "control": control,"changed": changed,
+    return {"elapsed_s": elapsed, "budget_s": budget_s, "control": control, "changed": changed, "same_draws": same_draws,
             "names": [m.name for m in models], "entries": entries, "flavor": type(models[0]).__module__}
 
 
 def _check_side_effect_run(result: dict) -> None:
     assert result["changed"] == {name: [] for name in result["names"]}
+    assert result["same_draws"] is True  # Python's and NumPy's global random state put back
     assert {"weights", "optimizer variables", "iterations", "model.history object"} <= set(result["control"])
     assert result["elapsed_s"] <= result["budget_s"] * 1.3 + 1.0, result["elapsed_s"]
     entries = result["entries"]

@@ -23,7 +23,7 @@ import time
 from typing import Callable
 
 from ..analysis.alternatives import TRAIN_BASE, choose_training, choose_training_input
-from . import input_paths
+from . import input_paths, random_state
 from .measure import _median
 from .paths import short_error
 
@@ -353,8 +353,14 @@ def replay_batches(fitted, count: int, clock: Callable[[], float] = time.perf_co
 
 def measure_fitted(fitted: list, budget_s: float, clock: Callable[[], float], into: list | None = None,
                    max_batches: int = 8) -> list[dict]:
-    """Every kept trained model (``fit_keeper.Fitted``) within one budget; entries into ``into``."""
-    entries: list[dict] = [] if into is None else into
+    """Every kept trained model (``fit_keeper.Fitted``) within one budget; entries into ``into``.
+    The process's global random state is put back afterwards (random_state.py)."""
+    with random_state.preserved():
+        return _measure_fitted(fitted, budget_s, clock, [] if into is None else into, max_batches)
+
+
+def _measure_fitted(fitted: list, budget_s: float, clock: Callable[[], float], entries: list,
+                    max_batches: int) -> list[dict]:
     start = clock()
     for position, kept in enumerate(fitted):
         share = (budget_s - (clock() - start)) / (len(fitted) - position)
