@@ -1,13 +1,14 @@
 """--verify for training's input: the user's tf.data pipeline or PyDataset/Sequence timed alone,
 as written and with one change, after the run (so its work never enters the recording).
 
-Paths: ``input:as_written``; for tf.data, ``input:prefetch`` (``.prefetch(AUTOTUNE)`` appended)
-and ``input:parallel_map`` (the user's maps rebuilt with ``num_parallel_calls=AUTOTUNE``,
+Paths: ``input:as_written``; for tf.data, ``input:parallel_map`` (the user's maps rebuilt with ``num_parallel_calls=AUTOTUNE``,
 ``deterministic=True``, where the pipeline can be rebuilt); for a PyDataset/Sequence,
 ``input:workers`` (items fetched by N threads, in order, as Keras's enqueuer does with
 ``workers=N``). Each round opens a fresh iterator, skips its first element (warm-up) and times
 the next ones; rounds alternate between paths. Equivalent means the same batches as written
 (compared by value where the user's own pipeline gives the same batches twice, else by structure).
+``prefetch`` is not a path: it overlaps the pipeline with the step, and a pipeline timed alone has
+no step to overlap, so it cannot show a gain here.
 
 Cost: reads ELEMENTS batches per path per round from the user's input (their own map functions
 or ``__getitem__`` run again); the user's dataset object is never changed (new datasets are built
@@ -89,12 +90,9 @@ def _parallel_maps(dataset):
 
 def _iterators(kept) -> dict[str, Callable[[], object]]:
     """path -> a function returning a fresh iterator over the input as that path reads it."""
-    import tensorflow as tf
-
     source = kept.source
     if kept.kind == "tf.data":
-        paths: dict = {"input:as_written": lambda: iter(source),
-                       "input:prefetch": lambda: iter(source.prefetch(tf.data.AUTOTUNE))}
+        paths: dict = {"input:as_written": lambda: iter(source)}
         try:
             parallel = _parallel_maps(source)
             paths["input:parallel_map"] = lambda: iter(parallel)
