@@ -20,6 +20,7 @@ from . import analysis, output
 from .capture import assemble, phase_points, sampling
 from .capture.collector import Collector
 from .capture.cprofile import DEFAULT_MAX_CALLS, ProfileGate
+from .capture.step_profiler import StepProfiler
 from .capture.tf_profiler import DEFAULT_CALLS as TF_PROFILER_CALLS, TfProfilerGate
 from .capture.custom_loops import CustomLoopCapture
 from .capture.function_calls import FunctionCallCapture
@@ -112,8 +113,9 @@ class Diagnoser(contextlib.ContextDecorator):
             function_calls.gates = self.keras_capture.gates  # user tf.function calls get profiled too
             self.keras_capture.install(self._patcher)
             # fit/evaluate/...: their observers are the Keras calls' (--verify's keeper reads fit's inputs)
+            steps = StepProfiler(self.tf_gate, self.clock) if self.tf_gate is not None else None
             TrainingCallCapture(self.collector, self.tracker, self.call_log,
-                                self.keras_capture.observers).install(self._patcher)
+                                self.keras_capture.observers, steps).install(self._patcher)
         except BaseException:
             self._uninstall()
             raise

@@ -2,7 +2,8 @@
 
 The collector's sections (functions, calls, the timeline, phases, warnings), the profilers'
 sections, and the one correction that needs both: the tf.data time the TF Profiler saw
-inside graph functions moves out of kernel_execution (``trace_ops.move_graph_tf_data``).
+inside graph functions moves out of kernel_execution (``trace_ops.move_graph_tf_data`` for
+calls, ``move_step_tf_data`` for fit()/evaluate() steps).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ def recording(collector: Collector, command: list[str] | None, outcome: dict, ca
         built.extra["tf_profiler"] = tf_section
         # In-graph tf.data waits are data_adapter time, not kernels.
         trace_ops.move_graph_tf_data(built.calls, built.phases, tf_section.get("call_sites") or [])
+        # So are fit()/evaluate()'s, waited for inside their train/test functions (step_profiler.py).
+        trace_ops.move_step_tf_data(built.calls, built.phases, tf_section.get("step_sites") or [])
     return built
 
 

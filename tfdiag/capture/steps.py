@@ -41,14 +41,11 @@ class StepLog:
     __slots__ = ("mode", "settings", "producer", "steps", "begin", "marks", "produced_s", "produced_mark",
                  "batches", "durations", "stride", "first_phases", "phase_sums", "phase_steps", "epoch_starts",
                  "callbacks", "in_callback", "sampled", "teardown", "kernel_mark", "countdown", "measured",
-                 "per_op", "gap", "paused", "unmeasured_s", "steady_s")
+                 "per_op", "gap", "paused", "unmeasured_s", "steady_s", "window", "in_window", "profiled_steps", "profiler_s")
 
     def __init__(self, mode: str | None, settings: dict, producer: dict | None, sampled: bool,
                  per_op=None, gap=None) -> None:
-        self.mode = mode
-        self.settings = settings
-        self.producer = producer
-        self.sampled = sampled
+        self.mode, self.settings, self.producer, self.sampled = mode, settings, producer, sampled
         self.steps = 0
         self.begin = None  # the open step's begin mark (None between steps)
         self.marks = None  # the frame's phase totals at the begin mark (sampled calls)
@@ -71,14 +68,15 @@ class StepLog:
         # begin to the next measured step or epoch hook the frame is unsampled (``paused``), and
         # those seconds are spread in the measured steps' shares (``finish``). (A retrace while
         # paused charges its time so far to ``other``.)
-        self.kernel_mark = 0.0
-        self.countdown = 1
-        self.measured = 0
+        self.kernel_mark, self.countdown, self.measured = 0.0, 1, 0
         self.per_op = per_op
         self.gap = gap
         self.paused = None  # the frame, while an unmeasured step runs with it unsampled
         self.unmeasured_s = 0.0
         self.steady_s = 0.0  # the wall seconds of every step after the first (the basis of step_phases)
+        # The TF Profiler's steps (step_profiler.py; their indices): unsampled, out of the step
+        # statistics; its start and stop (``profiler_s``) are charged to no phase and no step.
+        self.window, self.in_window, self.profiled_steps, self.profiler_s = None, False, [], 0.0
 
     def end_teardown(self, tracker) -> None:
         """The next callback hook after an iterator's release: its teardown is over."""
@@ -150,7 +148,10 @@ class StepLog:
             return
         n = self.steps
         self.steps = n + 1
-        if n:
+        if self.in_window:
+            self.in_window = False
+            self.profiled_steps.append(n)
+        elif n:
             self.steady_s += now - begin
         if n % self.stride == 0:
             durations = self.durations
@@ -243,9 +244,7 @@ def describe_producer(x, workers=None, use_multiprocessing=None) -> dict | None:
 
 
 def _user_site(code) -> str | None:
-    if code is None or callsite.is_library_file(code.co_filename):
-        return None
-    return callsite.code_site(code)
+    return None if code is None or callsite.is_library_file(code.co_filename) else callsite.code_site(code)
 
 
 def _map_functions(dataset, limit: int = 32) -> list:
@@ -287,19 +286,15 @@ class SiteSteps:
     """The steps of every call at one call site (kept in its CallStats)."""
 
     def __init__(self) -> None:
-        self.calls = 0
-        self.steps = 0
-        self.epochs = 0
-        self.sampled_steps = 0
-        self.first_step_s = None
-        self.steps_per_epoch = None
-        self.timeline = None
+        self.calls = self.steps = self.epochs = self.sampled_steps = 0
+        self.first_step_s = self.steps_per_epoch = self.timeline = None
         self.durations = Reservoir(STEP_RESERVOIR, random.Random(2))
         self.phase_sums = dict.fromkeys(PHASES, 0.0)
         self.phase_steps = 0
         self.steady_s = 0.0  # wall seconds of the steps after each call's first
         self.steady_steps = 0
         self.first_step_phases = None
+        self.profiled_steps, self.profiler_s = 0, 0.0  # steps the TF Profiler traced; its start and stop
         self.settings: dict = {}
         self.callbacks: dict = {}  # (module, qualname) -> [info, seconds, calls]
         self.producer = None
@@ -317,9 +312,14 @@ class SiteSteps:
             self.steps_per_epoch = log.steps_per_epoch() if log.epoch_starts else None
             self.timeline = {"stride": log.stride, "durations_s": list(log.durations),
                              "epoch_starts": list(log.epoch_starts)}
-        self.durations.extend(log.durations[1:])
+            if log.profiled_steps:  # slowed by the profiler: not in the statistics
+                self.timeline["profiled_steps"] = list(log.profiled_steps)
+        skip = {n // log.stride for n in log.profiled_steps if n % log.stride == 0}
+        self.durations.extend(d for i, d in enumerate(log.durations) if i and i not in skip)
         self.steady_s += log.steady_s
-        self.steady_steps += max(0, log.steps - 1)
+        self.steady_steps += max(0, log.steps - 1 - len(log.profiled_steps))
+        self.profiled_steps += len(log.profiled_steps)
+        self.profiler_s += log.profiler_s
         if log.producer is not None:
             if self.producer is None:
                 self.producer = dict(log.producer)
@@ -359,6 +359,8 @@ class SiteSteps:
             step_phases=self._step_phases(),
             first_step_phases=self.first_step_phases, step_timeline=self.timeline,
             callbacks=sorted(callbacks, key=lambda c: -c["seconds"]), data_producer=self.producer)
+        if self.profiled_steps:
+            out.update(profiled_steps=self.profiled_steps, tf_profiler_s=self.profiler_s)
         return out
 
     def _step_phases(self) -> dict | None:

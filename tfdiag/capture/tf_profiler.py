@@ -28,6 +28,7 @@ from typing import Callable
 
 from ..options import TF_PROFILER_CALLS as DEFAULT_CALLS, TF_PROFILER_FIRST_CALL as DEFAULT_FIRST_CALL
 from . import callsite, trace_ops
+from .trace_ops import op_rows, overview_rows
 from .collector import Collector
 from .gates import FirstCallDeferral
 from .patching import Patcher, guarded
@@ -69,6 +70,8 @@ class TfProfilerGate:
         self._lock = threading.Lock()
         self._cleanup: weakref.finalize | None = None
         self._real_start: Callable | None = None
+        self.step_profiler = None  # step_profiler.py's, sharing this logdir and one session at a time
+        self.busy = False  # its session is running: a call window waits
 
     def install(self, patcher: Patcher) -> None:
         """Let the user's own TF Profiler win: starting one while tfdiag's window is open ends the
@@ -99,6 +102,8 @@ class TfProfilerGate:
 
     def yield_to_user(self) -> None:
         """The diagnosed code is starting a TF Profiler: end tfdiag's window if it is open."""
+        if self.step_profiler is not None:
+            self.step_profiler.yield_to_user()
         try:
             with self._lock:
                 if self.state != "open":
@@ -145,6 +150,9 @@ class TfProfilerGate:
             number = self.calls_seen
             if not self.owns(number):
                 return None
+            if self.state == "waiting" and self.busy:  # the window moves on to a later call
+                self.first_call = number + 1
+                return None
             if self.state == "waiting" and not self._open():
                 return None
             self.deferral.taken()
@@ -179,36 +187,52 @@ class TfProfilerGate:
 
     def close(self) -> None:
         """Stop the profiler if the window is still open (diagnose() is exiting)."""
+        if self.step_profiler is not None and self.step_profiler.active is not None:
+            self.step_profiler.close(self.step_profiler.active)
         with self._lock:
             if self.state == "open":
                 self._close()
 
     def _open(self) -> bool:
         """Start the profiler session (under the lock); False if it cannot run."""
+        started = self.clock()
+        reason = self.start_session()
+        if reason is not None:
+            return self._block(reason)
+        self.start_s = self.clock() - started
+        self.state = "open"
+        return True
+
+    def start_session(self, under: str | None = None) -> str | None:
+        """Start a profiler session into the logdir (made on first use), or into its folder ``under``
+        (step_profiler.py's: a run directory is named by the second it ends in, so sessions that
+        end in the same second need their own folders); None when it runs, else why it does not."""
         try:
             import tensorflow as tf
             from tensorflow.python.framework import errors
         except ImportError as exc:
-            return self._block(f"TensorFlow's profiler is not importable ({exc})")
-        self.logdir = tempfile.mkdtemp(prefix="tfdiag-tensorboard-")
-        self._cleanup = weakref.finalize(self, shutil.rmtree, self.logdir, True)
-        started = self.clock()
+            return f"TensorFlow's profiler is not importable ({exc})"
+        if self.logdir is None:
+            self.logdir = tempfile.mkdtemp(prefix="tfdiag-tensorboard-")
+            self._cleanup = weakref.finalize(self, shutil.rmtree, self.logdir, True)
         try:
-            (self._real_start or tf.profiler.experimental.start)(self.logdir)
+            (self._real_start or tf.profiler.experimental.start)(os.path.join(self.logdir, under or ""))
         except errors.AlreadyExistsError:
-            return self._block("another TF Profiler session was already running (started by the diagnosed code); "
-                               "tfdiag left it alone")
+            return ("another TF Profiler session was already running (started by the diagnosed code); "
+                    "tfdiag left it alone")
         except Exception as exc:
-            return self._block(f"the TF Profiler could not start ({exc.__class__.__name__}: {exc})")
-        self.start_s = self.clock() - started
-        self.state = "open"
-        return True
+            return f"the TF Profiler could not start ({exc.__class__.__name__}: {exc})"
+        return None
 
     def _close(self) -> None:
         """Stop the session and write the trace (under the lock)."""
         self.state = "done"
         self.finished = True
         started = self.clock()
+        self.stop_session()
+        self.stop_s = self.clock() - started
+
+    def stop_session(self) -> None:
         try:
             import tensorflow as tf
             from tensorflow.python.framework import errors
@@ -220,7 +244,6 @@ class TfProfilerGate:
                                     "its trace may be incomplete")
         except Exception as exc:
             self.collector.warn(f"the TF Profiler failed to stop: {exc.__class__.__name__}: {exc}")
-        self.stop_s = self.clock() - started
 
     def _block(self, reason: str) -> bool:
         self.state = "blocked"
@@ -230,11 +253,12 @@ class TfProfilerGate:
         return False
 
     # -- results --------------------------------------------------------------------------
-    def trace_files(self) -> list[dict]:
-        """The ``.xplane.pb`` files written, relative to the logdir, with their sizes."""
+    def trace_files(self, under: str | None = None) -> list[dict]:
+        """The ``.xplane.pb`` files written (by the call window, or into its folder ``under``),
+        relative to the logdir, with their sizes."""
         if not self.logdir:
             return []
-        found = sorted(glob.glob(os.path.join(self.logdir, "plugins", "profile", "*", "*.xplane.pb")))
+        found = sorted(glob.glob(os.path.join(self.logdir, under or "", "plugins", "profile", "*", "*.xplane.pb")))
         return [{"path": os.path.relpath(p, self.logdir).replace(os.sep, "/"), "bytes": os.path.getsize(p)}
                 for p in found]
 
@@ -264,6 +288,8 @@ class TfProfilerGate:
             paths = [os.path.join(self.logdir, f["path"]) for f in files]
             section.update(read_trace(paths, self.collector))
             section["call_sites"] = self.call_sites(paths)
+        if self.step_profiler is not None:  # fit()/evaluate() steps, per step (step_profiler.py)
+            section.update(self.step_profiler.section())
         return section
 
     def call_sites(self, paths: list[str]) -> list[dict]:
@@ -277,7 +303,7 @@ class TfProfilerGate:
 
     def copy_to(self, target: str) -> bool:
         """Copy the logdir into ``target`` (merging with earlier runs there); False if no trace."""
-        if not self.trace_files():
+        if not self.trace_files() and not (self.step_profiler and any(w.paths for w in self.step_profiler.windows)):
             return False
         shutil.copytree(self.logdir, target, dirs_exist_ok=True)
         return True
@@ -339,59 +365,3 @@ def read_trace(paths: list[str], collector: Collector) -> dict:
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             collector.warn(f"xprof overview_page had an unexpected layout: {exc.__class__.__name__}: {exc}")
     return out
-
-
-def _table_dicts(table: dict) -> list[dict]:
-    """A Google-Charts DataTable (``cols`` + ``rows``) as one dict per row."""
-    ids = [c["id"] for c in table["cols"]]
-    return [dict(zip(ids, (cell.get("v") if isinstance(cell, dict) else None for cell in row["c"])))
-            for row in table.get("rows", [])]
-
-
-def op_rows(tables) -> list[dict]:
-    """framework_op_stats rows (the table without IDLE time) as plain op records, in seconds."""
-    tables = tables if isinstance(tables, list) else [tables]
-    table = tables[-1]  # xprof emits [with IDLE, without IDLE]; IDLE is not an op
-    rows = []
-    for row in _table_dicts(table):
-        if row.get("type") == "IDLE":
-            continue
-        rows.append({
-            "op": str(row["operation"]),
-            "type": str(row["type"]),
-            "where": str(row["host_or_device"]),
-            "occurrences": int(row.get("occurrences") or 0),
-            "self_s": float(row.get("total_self_time") or 0.0) / 1e6,
-            "total_s": float(row.get("total_time") or 0.0) / 1e6,
-            "mode": str(row.get("eager") or ""),
-        })
-    return rows
-
-
-_STEP_FIELDS = {"hostComputeTimeMs": "host_compute_s", "deviceComputeTimeMs": "device_compute_s",
-                "infeedTimeMs": "input_s", "outfeedTimeMs": "output_s", "kernelLaunchTimeMs": "kernel_launch_s",
-                "compileTimeMs": "compile_s", "otherTimeMs": "other_s", "stepTimeMs": "step_s"}
-_SUMMARY_FIELDS = ("hardware_type", "steptime_ms_average", "input_conclusion", "all_other_statement",
-                   "host_tf_op_percent", "host_op_time_eager_percent")
-
-
-def overview_rows(tables) -> tuple[list[dict], dict]:
-    """overview_page's step-time table (one row per marked step) and its one-line conclusions."""
-    steps: list[dict] = []
-    summary: dict = {}
-    for table in tables if isinstance(tables, list) else [tables]:
-        if not isinstance(table, dict) or "cols" not in table:
-            continue
-        ids = {c.get("id") for c in table["cols"]}
-        if "stepnum" in ids and "stepTimeMs" in ids:
-            for row in _table_dicts(table):
-                step = {"step": str(row["stepnum"])}
-                for key, field_name in _STEP_FIELDS.items():
-                    if isinstance(row.get(key), (int, float)):
-                        step[field_name] = float(row[key]) / 1000.0
-                steps.append(step)
-        props = table.get("p") or {}
-        for key in _SUMMARY_FIELDS:
-            if props.get(key) and key not in summary:
-                summary[key] = str(props[key])
-    return steps, summary

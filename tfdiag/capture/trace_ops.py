@@ -234,6 +234,53 @@ def per_call_site(profiled: list[dict], steps: dict[int, dict]) -> list[dict]:
     return rows
 
 
+def _share(site: dict) -> tuple[float, float] | None:
+    """(share of the graph functions' time spent on tf.data, least time a profiled call's or
+    step's functions ran besides tf.data) of a ``per_call_site`` row; None when nothing to move."""
+    wait = site.get("graph_tf_data_s_per_call") or 0.0
+    running = site.get("graph_function_s_per_call") or 0.0
+    if wait <= 0 or running <= 0:
+        return None
+    # The least any profiled call's functions ran besides tf.data (one call the machine's
+    # load stretched must not stop the move).
+    busy = min((step["graph_function_s"] - step["graph_tf_data_s"] for step in site.get("steps") or []),
+               default=running - wait)
+    return min(1.0, wait / running), max(0.0, busy)
+
+
+def _shift(split, seconds: float) -> None:
+    if isinstance(split, dict) and "kernel_execution" in split:
+        seconds = max(0.0, min(seconds, split["kernel_execution"]))
+        split["kernel_execution"] -= seconds
+        split["data_adapter"] = split.get("data_adapter", 0.0) + seconds
+
+
+def move_step_tf_data(calls: list[dict], totals: dict, sites: list[dict]) -> None:
+    """``move_graph_tf_data`` for fit()/evaluate() steps (``sites``: step_profiler.py's
+    ``step_sites``, one row per call site, its "calls" being the profiled steps): Keras's train and
+    test functions fetch each batch inside the graph. The share moves in the call entry's
+    ``step_phases`` (per step), and as much per step after each call's first in its ``phases``
+    and the run's ``totals``; ``graph_tf_data_s_per_step`` on the call entry says how much moved
+    per step. A call whose batches a timed producer made (a PyDataset, a generator: steps.py
+    moves their production time already) is left alone."""
+    for site in sites:
+        share = _share(site)
+        if share is None:
+            continue
+        for call in calls:
+            steady = call.get("step_phases")
+            producer = call.get("data_producer") or {}
+            if ((call.get("api"), call.get("call_site")) != (site.get("api"), site.get("call_site"))
+                    or not isinstance(steady, dict) or producer.get("seconds")):
+                continue
+            kernel = steady.get("kernel_execution", 0.0)
+            moved = max(0.0, min(share[0] * kernel, kernel - share[1]))
+            later = max(0, int(call.get("steps") or 0) - int(call.get("count") or 0)) * moved
+            for split, shift in ((steady, moved), (call.get("phases"), later), (totals, later)):
+                _shift(split, shift)
+            call["graph_tf_data_s_per_step"] = moved
+
+
 def move_graph_tf_data(calls: list[dict], totals: dict, sites: list[dict]) -> None:
     """Move the tf.data time inside graph functions out of kernel_execution, into data_adapter.
 
@@ -251,30 +298,77 @@ def move_graph_tf_data(calls: list[dict], totals: dict, sites: list[dict]) -> No
     ``totals``; ``graph_tf_data_s`` on the call entry says how much moved per call. The first
     call keeps its own split."""
     for site in sites:
-        wait = site.get("graph_tf_data_s_per_call") or 0.0
-        running = site.get("graph_function_s_per_call") or 0.0
-        if wait <= 0 or running <= 0:
+        share = _share(site)
+        if share is None:
             continue
-        share = min(1.0, wait / running)
-        # The least any profiled call's functions ran besides tf.data (one call the machine's
-        # load stretched must not stop the move).
-        busy = min((step["graph_function_s"] - step["graph_tf_data_s"] for step in site.get("steps") or []),
-                   default=running - wait)
-        busy = max(0.0, busy)
         for call in calls:
             steady = call.get("steady_phases")
             if (call.get("api"), call.get("call_site")) != (site.get("api"), site.get("call_site")) or not steady:
                 continue
             kernel = steady.get("kernel_execution", 0.0)
-            moved = max(0.0, min(share * kernel, kernel - busy))
+            moved = max(0.0, min(share[0] * kernel, kernel - share[1]))
             # The same fraction of the later calls' kernel time in the call site's totals (which
             # hold the profiled calls too) and in the run's.
             fraction = moved / kernel if kernel > 0 else 0.0
             whole = call.get("phases") if isinstance(call.get("phases"), dict) else {}
             later = whole.get("kernel_execution", 0.0) - (call.get("first_phases") or {}).get("kernel_execution", 0.0)
             for split, shift in ((steady, moved), (whole, fraction * later), (totals, fraction * later)):
-                if isinstance(split, dict) and "kernel_execution" in split:
-                    shift = max(0.0, min(shift, split["kernel_execution"]))
-                    split["kernel_execution"] -= shift
-                    split["data_adapter"] = split.get("data_adapter", 0.0) + shift
+                _shift(split, shift)
             call["graph_tf_data_s"] = moved
+
+
+# -- xprof's tool tables (tf_profiler.read_trace) ----------------------------------------------
+def _table_dicts(table: dict) -> list[dict]:
+    """A Google-Charts DataTable (``cols`` + ``rows``) as one dict per row."""
+    ids = [c["id"] for c in table["cols"]]
+    return [dict(zip(ids, (cell.get("v") if isinstance(cell, dict) else None for cell in row["c"])))
+            for row in table.get("rows", [])]
+
+
+def op_rows(tables) -> list[dict]:
+    """framework_op_stats rows (the table without IDLE time) as plain op records, in seconds."""
+    tables = tables if isinstance(tables, list) else [tables]
+    table = tables[-1]  # xprof emits [with IDLE, without IDLE]; IDLE is not an op
+    rows = []
+    for row in _table_dicts(table):
+        if row.get("type") == "IDLE":
+            continue
+        rows.append({
+            "op": str(row["operation"]),
+            "type": str(row["type"]),
+            "where": str(row["host_or_device"]),
+            "occurrences": int(row.get("occurrences") or 0),
+            "self_s": float(row.get("total_self_time") or 0.0) / 1e6,
+            "total_s": float(row.get("total_time") or 0.0) / 1e6,
+            "mode": str(row.get("eager") or ""),
+        })
+    return rows
+
+
+_STEP_FIELDS = {"hostComputeTimeMs": "host_compute_s", "deviceComputeTimeMs": "device_compute_s",
+                "infeedTimeMs": "input_s", "outfeedTimeMs": "output_s", "kernelLaunchTimeMs": "kernel_launch_s",
+                "compileTimeMs": "compile_s", "otherTimeMs": "other_s", "stepTimeMs": "step_s"}
+_SUMMARY_FIELDS = ("hardware_type", "steptime_ms_average", "input_conclusion", "all_other_statement",
+                   "host_tf_op_percent", "host_op_time_eager_percent")
+
+
+def overview_rows(tables) -> tuple[list[dict], dict]:
+    """overview_page's step-time table (one row per marked step) and its one-line conclusions."""
+    steps: list[dict] = []
+    summary: dict = {}
+    for table in tables if isinstance(tables, list) else [tables]:
+        if not isinstance(table, dict) or "cols" not in table:
+            continue
+        ids = {c.get("id") for c in table["cols"]}
+        if "stepnum" in ids and "stepTimeMs" in ids:
+            for row in _table_dicts(table):
+                step = {"step": str(row["stepnum"])}
+                for key, field_name in _STEP_FIELDS.items():
+                    if isinstance(row.get(key), (int, float)):
+                        step[field_name] = float(row[key]) / 1000.0
+                steps.append(step)
+        props = table.get("p") or {}
+        for key in _SUMMARY_FIELDS:
+            if props.get(key) and key not in summary:
+                summary[key] = str(props[key])
+    return steps, summary

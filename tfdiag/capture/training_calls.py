@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+from . import callsite
 from .collector import Collector
 from .keras_calls import KerasCallCapture, call_input_spec, describe_call_input, input_spec
 from .patching import Patcher, guarded
@@ -75,8 +76,10 @@ def model_settings(model) -> dict:
 
 
 class TrainingCallCapture:
-    def __init__(self, collector: Collector, tracker: PhaseTracker, log: CallLog, observers: list) -> None:
+    def __init__(self, collector: Collector, tracker: PhaseTracker, log: CallLog, observers: list,
+                 step_profiler=None) -> None:
         self.collector = collector
+        self.step_profiler = step_profiler  # the TF Profiler over a few steps (step_profiler.py), or None
         self.tracker = tracker
         self.log = log
         self.observers = observers  # shared with the Keras call capture (--verify's keeper reads fit's inputs)
@@ -101,10 +104,10 @@ class TrainingCallCapture:
     def _patch_apis(self, patcher: Patcher, cls, defaults) -> None:
         for api, (mode, training) in APIS.items():
             patcher.patch(cls, api, lambda orig, api=api, mode=mode, training=training: timed_call_wrapper(
-                self._inner(orig, mode, defaults), api, _Api(training), _never, self.tracker, self.log,
+                self._inner(orig, mode, defaults, api), api, _Api(training), _never, self.tracker, self.log,
                 self.observers))
 
-    def _inner(self, original: Callable, mode: str | None, defaults) -> Callable:
+    def _inner(self, original: Callable, mode: str | None, defaults, api: str) -> Callable:
         """``original`` with a StepLog on the call's frame (``defaults``: tf-keras's workers and
         use_multiprocessing, for the producer when the call does not give them)."""
         tracker, warn = self.tracker, self.collector.warn
@@ -122,12 +125,16 @@ class TrainingCallCapture:
                                                  kwargs.get("workers", workers), kwargs.get("use_multiprocessing", multi))
                 log = frame.extra = StepLog(mode, settings, producer, bool(frame.weight),
                                             tracker.per_op if frame.weight else None, tracker.sampler.gap)
+                if self.step_profiler is not None and mode is not None and frame.weight:
+                    log.window = self.step_profiler.claim(api, callsite.user_call_site(2))
             except Exception as exc:
                 warn(f"could not follow the steps of a training call: {exc.__class__.__name__}: {exc}")
                 return original(model, *args, **kwargs)
             try:
                 return original(model, *args, **kwargs)
             finally:
+                if log.window is not None:
+                    _charge_nowhere(log, frame, log.window.end())
                 log.finish(frame, tracker.clock())
 
         inner.__wrapped__ = original
@@ -156,6 +163,8 @@ class TrainingCallCapture:
 
         def other_hook(callbacks, *args, **kwargs):
             log = self._step_log()
+            if log is not None and log.window is not None and log.window.state == "open":
+                _charge_nowhere(log, self.tracker.current_frame(), log.window.end())
             if log is not None and log.paused is not None:
                 log.resume(clock())
             return in_phase(callbacks, *args, **kwargs)
@@ -169,6 +178,8 @@ class TrainingCallCapture:
         def on_epoch_begin(callbacks, *args, **kwargs):
             log = self._step_log()
             if log is not None:
+                if log.window is not None and log.window.state == "open":
+                    _charge_nowhere(log, self.tracker.current_frame(), log.window.end())
                 if log.paused is not None:
                     log.resume(self.tracker.clock())
                 if log.teardown is not None:
@@ -211,6 +222,8 @@ class TrainingCallCapture:
                 if log.teardown is not None:
                     log.end_teardown(tracker)
                 if not end and log.sampled and mode == log.mode:
+                    if log.window is not None and log.window.wants(log.steps + 1):
+                        return self._profiled_step(original, callbacks, args, kwargs, log, frame)
                     if log.countdown > 1:  # an unmeasured step (steps.py): the frame runs unsampled
                         log.countdown -= 1
                         if log.paused is None:
@@ -228,7 +241,10 @@ class TrainingCallCapture:
                 try:
                     return original(callbacks, *args, **kwargs)
                 finally:
+                    profiled = log.in_window and mode == log.mode
                     log.close(clock(), None, mode)
+                    if profiled:
+                        _charge_nowhere(log, frame, log.window.end_step(log.steps))
             stack, totals = frame.stack, frame.totals
             now = clock()
             top = stack[-1]
@@ -253,6 +269,17 @@ class TrainingCallCapture:
 
         hook.__wrapped__ = original
         return hook
+
+    def _profiled_step(self, original: Callable, callbacks, args, kwargs, log: StepLog, frame):
+        """A step in the TF Profiler's window (step_profiler.py): it runs unsampled, as an
+        unmeasured step does, and the profiler's start lands before its begin mark."""
+        if log.paused is None:
+            log.pause(frame, self.tracker.clock())
+        number = log.steps + 1
+        _charge_nowhere(log, frame, log.window.begin_step(number))
+        log.in_window = log.window.state == "open"
+        log.begin = self.tracker.clock()
+        return original(callbacks, *args, **kwargs)
 
     def _time_classes(self, classes: set) -> None:
         """Time the hooks each callback class overrides (once per class, for the diagnosis)."""
@@ -329,6 +356,13 @@ class TrainingCallCapture:
             return get_tf_dataset
 
         patcher.patch(module.GeneratorDataAdapter, "get_tf_dataset", make)
+
+
+def _charge_nowhere(log: StepLog, frame, seconds: float) -> None:
+    """The TF Profiler's start or stop (``seconds``, just spent) goes to no phase of the call."""
+    if seconds > 0 and frame is not None:
+        log.profiler_s += seconds
+        frame.last += seconds
 
 
 def _never(target) -> bool:
