@@ -251,3 +251,52 @@ def test_buffered_calls_hold_nothing_the_garbage_collector_tracks_and_keep_their
     (call,) = collector.sections()["calls"]
     assert call["count"] == 10
     assert call["call_site"].endswith(f"test_timed_calls.py:{line}")
+
+
+def test_unsampled_calls_at_a_known_call_site_are_kept_in_place_with_everything_measured():
+    """Most calls (unsampled, unprofiled, at a call site the collector has) make no record: their
+    count, time, maximum, durations and timeline entries go in place, a retrace in one is still
+    that call's graph creation, and a timed call inside one is part of it."""
+    import time
+
+    collector = Collector()
+    tracker = PhaseTracker(sampler=PhaseSampler(every=10**9, first=5))
+    log = timed_calls.CallLog(collector)
+    traced = tracker.wrap(lambda: time.sleep(0.003), "graph_creation")
+    inner = timed_calls.timed_call_wrapper(Target.call, "inner", FakeCapture(), lambda t: False, tracker, log)
+
+    class Stepping(Target):
+        def call(self, x):
+            if x in (50, 120):
+                traced()  # a retrace in an unsampled call
+            return inner(Target(), x)  # nested: part of this call
+
+    wrapped = timed_calls.timed_call_wrapper(Stepping.call, "__call__", FakeCapture(), lambda t: False, tracker, log)
+    target = Stepping()
+
+    def loop(start, stop):  # one call site, on two threads
+        for index in range(start, stop):
+            wrapped(target, index)
+
+    loop(0, 100)
+    (state,) = tracker.sampler.sites.values()
+    assert state[2] is next(iter(collector.calls.values()))  # linked: the calls after the sampled ones go in place
+    assert len(log.local.entry[1]) == 0  # flushed when linked; nothing buffered since
+    other = threading.Thread(target=loop, args=(100, 130), name="other")
+    other.start()
+    other.join()
+    log.flush_all()
+    sections = collector.sections()
+    (call,) = sections["calls"]  # the nested calls are part of the outer ones
+    assert call["api"] == "__call__" and call["count"] == 130 and call["phase_calls"] == 5
+    samples = sections["call_samples"]
+    assert len(samples) == 130 == sections["call_samples_total"]
+    assert sum(s["duration_s"] for s in samples) == pytest.approx(call["total_s"])
+    assert max(s["duration_s"] for s in samples[1:]) == call["max_s"]
+    assert sorted({s["thread"] for s in samples}) == sorted({threading.current_thread().name, "other"})
+    retraced = [s for s in samples if s["graph_s"] > 0]
+    assert len(retraced) == 2 and all(s["graph_s"] >= 0.003 and "phases" not in s for s in retraced)
+    assert call["phases"]["graph_creation"] == pytest.approx(sum(s["graph_s"] for s in retraced))
+    assert sum(call["phases"].values()) == pytest.approx(call["total_s"])
+    assert call["median_s"] < 0.003 < call["max_s"]
+    assert not tracker.local.frames

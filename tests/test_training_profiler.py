@@ -43,7 +43,9 @@ def _check_slow_pipeline(recording: dict) -> None:
     step = sum(split.values())
     assert split["data_adapter"] > 0.5 * step, split  # 5 ms of a ~5.6 ms step is the pipeline
     assert split["data_adapter"] > split["kernel_execution"], split
-    assert fit["graph_tf_data_s_per_step"] == pytest.approx(split["data_adapter"])
+    # the profiler's in-graph wait, plus what Python's own data_adapter entry points took per step
+    moved = fit["graph_tf_data_s_per_step"]
+    assert moved <= split["data_adapter"] <= moved * 1.1 + 1e-4, (moved, split)
     # steps 3-6 ran under the profiler (3 unmarked: the pipeline got ahead while it started)
     assert fit["profiled_steps"] == 4 and fit["step_timeline"]["profiled_steps"] == [2, 3, 4, 5]
     later = fit["steps"] - fit["count"] - 0.5

@@ -120,6 +120,10 @@ class FunctionCallCapture:
         entry = self._user_code[id(python_function)] = (python_function, refused)
         return entry
 
+    # A tf.function's name and whether it is the user's never change: the timed-call wrapper
+    # remembers the last one's (timed_calls.py).
+    fixed_names = True
+
     describe = staticmethod(describe_arguments)  # (signature, None), cached per kind of arguments
 
     @staticmethod

@@ -123,9 +123,16 @@ def describe_arguments(args: tuple, kwargs: dict) -> tuple[str, None]:
                 _ONE_ARGUMENT.clear()
             _ONE_ARGUMENT[(type(value), fast(), enum())] = known
         return known
+    eager = _EAGER[0]
+    if len(args) == 2 and not kwargs:  # (features, labels): a training step's, inline as above
+        first, second = args
+        if type(first) is eager and type(second) is eager:
+            known = _ARGUMENT_SIGNATURES.get(((eager, first._shape_tuple(), first._datatype_enum()),
+                                              (eager, second._shape_tuple(), second._datatype_enum())))
+            if known is not None:
+                return known[0]
     parts = []
     held = []  # the dtypes whose identity is in the key: the entry keeps them alive
-    eager = _EAGER[0]
     for value in (args if not kwargs else (*args, *kwargs.values())):
         kind = type(value)
         if kind is eager:

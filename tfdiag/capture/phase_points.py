@@ -18,7 +18,8 @@ from typing import Callable
 from .collector import Collector
 from .patching import Patcher, guarded
 from .phase_tracker import PhaseTracker
-from .steps import StepLog, teardown_begins as steps_teardown, timed_producer
+from .producers import timed_producer
+from .steps import StepLog, teardown_begins as steps_teardown
 
 # Not a phase switch: the batches of a tf-keras generator or Sequence are produced on tf.data's
 # threads (``from_generator`` + prefetch) while the call's own thread waits inside the predict

@@ -188,7 +188,14 @@ class PhaseTracker:
         absorbed = _ABSORBED_BY
         every_call = phase == "graph_creation"  # measured in every call; the rest in sampled calls
 
+        toggle = None if every_call else self.per_op
+
         def in_phase(*args, **kwargs):
+            # No sampled call open on any thread (each holds ``per_op``: see begin_call), as in
+            # most calls: the phase does not apply, found with one read, not a thread-local lookup
+            # (a class's entry point, such as ConcreteFunction._call_flat, stays wrapped).
+            if toggle is not None and not toggle._users:
+                return original(*args, **kwargs)
             frames = getattr(local, "frames", None)
             if not frames or not (every_call or frames[-1].weight):
                 return original(*args, **kwargs)

@@ -19,7 +19,6 @@ to data_adapter (as ``PhaseTracker.end_sampled`` does for predict's ``off_thread
 
 from __future__ import annotations
 
-import inspect
 import linecache
 import random
 
@@ -41,7 +40,7 @@ class StepLog:
     __slots__ = ("mode", "settings", "producer", "steps", "begin", "marks", "produced_s", "produced_mark",
                  "batches", "durations", "stride", "first_phases", "phase_sums", "phase_steps", "epoch_starts",
                  "callbacks", "in_callback", "sampled", "teardown", "kernel_mark", "countdown", "measured",
-                 "per_op", "gap", "paused", "unmeasured_s", "steady_s", "window", "in_window", "profiled_steps", "profiler_s")
+                 "per_op", "gap", "paused", "unmeasured_s", "produced_cpu", "steady_s", "steady_n", "ready", "consumed", "last_end", "gap_marks", "gap_produced", "window", "in_window", "profiled_steps", "profiler_s")
 
     def __init__(self, mode: str | None, settings: dict, producer: dict | None, sampled: bool,
                  per_op=None, gap=None) -> None:
@@ -50,7 +49,23 @@ class StepLog:
         self.begin = None  # the open step's begin mark (None between steps)
         self.marks = None  # the frame's phase totals at the begin mark (sampled calls)
         self.produced_s = 0.0  # seconds the producer spent on batches (any thread)
-        self.produced_mark = 0.0
+        # Of those, the producer thread's CPU seconds: a producer in pure Python holds the GIL that
+        # long, and the training thread's Python (Keras's loop, the graph call, callbacks) waits for
+        # it even when the batch itself is ready in time.
+        self.produced_cpu = 0.0
+        # When each batch of the producer's current pass was ready (batch number -> clock), and how
+        # many of them this call's steps have taken: a step waited for its batch only if that batch
+        # was made after the step began (Keras runs the producer a batch or more ahead).
+        self.ready: dict = {}
+        self.consumed = 0
+        # A step runs from the previous step's end (its batch may be fetched before the begin hook:
+        # Keras 3 pulls a generator's batches between steps) to the end of its own end hook; an
+        # epoch's first step from its begin hook. ``gap_marks``: the phase totals at that end, in a
+        # sampled frame (the start of the next measured step's split).
+        self.last_end = None
+        self.gap_marks = None
+        self.gap_produced = (0.0, 0.0)  # (produced_s, produced_cpu) at the last step's end
+        self.produced_mark = (0.0, 0.0)  # the same at the open step's begin
         self.batches = 0
         self.durations: list = []
         self.stride = 1
@@ -73,7 +88,11 @@ class StepLog:
         self.gap = gap
         self.paused = None  # the frame, while an unmeasured step runs with it unsampled
         self.unmeasured_s = 0.0
-        self.steady_s = 0.0  # the wall seconds of every step after the first (the basis of step_phases)
+        # The wall seconds and count of the steady steps (the basis of step_phases): every step but
+        # the call's first, each later epoch's first (a new iterator, epoch hooks: shown in the
+        # timeline, not in the steady step) and the profiled ones.
+        self.steady_s = 0.0
+        self.steady_n = 0
         # The TF Profiler's steps (step_profiler.py; their indices): unsampled, out of the step
         # statistics; its start and stop (``profiler_s``) are charged to no phase and no step.
         self.window, self.in_window, self.profiled_steps, self.profiler_s = None, False, [], 0.0
@@ -88,15 +107,28 @@ class StepLog:
     def open(self, now: float, frame, mode: str) -> None:
         """The begin of a batch hook (``mode``: whose) in a sampled call (``frame``: the call's),
         where the step is measured (``CallbackList`` hooks: training_calls.py)."""
-        self.begin = now
-        self.produced_mark = self.produced_s
-        self.kernel_mark = frame.totals["kernel_execution"]
         if mode != self.mode:
+            self.begin = now
+            self.produced_mark = (self.produced_s, self.produced_cpu)
+            self.kernel_mark = frame.totals["kernel_execution"]
             self.marks = None
             return
         self.measured += 1
         self.countdown = 1 if self.measured < FIRST_STEPS or self.gap is None else self.gap()
-        self.marks = frame.totals.copy()
+        if self.last_end is not None and self.gap_marks is not None:
+            self.begin, self.marks, self.produced_mark = self.last_end, self.gap_marks, self.gap_produced
+        else:
+            self.begin, self.marks, self.produced_mark = now, frame.totals.copy(), (self.produced_s, self.produced_cpu)
+        self.kernel_mark = self.marks["kernel_execution"]
+
+    def start(self, now: float) -> None:
+        """An unmeasured (or unsampled) step's begin hook: the step began at the previous one's end."""
+        self.begin = self.last_end if self.last_end is not None else now
+
+    def mark_gap(self, frame) -> None:
+        """The frame runs sampled again after a step's end: the next step's split starts here."""
+        self.gap_marks = frame.totals.copy()
+        self.gap_produced = (self.produced_s, self.produced_cpu)
 
     def pause(self, frame, now: float) -> None:
         """An unmeasured step begins: the frame runs unsampled (its time so far is charged)."""
@@ -136,34 +168,51 @@ class StepLog:
             return
         self.begin = None
         totals = None
+        own = mode == self.mode
+        if own:  # the batches this step took from the producer
+            first, per = self.consumed, self.settings.get("steps_per_execution") or 1
+            self.consumed = first + per
+            ready = self.ready.pop(first + per - 1, None)
+            for number in range(first, first + per - 1):
+                self.ready.pop(number, None)
         if frame is not None:
             totals = frame.totals
-            produced = self.produced_s - self.produced_mark
+            produced = self.produced_s - self.produced_mark[0]
             if produced > 0:
-                moved = min(produced, totals["kernel_execution"] - self.kernel_mark)
+                # The producer's cost to the step: the wait until the step's (last) batch was made,
+                # if after the step began, or the GIL its Python held meanwhile (its CPU time),
+                # whichever is more; without a batch's ready time, what it spent during the step.
+                held = self.produced_cpu - self.produced_mark[1]
+                waited = produced if not own or ready is None else max(0.0, ready - begin, min(held, produced))
+                moved = min(waited, totals["kernel_execution"] - self.kernel_mark)
                 if moved > 0:
                     totals["kernel_execution"] -= moved
                     totals["data_adapter"] += moved
-        if mode != self.mode:
+        if not own:
             return
         n = self.steps
         self.steps = n + 1
+        steady = n > 0 and not (self.epoch_starts and self.epoch_starts[-1] == n)
         if self.in_window:
             self.in_window = False
             self.profiled_steps.append(n)
-        elif n:
+        elif steady:
             self.steady_s += now - begin
+            self.steady_n += 1
         if n % self.stride == 0:
             durations = self.durations
             durations.append(now - begin)
             if len(durations) > MAX_POINTS:
                 self.durations = durations[::2]
                 self.stride *= 2
+        self.last_end = now
+        self.gap_marks = totals.copy() if totals is not None else None
+        self.gap_produced = (self.produced_s, self.produced_cpu)
         marks = self.marks
         if totals is not None and marks is not None:
             if n == 0:
                 self.first_phases = {p: totals[p] - marks[p] for p in marks}
-            else:
+            elif steady:
                 sums = self.phase_sums
                 for p in marks:
                     sums[p] += totals[p] - marks[p]
@@ -171,6 +220,7 @@ class StepLog:
 
     def epoch(self) -> None:
         self.countdown = 1  # an epoch's first step (a new iterator's first batch) is always measured
+        self.last_end = self.gap_marks = None  # it begins at its begin hook, after the epoch's hooks
         if len(self.epoch_starts) < MAX_EPOCHS:
             self.epoch_starts.append(self.steps)
 
@@ -186,80 +236,6 @@ def teardown_begins(tracker, frame) -> None:
     log = frame.extra
     if tracker.current_frame() is frame and log.teardown is None and log.paused is None:
         log.teardown = tracker.enter("data_adapter")
-
-
-def timed_producer(generator_fn, clock, log: StepLog | None = None, frame=None, describe=None):
-    """``generator_fn`` (what a data adapter hands to ``tf.data.Dataset.from_generator``) timed
-    batch by batch, on whatever thread runs it, into ``log`` (a training call's) or, without
-    one, into ``frame.off_thread_s`` (a predict call's; see ``PhaseTracker.end_sampled``).
-    ``describe(batch)``, if given, describes a training call's first batch as the producer's
-    ``batch_spec`` (the shapes a fix's ``output_signature`` needs)."""
-
-    def timed_generator_fn():
-        batches = iter(generator_fn())
-        while True:
-            start = clock()
-            try:
-                batch = next(batches)
-            except StopIteration:
-                return
-            if log is not None:
-                log.produced_s += clock() - start
-                log.batches += 1
-                if describe is not None and log.batches == 1 and log.producer is not None:
-                    try:
-                        log.producer.setdefault("batch_spec", describe(batch))
-                    except Exception:  # a batch we cannot describe: the fix says "your shapes"
-                        pass
-            else:
-                frame.off_thread_s += clock() - start
-            yield batch
-
-    return timed_generator_fn
-
-
-# -- what a call's data is ------------------------------------------------------------------
-def describe_producer(x, workers=None, use_multiprocessing=None) -> dict | None:
-    """``data_producer`` of a fit/evaluate input ``x`` (without its timing): the user's PyDataset,
-    Sequence, generator, tf.data pipeline or arrays; None for no input."""
-    if x is None:
-        return None
-    cls = type(x)
-    names = {klass.__name__ for klass in cls.__mro__}
-    out = {"kind": "arrays", "name": cls.__name__, "defined_at": None, "seconds": None, "batches": None,
-           "workers": workers, "use_multiprocessing": use_multiprocessing, "map_functions": []}
-    if "PyDataset" in names or ("Sequence" in names and hasattr(cls, "__getitem__")):
-        out["kind"] = "PyDataset" if "PyDataset" in names else "Sequence"
-        out["name"] = f"{cls.__name__}.__getitem__"
-        out["defined_at"] = _user_site(callsite.code_of(getattr(cls, "__getitem__", None)))
-        if out["kind"] == "PyDataset":
-            out["workers"] = getattr(x, "workers", workers)
-            out["use_multiprocessing"] = getattr(x, "use_multiprocessing", use_multiprocessing)
-    elif inspect.isgenerator(x):
-        code = x.gi_code
-        out.update(kind="generator", name=getattr(code, "co_qualname", code.co_name), defined_at=_user_site(code))
-    elif cls.__module__.startswith("tensorflow.python.data"):
-        out.update(kind="tf.data", map_functions=_map_functions(x))
-    return out
-
-
-def _user_site(code) -> str | None:
-    return None if code is None or callsite.is_library_file(code.co_filename) else callsite.code_site(code)
-
-
-def _map_functions(dataset, limit: int = 32) -> list:
-    """The user's functions given to ``Dataset.map`` (or flat_map, filter ...) up the pipeline."""
-    found = []
-    for _ in range(limit):
-        if dataset is None:
-            break
-        wrapper = getattr(dataset, "_map_func", None) or getattr(dataset, "_predicate", None)
-        code = callsite.code_of(getattr(wrapper, "_func", None))
-        site = _user_site(code)
-        if site is not None:
-            found.append({"name": getattr(code, "co_qualname", code.co_name), "defined_at": site})
-        dataset = getattr(dataset, "_input_dataset", None)
-    return found[::-1]
 
 
 # -- per call site ------------------------------------------------------------------------
@@ -317,7 +293,7 @@ class SiteSteps:
         skip = {n // log.stride for n in log.profiled_steps if n % log.stride == 0}
         self.durations.extend(d for i, d in enumerate(log.durations) if i and i not in skip)
         self.steady_s += log.steady_s
-        self.steady_steps += max(0, log.steps - 1 - len(log.profiled_steps))
+        self.steady_steps += log.steady_n
         self.profiled_steps += len(log.profiled_steps)
         self.profiler_s += log.profiler_s
         if log.producer is not None:

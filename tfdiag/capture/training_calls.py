@@ -28,7 +28,8 @@ from .collector import Collector
 from .keras_calls import KerasCallCapture, call_input_spec, describe_call_input, input_spec
 from .patching import Patcher, guarded
 from .phase_tracker import _ABSORBED_BY, PhaseTracker
-from .steps import StepLog, describe_producer, timed_producer
+from .producers import describe_producer, timed_producer
+from .steps import StepLog
 from .timed_calls import CallLog, timed_call_wrapper
 
 KERAS3_TRAINER = "keras.src.backend.tensorflow.trainer"
@@ -228,7 +229,7 @@ class TrainingCallCapture:
                         log.countdown -= 1
                         if log.paused is None:
                             log.pause(frame, clock())
-                        log.begin = clock()
+                        log.start(clock())
                         return original(callbacks, *args, **kwargs)
                     if log.paused is not None:
                         log.resume(clock())
@@ -236,7 +237,7 @@ class TrainingCallCapture:
                 if log is None:
                     return original(callbacks, *args, **kwargs)
                 if not end:
-                    log.begin = clock()
+                    log.start(clock())
                     return original(callbacks, *args, **kwargs)
                 try:
                     return original(callbacks, *args, **kwargs)
@@ -245,6 +246,11 @@ class TrainingCallCapture:
                     log.close(clock(), None, mode)
                     if profiled:
                         _charge_nowhere(log, frame, log.window.end_step(log.steps))
+                    elif (mode == log.mode and log.paused is not None and log.countdown <= 1
+                          and not (log.window is not None and log.window.wants(log.steps + 1))):
+                        # the next step is measured: from this end on, including the wait for its batch
+                        log.resume(clock())
+                        log.mark_gap(frame)
             stack, totals = frame.stack, frame.totals
             now = clock()
             top = stack[-1]

@@ -1,0 +1,103 @@
+"""The code that makes a training call's batches: what it is, and its time batch by batch.
+
+Why it exists: a fit()'s batches come from the user's PyDataset, Sequence, generator or tf.data
+pipeline, and the input-bound finding names that code and its line (``describe_producer``). A
+PyDataset's or generator's batches are made on tf.data's threads, a batch or more ahead of the
+step; ``timed_producer`` times each one where it is made, with the producer thread's CPU time and
+when the batch was ready, so the step (steps.py) can tell a wait for its batch, or the GIL the
+producer held, from batch-making that overlapped it. What it costs: per batch, two clock reads,
+two thread-CPU reads and a dict entry; per call, a walk up the tf.data pipeline for its map
+functions.
+"""
+
+from __future__ import annotations
+
+import inspect
+from time import thread_time
+
+from . import callsite
+
+MAX_READY = 4096  # batches made ahead and not yet taken (a producer far ahead: the rest are not timed)
+
+
+def timed_producer(generator_fn, clock, log=None, frame=None, describe=None):
+    """``generator_fn`` (what a data adapter hands to ``tf.data.Dataset.from_generator``) timed
+    batch by batch, on whatever thread runs it, into ``log`` (a training call's) or, without
+    one, into ``frame.off_thread_s`` (a predict call's; see ``PhaseTracker.end_sampled``). ``log``: a
+    steps.StepLog (its ``produced_s``, ``produced_cpu``, ``batches``, ``ready``, ``consumed``).
+    ``describe(batch)``, if given, describes a training call's first batch as the producer's
+    ``batch_spec`` (the shapes a fix's ``output_signature`` needs)."""
+
+    def timed_generator_fn():
+        batches = iter(generator_fn())
+        if log is not None:  # a new pass (an epoch's iterator): its batches are numbered from 0
+            log.ready, log.consumed = {}, 0
+        number = 0
+        while True:
+            start, cpu = clock(), thread_time()
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            if log is not None:
+                done = clock()
+                log.produced_s += done - start
+                log.produced_cpu += thread_time() - cpu
+                log.batches += 1
+                if len(log.ready) < MAX_READY:
+                    log.ready[number] = done
+                number += 1
+                if describe is not None and log.batches == 1 and log.producer is not None:
+                    try:
+                        log.producer.setdefault("batch_spec", describe(batch))
+                    except Exception:  # a batch we cannot describe: the fix says "your shapes"
+                        pass
+            else:
+                frame.off_thread_s += clock() - start
+            yield batch
+
+    return timed_generator_fn
+
+
+# -- what a call's data is ------------------------------------------------------------------
+def describe_producer(x, workers=None, use_multiprocessing=None) -> dict | None:
+    """``data_producer`` of a fit/evaluate input ``x`` (without its timing): the user's PyDataset,
+    Sequence, generator, tf.data pipeline or arrays; None for no input."""
+    if x is None:
+        return None
+    cls = type(x)
+    names = {klass.__name__ for klass in cls.__mro__}
+    out = {"kind": "arrays", "name": cls.__name__, "defined_at": None, "seconds": None, "batches": None,
+           "workers": workers, "use_multiprocessing": use_multiprocessing, "map_functions": []}
+    if "PyDataset" in names or ("Sequence" in names and hasattr(cls, "__getitem__")):
+        out["kind"] = "PyDataset" if "PyDataset" in names else "Sequence"
+        out["name"] = f"{cls.__name__}.__getitem__"
+        out["defined_at"] = _user_site(callsite.code_of(getattr(cls, "__getitem__", None)))
+        if out["kind"] == "PyDataset":
+            out["workers"] = getattr(x, "workers", workers)
+            out["use_multiprocessing"] = getattr(x, "use_multiprocessing", use_multiprocessing)
+    elif inspect.isgenerator(x):
+        code = x.gi_code
+        out.update(kind="generator", name=getattr(code, "co_qualname", code.co_name), defined_at=_user_site(code))
+    elif cls.__module__.startswith("tensorflow.python.data"):
+        out.update(kind="tf.data", map_functions=_map_functions(x))
+    return out
+
+
+def _user_site(code) -> str | None:
+    return None if code is None or callsite.is_library_file(code.co_filename) else callsite.code_site(code)
+
+
+def _map_functions(dataset, limit: int = 32) -> list:
+    """The user's functions given to ``Dataset.map`` (or flat_map, filter ...) up the pipeline."""
+    found = []
+    for _ in range(limit):
+        if dataset is None:
+            break
+        wrapper = getattr(dataset, "_map_func", None) or getattr(dataset, "_predicate", None)
+        code = callsite.code_of(getattr(wrapper, "_func", None))
+        site = _user_site(code)
+        if site is not None:
+            found.append({"name": getattr(code, "co_qualname", code.co_name), "defined_at": site})
+        dataset = getattr(dataset, "_input_dataset", None)
+    return found[::-1]
