@@ -213,3 +213,30 @@ def test_tf_data_producer_names_the_map_function(tmp_path):
     producer = next(c for c in recording.calls if c["api"] == "fit")["data_producer"]
     assert producer["kind"] == "tf.data" and producer["seconds"] is None
     assert producer["map_functions"] == [{"name": "parse", "defined_at": f"{script}:{_line(body, 'def parse')}"}]
+
+
+def test_a_callback_working_once_per_epoch_costs_nothing_per_step(tmp_path):
+    body = """
+        import time
+        import numpy as np
+        import keras
+
+        class EpochEval(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                time.sleep(0.05)
+
+        class PerBatch(keras.callbacks.Callback):
+            def on_train_batch_end(self, batch, logs=None):
+                time.sleep(0.002)
+
+        x, y = np.ones((64, 4), "float32"), np.ones((64, 1), "float32")
+        m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+        m.compile("sgd", "mse")
+        m.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[EpochEval(), PerBatch()])
+    """
+    recording, _ = _run(tmp_path, body)
+    fit = next(c for c in recording.calls if c["api"] == "fit")
+    callbacks = {c["name"]: c for c in fit["callbacks"]}
+    assert callbacks["EpochEval"]["seconds"] >= 0.1 and callbacks["EpochEval"]["per_step_s"] == 0.0
+    assert 0.002 <= callbacks["PerBatch"]["per_step_s"] < 0.004
+    assert not [f for f in recording.findings if f["code"] == "callback-bound" and "EpochEval" in f["title"]]

@@ -73,7 +73,7 @@ class StepLog:
         self.phase_sums = dict.fromkeys(PHASES, 0.0)
         self.phase_steps = 0
         self.epoch_starts: list = []
-        self.callbacks: dict = {}  # callback class -> [seconds, hook calls] (sampled calls)
+        self.callbacks: dict = {}  # callback class -> [seconds, hook calls, seconds in its steps' batch hooks] (sampled calls)
         self.in_callback = False  # a callback's hook is running (its super() calls are not counted twice)
         self.teardown = None  # the tracker's token while a released epoch iterator is torn down
         # Step sampling, in a sampled call: only the measured steps (the first FIRST_STEPS, each
@@ -272,7 +272,7 @@ class SiteSteps:
         self.first_step_phases = None
         self.profiled_steps, self.profiler_s = 0, 0.0  # steps the TF Profiler traced; its start and stop
         self.settings: dict = {}
-        self.callbacks: dict = {}  # (module, qualname) -> [info, seconds, calls]
+        self.callbacks: dict = {}  # (module, qualname) -> [info, seconds, calls, batch-hook seconds]
         self.producer = None
 
     def add(self, log: StepLog, sampled: bool) -> None:
@@ -310,12 +310,13 @@ class SiteSteps:
         for name, seconds in log.phase_sums.items():
             self.phase_sums[name] = self.phase_sums.get(name, 0.0) + seconds
         self.phase_steps += log.phase_steps
-        for cls, (seconds, count) in log.callbacks.items():
+        for cls, (seconds, count, batch_seconds) in log.callbacks.items():
             entry = self.callbacks.get((cls.__module__, cls.__qualname__))
             if entry is None:
-                entry = self.callbacks[(cls.__module__, cls.__qualname__)] = [_class_info(cls), 0.0, 0]
+                entry = self.callbacks[(cls.__module__, cls.__qualname__)] = [_class_info(cls), 0.0, 0, 0.0]
             entry[1] += seconds
             entry[2] += count
+            entry[3] += batch_seconds
 
     def section(self, count: int) -> dict:
         """The call site's step fields; ``count``: its calls (train_on_batch's steps)."""
@@ -324,9 +325,11 @@ class SiteSteps:
         if not self.timeline:
             return out
         values = sorted(self.durations.items)
+        # per step: its batch hooks of the call's own steps only (epoch and begin/end hooks, and
+        # validation's batch hooks, run once per epoch or call: in ``seconds``, not per step)
         callbacks = [{**info, "seconds": seconds, "calls": count,
-                      "per_step_s": seconds / self.sampled_steps if self.sampled_steps else None}
-                     for info, seconds, count in self.callbacks.values()]
+                      "per_step_s": batch_seconds / self.sampled_steps if self.sampled_steps else None}
+                     for info, seconds, count, batch_seconds in self.callbacks.values()]
         out.update(
             epochs=self.epochs, steps_per_epoch=self.steps_per_epoch,
             step_median_s=percentile(values, 0.5) if values else None,

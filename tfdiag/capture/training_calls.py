@@ -299,9 +299,12 @@ class TrainingCallCapture:
                 method = getattr(cls, name, None)
                 if method is None or method is getattr(base, name, None) or getattr(method, "_tfdiag_timed", False):
                     continue
-                self._patcher.patch(cls, name, self._class_hook)
+                self._patcher.patch(cls, name, lambda orig, name=name: self._class_hook(
+                    orig, BATCH_HOOKS[name][0] if name in BATCH_HOOKS else None))
 
-    def _class_hook(self, original: Callable) -> Callable:
+    def _class_hook(self, original: Callable, mode: str | None) -> Callable:
+        """A callback class's hook, timed into the call's StepLog; ``mode``: whose batch hook it is
+        (its time counts per step only in a call whose steps those batches are)."""
         local, clock = self.tracker.local, self.tracker.clock
 
         def hook(callback, *args, **kwargs):
@@ -320,9 +323,12 @@ class TrainingCallCapture:
                 log.in_callback = False
                 entry = log.callbacks.get(callback.__class__)
                 if entry is None:
-                    entry = log.callbacks[callback.__class__] = [0.0, 0]
-                entry[0] += clock() - start
+                    entry = log.callbacks[callback.__class__] = [0.0, 0, 0.0]
+                spent = clock() - start
+                entry[0] += spent
                 entry[1] += 1
+                if mode is not None and mode == log.mode:
+                    entry[2] += spent
 
         hook.__wrapped__ = original
         hook._tfdiag_timed = True
