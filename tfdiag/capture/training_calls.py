@@ -65,13 +65,16 @@ class _Api:
 
 
 def model_settings(model) -> dict:
-    """steps_per_execution, run_eagerly, jit_compile of a model (the user's compile() choices)."""
+    """steps_per_execution, run_eagerly, jit_compile of a model (the user's compile() choices), on
+    both Keras flavours (tf-keras keeps steps_per_execution in a variable); None where unknown."""
     steps = getattr(model, "steps_per_execution", None)
+    if steps is None or hasattr(steps, "numpy"):
+        steps = getattr(model, "_steps_per_execution", steps)
     try:
         steps = int(steps.numpy()) if hasattr(steps, "numpy") else (int(steps) if steps is not None else None)
     except (TypeError, ValueError):
         steps = None
-    jit = getattr(model, "jit_compile", None)
+    jit = getattr(model, "jit_compile", getattr(model, "_jit_compile", None))
     return {"steps_per_execution": steps, "run_eagerly": bool(getattr(model, "run_eagerly", False)),
             "jit_compile": jit if isinstance(jit, bool) else None}
 
@@ -134,9 +137,12 @@ class TrainingCallCapture:
             try:
                 return original(model, *args, **kwargs)
             finally:
-                if log.window is not None:
-                    _charge_nowhere(log, frame, log.window.end())
-                log.finish(frame, tracker.clock())
+                try:
+                    if log.window is not None:
+                        _charge_nowhere(log, frame, log.window.end())
+                    log.finish(frame, tracker.clock())
+                except Exception as exc:  # never in place of the user's result or exception
+                    warn(f"could not close the steps of a training call: {exc.__class__.__name__}: {exc}")
 
         inner.__wrapped__ = original
         return inner
@@ -343,7 +349,12 @@ class TrainingCallCapture:
                 log = self._step_log()
                 if log is None:
                     return original(adapter)
-                adapter._get_iterator = timed_producer(adapter._get_iterator, self.tracker.clock, log, describe=input_spec)
+                try:
+                    adapter._get_iterator = timed_producer(adapter._get_iterator, self.tracker.clock, log,
+                                                           describe=input_spec)
+                except Exception as exc:  # another Keras version: the batches go untimed
+                    self.collector.warn(f"could not time a PyDataset's batches: {exc.__class__.__name__}: {exc}")
+                    return original(adapter)
                 try:
                     return original(adapter)
                 finally:  # from_generator has taken the timed one; the adapter is left as it was
@@ -358,10 +369,14 @@ class TrainingCallCapture:
         def make(original):
             def get_tf_dataset(adapter):
                 log = self._step_log()
-                if log is not None and not getattr(adapter.generator, "_tfdiag_timed", False):
-                    # Read lazily on tf.data's thread: this call's adapter keeps the timed one.
-                    adapter.generator = timed_producer(adapter.generator, self.tracker.clock, log, describe=input_spec)
-                    adapter.generator._tfdiag_timed = True
+                try:
+                    if log is not None and not getattr(adapter.generator, "_tfdiag_timed", False):
+                        # Read lazily on tf.data's thread: this call's adapter keeps the timed one.
+                        timed = timed_producer(adapter.generator, self.tracker.clock, log, describe=input_spec)
+                        timed._tfdiag_timed = True
+                        adapter.generator = timed
+                except Exception as exc:  # another Keras version: the batches go untimed
+                    self.collector.warn(f"could not time a generator's batches: {exc.__class__.__name__}: {exc}")
                 return original(adapter)
 
             get_tf_dataset.__wrapped__ = original

@@ -19,6 +19,7 @@ from __future__ import annotations
 import threading
 
 from ..capture import callsite
+from ..capture.training_calls import model_settings
 from .keepers import RecentModels, replayable
 
 MAX_FITTED = 4  # models whose training is kept (least recently fitted dropped first)
@@ -50,17 +51,10 @@ class Fitted:
 
 
 def settings_of(model) -> dict:
-    """steps_per_execution, run_eagerly and jit_compile as the model was compiled (both Keras)."""
-    spe = getattr(model, "steps_per_execution", None)
-    if spe is None or hasattr(spe, "numpy"):
-        spe = getattr(model, "_steps_per_execution", spe)
-    try:
-        spe = int(spe.numpy()) if hasattr(spe, "numpy") else int(spe) if spe is not None else 1
-    except (TypeError, ValueError):
-        spe = 1
-    jit = getattr(model, "jit_compile", getattr(model, "_jit_compile", None))
-    return {"steps_per_execution": spe, "run_eagerly": bool(getattr(model, "run_eagerly", False)),
-            "jit_compile": jit if isinstance(jit, bool) else None}
+    """The model's compile settings as capture reads them, with steps_per_execution 1 where unknown."""
+    settings = model_settings(model)
+    settings["steps_per_execution"] = settings["steps_per_execution"] or 1
+    return settings
 
 
 def _bound(args: tuple, kwargs: dict, names: tuple[str, ...]) -> dict:
