@@ -27,6 +27,7 @@ from __future__ import annotations
 from ..recording import Recording
 from . import call_findings, retracing
 from .findings import GUIDES, Finding, severity_for, short_site
+from .phases import STEP_APIS
 from .units import duration
 
 ROLE_API = {"train": "fit", "test": "evaluate", "predict": "predict"}
@@ -37,7 +38,6 @@ API_LINE = {
     "evaluate": "model.evaluate(x, y)", "test_on_batch": "model.test_on_batch(x, y)",
     "predict": "y = model.predict(x)", "predict_on_batch": "y = model.predict_on_batch(x)",
 }
-STEP_APIS = ("fit", "train_on_batch", "evaluate", "test_on_batch")  # APIs that run steps over batches
 GROWTH_MIN_S = 0.05  # growth is worth a fix at the user's call site from this much extra tracing
 MATTERS_S = 0.5  # ... and medium severity (never more) from this much: below it, a low note
 

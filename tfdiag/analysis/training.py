@@ -16,7 +16,7 @@ from ..recording import PHASES, Recording
 from .phases import STEP_APIS
 
 TRAINING_APIS = STEP_APIS  # Keras's step-running APIs
-STEPS_APIS = ("fit", "evaluate")  # APIs whose calls run many steps (steps_per_execution applies)
+MULTI_STEP_APIS = ("fit", "evaluate")  # APIs whose calls run many steps (steps_per_execution applies)
 CUSTOM_STEP = "train_step"  # a custom training loop's eager step (api of its calls entry)
 PROGRESS_BAR = "ProgbarLogger"  # Keras's own progress bar (fit's verbose=1)
 

@@ -145,7 +145,7 @@ SPE_PATHS = ("train:as_written", "train:steps_per_execution=8", "train:steps_per
 
 def step_overhead(recording: Recording, call: dict) -> Finding | None:
     split = training.step_split(call)
-    if (call.get("api") not in training.STEPS_APIS or split is None or call.get("steps_per_execution") != 1
+    if (call.get("api") not in training.MULTI_STEP_APIS or split is None or call.get("steps_per_execution") != 1
             or call.get("run_eagerly") is True or training.steady_steps(call) < OVERHEAD_STEPS):
         return None
     step = sum(split.values())
