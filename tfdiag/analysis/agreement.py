@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from ..recording import Recording
 from . import phases, profile_rows
+from .fields import number
 from .units import duration
 
 HIGH_RATIO = 2.0
@@ -40,9 +41,6 @@ def agrees(tfdiag_s: float, profiler_s: float) -> bool:
     """True when ``tfdiag_s`` is within [0.5x, 2x + 0.5 ms] of ``profiler_s``."""
     return LOW_RATIO * profiler_s <= tfdiag_s <= HIGH_RATIO * profiler_s + HIGH_SLACK_S
 
-
-def _number(value) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def _site_calls(recording: Recording, api, call_site) -> list[dict]:
@@ -62,7 +60,7 @@ def kernel_rows(recording: Recording) -> list[dict]:
     for site in sites if isinstance(sites, list) else []:
         if not isinstance(site, dict):
             continue
-        measured_s = _number(site.get("model_op_s_per_call"))
+        measured_s = number(site.get("model_op_s_per_call"))
         calls = _site_calls(recording, site.get("api"), site.get("call_site"))
         if measured_s is None or not calls:
             continue
@@ -75,7 +73,7 @@ def kernel_rows(recording: Recording) -> list[dict]:
         weights = [float(c.get("count") or 0) for c in calls]
         tfdiag_s = sum(phases.call_phase_split(c)["kernel_execution"] * w for c, w in zip(calls, weights)) / sum(weights)
         phase_calls = sum(int(c.get("phase_calls") or 0) for c in calls)
-        moved = sum(float(_number(c.get("graph_tf_data_s")) or 0.0) * w for c, w in zip(calls, weights)) / sum(weights)
+        moved = sum(float(number(c.get("graph_tf_data_s")) or 0.0) * w for c, w in zip(calls, weights)) / sum(weights)
         ok = agrees(tfdiag_s, profiler_s)
         row = {
             "api": site.get("api"),

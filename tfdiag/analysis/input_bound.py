@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from ..recording import Recording
 from . import alternatives, retracing, training
+from .fields import count
 from .findings import GUIDES, Finding, at_most, severity_for, short_site
 from .phases import call_phase_split
 from .training_findings import ESTIMATE, NEGLIGIBLE_S, make_finding, measured_text, severity, split_text, \
@@ -106,7 +107,7 @@ def _input_fix(recording: Recording, call: dict, share: float) -> dict:
     kind, name, where = data.get("kind"), str(data.get("name") or ""), data.get("defined_at")
     at = f" (defined at {short_site(where)})" if where else ""
     cpus = recording.environment.get("cpu_count")
-    workers = max(2, min(8, cpus)) if isinstance(cpus, int) and not isinstance(cpus, bool) else 4
+    workers = max(2, min(8, cpus)) if count(cpus) is not None else 4
     fit = short_site(call.get("call_site", ""))
     if kind in ("PyDataset", "Sequence"):
         cls = name.split(".")[0] or "YourData"

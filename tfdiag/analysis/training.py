@@ -13,6 +13,7 @@ Cost: pure passes over the ``calls`` entries (no TensorFlow); the step timeline 
 from __future__ import annotations
 
 from ..recording import PHASES, Recording
+from .fields import count, number
 from .phases import STEP_APIS
 
 TRAINING_APIS = STEP_APIS  # Keras's step-running APIs
@@ -21,12 +22,6 @@ CUSTOM_STEP = "train_step"  # a custom training loop's eager step (api of its ca
 PROGRESS_BAR = "ProgbarLogger"  # Keras's own progress bar (fit's verbose=1)
 
 
-def _number(value) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
-def _count(value) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def is_training(call: dict) -> bool:
@@ -51,10 +46,10 @@ def step_split(call: dict) -> dict[str, float] | None:
         if isinstance(call.get("steady_phases"), dict) and any(call["steady_phases"].values()):
             phases = call["steady_phases"]
         else:
-            phases, per = call.get("phases"), _count(call.get("phase_calls")) or 0
+            phases, per = call.get("phases"), count(call.get("phase_calls")) or 0
     if not isinstance(phases, dict) or per <= 0:
         return None
-    split = {p: max(0.0, _number(phases.get(p)) or 0.0) / per for p in PHASES}
+    split = {p: max(0.0, number(phases.get(p)) or 0.0) / per for p in PHASES}
     return split if sum(split.values()) > 0 else None
 
 
@@ -62,16 +57,16 @@ def first_step_split(call: dict) -> dict[str, float] | None:
     phases = call.get("first_step_phases")
     if not isinstance(phases, dict):
         return None
-    split = {p: max(0.0, _number(phases.get(p)) or 0.0) for p in PHASES}
+    split = {p: max(0.0, number(phases.get(p)) or 0.0) for p in PHASES}
     return split if sum(split.values()) > 0 else None
 
 
 def steady_steps(call: dict) -> int:
     """Steps after each call's first step at this call site (what the steady split describes)."""
-    steps = _count(call.get("steps"))
+    steps = count(call.get("steps"))
     if steps is None:
         return 0
-    return max(0, steps - max(1, _count(call.get("count")) or 1))
+    return max(0, steps - max(1, count(call.get("count")) or 1))
 
 
 def step_seconds(call: dict) -> float:
@@ -79,7 +74,7 @@ def step_seconds(call: dict) -> float:
     split = step_split(call)
     if split is not None:
         return sum(split.values())
-    return _number(call.get("step_median_s")) or 0.0
+    return number(call.get("step_median_s")) or 0.0
 
 
 def _text(value) -> str | None:
@@ -95,8 +90,8 @@ def producer(call: dict) -> dict | None:
             if isinstance(m, dict) and _text(m.get("name"))]
     multi = value.get("use_multiprocessing")
     return {"kind": _text(value.get("kind")), "name": _text(value.get("name")),
-            "defined_at": _text(value.get("defined_at")), "seconds": _number(value.get("seconds")),
-            "batches": _count(value.get("batches")), "workers": _count(value.get("workers")),
+            "defined_at": _text(value.get("defined_at")), "seconds": number(value.get("seconds")),
+            "batches": count(value.get("batches")), "workers": count(value.get("workers")),
             "use_multiprocessing": multi if isinstance(multi, bool) else None, "map_functions": maps,
             "batch_spec": value.get("batch_spec") if isinstance(value.get("batch_spec"), (dict, list)) else None}
 
@@ -111,11 +106,11 @@ def callbacks(call: dict) -> list[dict]:
     for entry in call.get("callbacks") or []:
         if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
             continue
-        per_step = _number(entry.get("per_step_s")) or 0.0
+        per_step = number(entry.get("per_step_s")) or 0.0
         per_step = min(per_step, ceiling) if ceiling is not None else per_step
         out.append(dict(entry, per_step_s=per_step, share=per_step / step if step > 0 else 0.0,
-                        defined_at=_text(entry.get("defined_at")), calls=_count(entry.get("calls")),
-                        seconds=_number(entry.get("seconds")),
+                        defined_at=_text(entry.get("defined_at")), calls=count(entry.get("calls")),
+                        seconds=number(entry.get("seconds")),
                         user=entry.get("user") is True, progress_bar=entry.get("name") == PROGRESS_BAR
                         and entry.get("user") is not True))
     out.sort(key=lambda e: -(e["seconds"] or e["per_step_s"]))
@@ -148,12 +143,12 @@ def timeline_points(call: dict) -> dict | None:
     timeline = call.get("step_timeline")
     if not isinstance(timeline, dict):
         return None
-    stride = _count(timeline.get("stride")) or 1
+    stride = count(timeline.get("stride")) or 1
     stride = max(1, stride)
-    durations = [d for d in (timeline.get("durations_s") or []) if _number(d) is not None]
+    durations = [d for d in (timeline.get("durations_s") or []) if number(d) is not None]
     if not durations:
         return None
-    starts = sorted({s for s in (timeline.get("epoch_starts") or []) if _count(s) is not None and s >= 0})
+    starts = sorted({s for s in (timeline.get("epoch_starts") or []) if count(s) is not None and s >= 0})
     start_set = set(starts)
     points = []
     for index, value in enumerate(durations[:2000]):
@@ -176,19 +171,19 @@ def call_view(recording: Recording, call: dict) -> dict:
                   if custom
                   else f"{api_text(call)} {call.get('target')}".strip()),
         "target": call.get("target"), "call_site": call.get("call_site", ""), "count": call.get("count", 0),
-        "steps": _count(call.get("count" if custom else "steps")), "epochs": _count(call.get("epochs")),
-        "steps_per_epoch": [s for s in (call.get("steps_per_epoch") or []) if _count(s) is not None][:10],
-        "step_median_s": _number(call.get("median_s" if custom else "step_median_s")),
-        "step_p95_s": _number(call.get("p95_s" if custom else "step_p95_s")),
-        "first_step_s": _number(call.get("first_s" if custom else "first_step_s")), "step_s": step,
+        "steps": count(call.get("count" if custom else "steps")), "epochs": count(call.get("epochs")),
+        "steps_per_epoch": [s for s in (call.get("steps_per_epoch") or []) if count(s) is not None][:10],
+        "step_median_s": number(call.get("median_s" if custom else "step_median_s")),
+        "step_p95_s": number(call.get("p95_s" if custom else "step_p95_s")),
+        "first_step_s": number(call.get("first_s" if custom else "first_step_s")), "step_s": step,
         "split": split, "shares": {p: v / step for p, v in split.items()} if split and step > 0 else None,
         "first_split": first_step_split(call),
         "callbacks": callbacks(call), "producer": producer(call),
-        "steps_per_execution": _count(call.get("steps_per_execution")),
+        "steps_per_execution": count(call.get("steps_per_execution")),
         "run_eagerly": call.get("run_eagerly") if isinstance(call.get("run_eagerly"), bool) else None,
         "jit_compile": call.get("jit_compile") if isinstance(call.get("jit_compile"), bool) else None,
         "eager": call.get("eager") is True, "defined_at": call.get("defined_at"),
-        "total_s": _number(call.get("total_s")) or 0.0,
+        "total_s": number(call.get("total_s")) or 0.0,
         "timeline": timeline_points(call),
     }
 
@@ -211,7 +206,7 @@ def _sites(recording: Recording) -> list[dict]:
         busiest = call if (call.get("count") or 0) > (site.get("count") or 0) else site
         site.update({k: busiest.get(k) for k in ("median_s", "p95_s", "steady_phases", "phases", "phase_calls")},
                     count=(site.get("count") or 0) + (call.get("count") or 0),
-                    total_s=(_number(site.get("total_s")) or 0.0) + (_number(call.get("total_s")) or 0.0))
+                    total_s=(number(site.get("total_s")) or 0.0) + (number(call.get("total_s")) or 0.0))
     return out
 
 
@@ -228,7 +223,7 @@ def training_seconds(recording: Recording) -> tuple[float, float]:
     for call in recording.calls:
         if not isinstance(call, dict):
             continue
-        total = _number(call.get("total_s")) or 0.0
+        total = number(call.get("total_s")) or 0.0
         if in_view(call):
             training += total
         elif not call.get("training"):  # model(x, training=True) runs inside a step counted above

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from ..recording import Recording
 from . import alternatives, training
+from .fields import number
 from .findings import GUIDES, SEVERITY_RANK, Finding, at_most, severity_for, short_site
 from .units import duration
 
@@ -152,8 +153,8 @@ def step_overhead(recording: Recording, call: dict) -> Finding | None:
     # callbacks a callback-bound finding names are its to fix (one finding, one saving per cost)
     claimed = sum(c["per_step_s"] for c in training.callbacks(call) if c["share"] >= CALLBACK_SHARE)
     fixed = step - split["kernel_execution"] - split["data_adapter"] - claimed
-    median = call.get("step_median_s")
-    median = float(median) if isinstance(median, (int, float)) and not isinstance(median, bool) and median > 0 else step
+    median = number(call.get("step_median_s")) or 0.0
+    median = median if median > 0 else step
     small = median < SMALL_STEP_S
     if fixed / step < OVERHEAD_SHARE and not small:
         return None

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from ..recording import Recording
 from . import profile_rows, retracing
+from .fields import count
 
 # How the code ended, in words: "the code {label}". The one table the page and the terminal use.
 RUN_ENDINGS = {
@@ -21,9 +22,6 @@ ENVIRONMENT_KEYS = ("python", "tensorflow", "keras", "tf_keras", "keras_flavor",
                     "cpu_count", "platform", "executable", "command")
 PROFILERS = ("cprofile", "tf_profiler")
 
-
-def _count(value) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def run_view(recording: Recording) -> dict:
@@ -40,7 +38,7 @@ def run_view(recording: Recording) -> dict:
         "wall_s": run.get("wall_s") or 0.0,
         "cut_short": ended in CUT_SHORT,
         "failed": ended in CUT_SHORT or status not in (None, 0),
-        "calls_seen": _count(run.get("call_samples_total")),
+        "calls_seen": count(run.get("call_samples_total")),
         "calls_kept": len(recording.call_samples),
     }
 

@@ -163,17 +163,22 @@ class TrainingCallCapture:
         log = frame.extra if frame is not None else None
         return log if log.__class__ is StepLog else None
 
+    def _between_steps(self, log: StepLog) -> None:
+        """A hook outside the steps (epoch, begin/end): the TF Profiler's step window, if open,
+        ends, and a frame paused for unmeasured steps is sampled again."""
+        if log.window is not None and log.window.state == "open":
+            _charge_nowhere(log, self.tracker.current_frame(), log.window.end())
+        if log.paused is not None:
+            log.resume(self.tracker.clock())
+
     def _other_hook(self, original: Callable) -> Callable:
         """A CallbackList hook outside steps: ``callbacks`` time, measured (a paused frame resumes)."""
         in_phase = self.tracker.wrap(original, "callbacks")
-        clock = self.tracker.clock
 
         def other_hook(callbacks, *args, **kwargs):
             log = self._step_log()
-            if log is not None and log.window is not None and log.window.state == "open":
-                _charge_nowhere(log, self.tracker.current_frame(), log.window.end())
-            if log is not None and log.paused is not None:
-                log.resume(clock())
+            if log is not None:
+                self._between_steps(log)
             return in_phase(callbacks, *args, **kwargs)
 
         other_hook.__wrapped__ = original
@@ -185,10 +190,7 @@ class TrainingCallCapture:
         def on_epoch_begin(callbacks, *args, **kwargs):
             log = self._step_log()
             if log is not None:
-                if log.window is not None and log.window.state == "open":
-                    _charge_nowhere(log, self.tracker.current_frame(), log.window.end())
-                if log.paused is not None:
-                    log.resume(self.tracker.clock())
+                self._between_steps(log)
                 if log.teardown is not None:
                     log.end_teardown(self.tracker)
                 log.epoch()
