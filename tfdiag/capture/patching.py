@@ -148,7 +148,7 @@ class Toggle:
 
     def __init__(self) -> None:
         self._entries: list[tuple[Any, str, Any, Any]] = []
-        self._users = 0
+        self.users = 0  # calls holding it switched on (read on hot paths; changed only here)
         self._lock = threading.Lock()
 
     def add(self, owner: Any, name: str, make_replacement: Callable[[Any], Any]) -> Any:
@@ -157,23 +157,23 @@ class Toggle:
         replacement = make_replacement(original)
         with self._lock:
             self._entries.append((owner, name, own, replacement))
-            if self._users:
+            if self.users:
                 setattr(owner, name, replacement)
         return original
 
     def acquire(self) -> None:
         with self._lock:
-            self._users += 1
-            if self._users == 1:
+            self.users += 1
+            if self.users == 1:
                 for owner, name, _, replacement in self._entries:
                     setattr(owner, name, replacement)
 
     def release(self) -> None:
         with self._lock:
-            if self._users == 0:
+            if self.users == 0:
                 return
-            self._users -= 1
-            if self._users == 0:  # once per sampled call: plain setattr where the original was own
+            self.users -= 1
+            if self.users == 0:  # once per sampled call: plain setattr where the original was own
                 for owner, name, own, _ in reversed(self._entries):
                     if own is _MISSING:
                         _put_back(owner, name, own)
@@ -183,15 +183,15 @@ class Toggle:
     def switch_off(self) -> None:
         """Off for good, whoever still holds it (the diagnosis is over)."""
         with self._lock:
-            if self._users:
+            if self.users:
                 for owner, name, own, _ in reversed(self._entries):
                     _put_back(owner, name, own)
-            self._users = 0
+            self.users = 0
             self._entries.clear()
 
     def live(self) -> list[tuple[Any, str]]:
         with self._lock:
-            return [(owner, name) for owner, name, _, _ in self._entries] if self._users else []
+            return [(owner, name) for owner, name, _, _ in self._entries] if self.users else []
 
 
 class _PostImportFinder(importlib.abc.MetaPathFinder):

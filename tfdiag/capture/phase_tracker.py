@@ -194,7 +194,7 @@ class PhaseTracker:
             # No sampled call open on any thread (each holds ``per_op``: see begin_call), as in
             # most calls: the phase does not apply, found with one read, not a thread-local lookup
             # (a class's entry point, such as ConcreteFunction._call_flat, stays wrapped).
-            if toggle is not None and not toggle._users:
+            if toggle is not None and not toggle.users:
                 return original(*args, **kwargs)
             frames = getattr(local, "frames", None)
             if not frames or not (every_call or frames[-1].weight):
