@@ -343,3 +343,14 @@ def test_a_run_of_evaluate_alone_is_said_to_be_evaluation():
             call["api"], call["training"] = "evaluate", False
     verdict = analyze(Recording.from_dict(recording)).verdict
     assert verdict.startswith("Evaluation dominates this run: `evaluate()`"), verdict
+
+
+def test_a_keras_callback_without_a_per_epoch_setting_is_not_promised_one():
+    recording = data("training_callbacks")
+    for call in recording["calls"]:
+        for callback in call.get("callbacks") or []:
+            if callback.get("user"):
+                callback.update(user=False, name="TerminateOnNaN")
+    (finding,) = [f for f in findings(recording, "callback-bound") if "TerminateOnNaN" in f["title"]]
+    text = finding["fix"]["text"]
+    assert "Where it has a per-epoch setting" in text and "otherwise it costs this much" in text

@@ -93,8 +93,10 @@ def _callback_fix(recording: Recording, call: dict, callback: dict) -> dict:
                 "code": f"model.{api}(..., verbose=2)  # at {fit}: one line per epoch, no per-batch bar",
                 "guide": GUIDES["fit"]}
     if not callback.get("user"):
-        return {"text": (f"Keras's `{name}` does work on every batch: set it to act per epoch where you create it "
-                         f"(e.g. `update_freq=\"epoch\"` or `save_freq=\"epoch\"`) in the callbacks you pass at {fit}."),
+        return {"text": (f"Keras's `{name}`, in the callbacks you pass at {fit}, does work on every batch. Where it "
+                         "has a per-epoch setting (TensorBoard's `update_freq=\"epoch\"`, ModelCheckpoint's "
+                         "`save_freq=\"epoch\"`), set it where you create the callback; otherwise it costs this much "
+                         "for as long as it is in the list."),
                 "code": "", "guide": GUIDES["callbacks"]}
     hook = "on_test_batch_end" if call.get("api") in ("evaluate", "test_on_batch") else "on_train_batch_end"
     base = ("tf.keras.callbacks.Callback" if recording.environment.get("keras_flavor") == "tf-keras"
