@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import bisect
 import re
+import statistics
 
 _OP_NAME = re.compile(r"[A-Za-z0-9.][A-Za-z0-9_./>-]*")
 _OP_TYPE = re.compile(r"[A-Z_][a-zA-Z0-9_]*")
@@ -241,11 +242,19 @@ def _share(site: dict) -> tuple[float, float] | None:
     running = site.get("graph_function_s_per_call") or 0.0
     if wait <= 0 or running <= 0:
         return None
-    # The least any profiled call's functions ran besides tf.data (one call the machine's
+    steps = [step for step in site.get("steps") or [] if step.get("graph_function_s")]
+    if not steps:
+        return min(1.0, wait / running), max(0.0, running - wait)
+    # The median share of the profiled calls or steps: one whose batch wait the profiler missed
+    # (it started or stopped mid-wait) must not halve the move, as a mean of sums would, nor set
+    # the floor below.
+    shares = sorted(step["graph_tf_data_s"] / step["graph_function_s"] for step in steps)
+    share = statistics.median(shares)
+    kept = [step for step in steps if step["graph_tf_data_s"] / step["graph_function_s"] >= share / 2]
+    # The least any (kept) profiled call's functions ran besides tf.data (one call the machine's
     # load stretched must not stop the move).
-    busy = min((step["graph_function_s"] - step["graph_tf_data_s"] for step in site.get("steps") or []),
-               default=running - wait)
-    return min(1.0, wait / running), max(0.0, busy)
+    busy = min(step["graph_function_s"] - step["graph_tf_data_s"] for step in kept)
+    return min(1.0, share), max(0.0, busy)
 
 
 def _shift(split, seconds: float) -> None:
