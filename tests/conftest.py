@@ -30,7 +30,9 @@ def no_hooks_left_behind():
 
     assert ours() == [], "a tfdiag gc callback was live before the test"
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    environ = {name: os.environ.get(name) for name in ("TFDIAG_CHILD", "PYTHONPATH")}
     yield
+    assert {name: os.environ.get(name) for name in environ} == environ, "an environment variable was left changed"
     assert patching.installed() == [], "a tfdiag hook was left installed after the test"
     assert ours() == [], "a tfdiag gc callback was left installed after the test"
     assert {sig: signal.getsignal(sig) for sig in handlers} == handlers, "a signal handler was left changed"

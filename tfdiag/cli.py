@@ -1,6 +1,6 @@
 """Command line: argument parsing only; every command calls the library.
 
-Exit statuses: the script's own (0, its sys.exit code, 1 on an uncaught
+Exit statuses: the script's own (0, its sys.exit code, its os._exit code, 1 on an uncaught
 exception, 130 on Ctrl-C, 143 on SIGTERM); 2 for tfdiag's usage errors (a
 corrupt recording included); 3 when a ``--fail-on-…`` gate trips; 70 when
 tfdiag itself fails (a bug: one line says so; TFDIAG_DEBUG=1 shows the traceback).
@@ -18,13 +18,9 @@ import threading
 import webbrowser
 from urllib.parse import quote
 
-USAGE_ERROR = 2
-GATE_TRIPPED = 3
+from .commands_common import USAGE_ERROR, UsageError, file_url as _file_url, prepare_out as _prepare_out
+
 TFDIAG_BUG = 70  # sysexits' EX_SOFTWARE: tfdiag's own failure, never the script's
-
-
-class UsageError(Exception):
-    """A problem with what tfdiag was asked to do: one line on stderr, exit 2."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -38,17 +34,26 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    analyze = sub.add_parser("analyze", help="run a script under tfdiag and write the report")
+    analyze = sub.add_parser("analyze", help="run a script (or -m MODULE, -c CODE) under tfdiag and write the report",
+                             usage="tfdiag analyze [OPTIONS] (SCRIPT | -m MODULE | -c CODE) [ARGS ...]")
     analyze.add_argument("-o", "--out", default="tfdiag-report", metavar="DIR",
                          help="output folder (default: tfdiag-report/)")
     analyze.add_argument("--open", action="store_true", help="open the report in a browser afterwards")
     options.add_arguments(analyze)
     analyze.add_argument("--fail-on-retrace", type=int, default=None, metavar="N",
                          help="exit 3 if a user tf.function traced more than N times")
+    analyze.add_argument("--fail-on-memory-growth", type=float, default=None, metavar="MB",
+                         help="exit 3 if a call site's memory keeps growing after warm-up by more than MB per 1000 calls")
     analyze.add_argument("--quiet", action="store_true", help="print only the paths written")
-    analyze.add_argument("script", metavar="SCRIPT", help="the Python script to run")
-    analyze.add_argument("script_args", nargs=argparse.REMAINDER, metavar="SCRIPT_ARGS",
-                         help="arguments passed to the script")
+    analyze.add_argument("--json", action="store_true", help=(
+        "print the findings as one JSON document on stdout (the summary and the script's own output go to stderr)"))
+    # As python takes them: all that follows SCRIPT, -m MODULE or -c CODE is the program's (see _parse).
+    analyze.add_argument("-m", dest="module", nargs=argparse.REMAINDER,
+                         help="MODULE [ARGS]: run a module (a package's __main__) as python -m does")
+    analyze.add_argument("-c", dest="code", nargs=argparse.REMAINDER, help="CODE [ARGS]: run CODE as python -c does")
+    analyze.add_argument("script", nargs="?", metavar="SCRIPT", help="the Python script to run")
+    analyze.add_argument("script_args", nargs=argparse.REMAINDER, metavar="ARGS",
+                         help="arguments passed to the script, module or code")
 
     report = sub.add_parser("report", help="re-render the report from a saved recording.json")
     report.add_argument("recording", metavar="RECORDING.json")
@@ -67,17 +72,44 @@ def _parser() -> argparse.ArgumentParser:
     tensorboard.add_argument("path", metavar="DIR", help="the report folder (or its tensorboard/ logdir)")
     tensorboard.add_argument("--port", type=int, default=6006)
     tensorboard.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+
+    diff = sub.add_parser("diff", help="compare two runs: per call site, the change in median time with its interval")
+    diff.add_argument("before", metavar="BEFORE", help="recording.json or report folder of the run before the change")
+    diff.add_argument("after", metavar="AFTER", help="recording.json or report folder of the run after it")
+    diff.add_argument("-o", "--out", default=None, metavar="DIR", help="also write DIR/diff.html")
+    diff.add_argument("--fail-if-slower", type=float, default=None, metavar="PCT", help=(
+        "exit 3 if a matched call site's median got slower by more than PCT percent, its interval clear of zero"))
+
+    export = sub.add_parser("export", help="write the sampled calls and their phases as a Chrome trace")
+    export.add_argument("path", metavar="DIR|FILE", help="report folder or recording.json")
+    export.add_argument("--format", choices=["chrome"], default="chrome",
+                        help="chrome: Trace Event JSON for Perfetto UI and chrome://tracing (the default)")
+    export.add_argument("-o", "--out", required=True, metavar="FILE", help="the trace file to write")
+
+    merge = sub.add_parser("merge", help="one report of a multi-worker job's workers, and the one that holds them back")
+    merge.add_argument("recordings", nargs="+", metavar="DIR", help="each worker's report folder (or recording.json)")
+    merge.add_argument("-o", "--out", required=True, metavar="OUT", help="folder for report.html and merged.json")
+
+    capture = sub.add_parser("capture", help="pull a TF Profiler trace from running workers' profiler servers")
+    capture.add_argument("service", metavar="grpc://HOST:P[,HOST:P...]",
+                         help="the workers' profiler servers (tfdiag analyze --profiler-port P)")
+    capture.add_argument("--duration-ms", type=int, default=2000, metavar="N", help="trace window (default: 2000)")
+    capture.add_argument("-o", "--out", required=True, metavar="DIR", help="folder for tensorboard/ and capture.json")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     try:
-        args = parser.parse_args(argv)
+        args = _parse(parser, sys.argv[1:] if argv is None else list(argv))
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
         return exc.code if isinstance(exc.code, int) else USAGE_ERROR
-    handler = {"analyze": _analyze, "report": _report, "open": _open, "snakeviz": _snakeviz,
-               "tensorboard": _tensorboard}[args.command]
+    from . import commands_analyze, commands_compare, commands_workers
+
+    handler = {"analyze": commands_analyze.analyze, "report": _report, "open": _open, "snakeviz": _snakeviz,
+               "tensorboard": _tensorboard, "diff": commands_compare.diff,
+               "export": commands_compare.export, "merge": commands_workers.merge,
+               "capture": commands_workers.capture}[args.command]
     try:
         return handler(args)
     except UsageError as exc:
@@ -91,53 +123,40 @@ def main(argv: list[str] | None = None) -> int:
         return TFDIAG_BUG
 
 
-def _prepare_out(out: str) -> str:
-    try:
-        os.makedirs(out, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(f"cannot create output folder {out}: {exc.strerror or exc}") from None
-    if not os.access(out, os.W_OK | os.X_OK):
-        raise UsageError(f"output folder {out} is not writable")
-    return out
+def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """parse_args, reading analyze's program as python reads its own command line: all that
+    follows SCRIPT, ``-m MODULE`` or ``-c CODE`` is the program's, a ``--`` included; a ``--``
+    before it only ends tfdiag's options. Sets ``args.program``: (``-m``, ``-c`` or None for a
+    script; [what to run, *its arguments])."""
+    if argv[:1] == ["analyze"]:
+        argv = _split_joined_program(parser, argv)
+    cut = argv.index("--") if argv[:1] == ["analyze"] and "--" in argv else len(argv)
+    args = parser.parse_args(argv[:cut])
+    if args.command == "analyze":
+        named = [*(args.module or args.code or []), *([args.script] if args.script is not None else []),
+                 *args.script_args]
+        rest = argv[cut + 1:]
+        words = [*named, "--", *rest] if named and cut < len(argv) else named + rest
+        args.program = ("-m" if args.module is not None else "-c" if args.code is not None else None, words)
+    return args
 
 
-def _analyze(args) -> int:
-    from . import options, runner
-    from .analysis import max_user_traces
-    from .renderers import text
-    from .session import Diagnoser
-
-    try:
-        code = runner.compile_script(args.script)
-        chosen = options.from_arguments(args)
-    except (runner.ScriptError, options.OptionsError) as exc:
-        raise UsageError(str(exc)) from None
-    if args.fail_on_retrace is not None and args.fail_on_retrace < 0:
-        raise UsageError("--fail-on-retrace takes a number of traces, 0 or more")
-    out = os.path.abspath(_prepare_out(args.out))  # the script may chdir
-    diagnoser = Diagnoser(None, options=chosen, command=["tfdiag", "analyze", args.script, *args.script_args])
-    with diagnoser:
-        diagnoser.outcome = runner.run_code(code, args.script, args.script_args)
-    try:
-        files = diagnoser.write(out)
-    except OSError as exc:
-        print(f"tfdiag: error: could not write the report to {out}: {exc}", file=sys.stderr)
-        return diagnoser.outcome.get("exit_status", 0) or USAGE_ERROR
-    assert diagnoser.recording is not None and diagnoser.analysis is not None
-    if args.quiet:
-        print("\n".join(files.values()), file=sys.stderr)
-    else:
-        print(text.summary(diagnoser.analysis, files), file=sys.stderr)
-    if args.open:
-        webbrowser.open(_file_url(files["report"]))
-    status = diagnoser.outcome.get("exit_status", 0)
-    if status == 0 and args.fail_on_retrace is not None:
-        traces, name = max_user_traces(diagnoser.recording)
-        if traces > args.fail_on_retrace:
-            print(f"tfdiag: --fail-on-retrace {args.fail_on_retrace}: `{name}` traced {traces} times",
-                  file=sys.stderr)
-            return GATE_TRIPPED
-    return status
+def _split_joined_program(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+    """``-mNAME`` and ``-cCODE`` as python takes them: the program's first word split from its
+    flag, so that what follows stays the program's (argparse keeps a joined value to itself)."""
+    analyze = next(action for action in parser._actions  # pylint: disable=protected-access
+                   if isinstance(action, argparse._SubParsersAction)).choices["analyze"]  # pylint: disable=protected-access
+    takes_value = {option for action in analyze._actions  # pylint: disable=protected-access
+                   if action.nargs != 0 and action.dest not in ("module", "code") for option in action.option_strings}
+    index = 1
+    while index < len(argv):
+        word = argv[index]
+        if word == "--" or not word.startswith("-"):
+            break  # tfdiag's options ended: a script, or -- before the program
+        if word[:2] in ("-m", "-c") and len(word) > 2:
+            return [*argv[:index], word[:2], word[2:], *argv[index + 1:]]
+        index += 2 if word in takes_value else 1
+    return argv
 
 
 def _report(args) -> int:
@@ -160,12 +179,6 @@ def _resolve(path: str, filename: str) -> str:
     if not os.path.isfile(path):
         raise UsageError(f"{path}: no such file")
     return path
-
-
-def _file_url(path: str) -> str:
-    from pathlib import Path
-
-    return Path(path).resolve().as_uri()
 
 
 def _open(args) -> int:

@@ -38,6 +38,9 @@ class Options:
     phase_every: int | None = None  # after each model's first calls, the full split on one call in N
     verify: bool = False
     verify_budget: float | None = None
+    follow: bool = True  # follow Python child processes (capture/processes.py); --no-follow
+    profiler_port: int | None = None  # serve TensorFlow's profiler on this port (capture/worker.py)
+    memory: bool = True  # memory at sampled calls (capture/memory.py); --no-memory. Needs call timing.
 
     @property
     def profiles(self) -> tuple[bool, bool]:
@@ -47,8 +50,9 @@ class Options:
 
 
 # How each option is spelled on the command line, where it differs from ``--name-with-dashes``.
-_FLAGS = {"timing": "--traces-only", "cprofile": "--no-cprofile", "tf_profiler": "--no-tf-profiler"}
-_PYTHON = {"timing": "timing=False", "verify": "verify=True"}
+_FLAGS = {"timing": "--traces-only", "cprofile": "--no-cprofile", "tf_profiler": "--no-tf-profiler",
+          "follow": "--no-follow", "memory": "--no-memory"}
+_PYTHON = {"timing": "timing=False", "verify": "verify=True", "follow": "follow"}
 
 
 def _whole(value) -> bool:
@@ -67,6 +71,10 @@ def validate(options: Options, flags: bool = False) -> Options:
         for field in ("verify", "phase_every"):
             if getattr(options, field) not in (None, False):
                 raise OptionsError(f"{name(field)} needs call timing; it cannot be combined with {name('timing')}")
+    if not isinstance(options.memory, bool):
+        raise OptionsError(f"{name('memory')} takes True or False (got {options.memory!r})")
+    if not isinstance(options.follow, bool):
+        raise OptionsError(f"{name('follow')} takes True or False (got {options.follow!r})")
     every = options.phase_every
     if every is not None and (not _whole(every) or every < 1):
         raise OptionsError(f"{name('phase_every')} takes a number of calls, 1 or more (got {every!r})")
@@ -74,6 +82,9 @@ def validate(options: Options, flags: bool = False) -> Options:
         calls = getattr(options, field)
         if calls is not None and (not _whole(calls) or calls < 0):
             raise OptionsError(f"{name(field)} takes a number of calls, 0 or more (got {calls!r})")
+    port = options.profiler_port
+    if port is not None and (not _whole(port) or not 0 < port < 65536):
+        raise OptionsError(f"{name('profiler_port')} takes a TCP port, 1 to 65535 (got {port!r})")
     budget = options.verify_budget
     if budget is not None:
         if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not budget > 0:
@@ -105,6 +116,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--traces-only", action="store_true",
                         help="record tf.function traces only (no call timing, phases or profilers): "
                              "the cheapest capture, e.g. for a --fail-on-retrace gate in CI")
+    parser.add_argument("--no-follow", action="store_true",
+                        help="do not diagnose Python child processes (multiprocessing, subprocess); by default each "
+                             "writes its recording under DIR/processes/ and the report lists them")
+    parser.add_argument("--profiler-port", type=int, default=None, metavar="P",
+                        help="start TensorFlow's profiler server on port P once TensorFlow is imported, for "
+                             "`tfdiag capture grpc://HOST:P` (it serves until the process ends)")
+    parser.add_argument("--no-memory", action="store_true",
+                        help="do not read memory at sampled calls (resident size, traces, models and tf.data "
+                             "iterators alive; for the memory-growth finding and --fail-on-memory-growth)")
 
 
 def from_arguments(args: argparse.Namespace) -> Options:
@@ -112,7 +132,8 @@ def from_arguments(args: argparse.Namespace) -> Options:
     return validate(Options(
         timing=not args.traces_only, cprofile=not args.no_cprofile, cprofile_calls=args.cprofile_calls,
         tf_profiler=not args.no_tf_profiler, tf_profiler_calls=args.tf_profiler_calls,
-        phase_every=args.phase_every, verify=args.verify, verify_budget=args.verify_budget), flags=True)
+        phase_every=args.phase_every, verify=args.verify, verify_budget=args.verify_budget,
+        profiler_port=args.profiler_port, follow=not args.no_follow, memory=not args.no_memory), flags=True)
 
 
 def from_keywords(given: dict) -> Options:

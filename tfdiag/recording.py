@@ -7,8 +7,10 @@ and a saved ``recording.json`` re-renders the same report as the live run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,7 +73,15 @@ _PHASE_MAPS = ("phases", "first_phases", "steady_phases", "step_phases", "first_
 # Top-level tool sections, when present: (type, type of each entry for lists).
 _TOOL_SECTIONS: dict[str, tuple[type, type | None]] = {
     "cprofile": (dict, None), "tf_profiler": (dict, None), "alternatives": (list, dict), "retrace_checks": (list, dict),
+    "worker": (dict, None),  # the TF_CONFIG task (capture/worker.py)
+    "processes": (list, dict),  # the child processes followed (capture/processes.py)
+    "memory": (dict, None),  # memory at sampled calls (capture/memory.py)
 }
+# Each ``processes`` entry (a followed child): its pid, and fields the page reads when present.
+_PROCESS_OPTIONAL = {"parent_pid": (int,), "role": (str,), "status": (str,), "argv": (list,), "wall_s": _NUMBER,
+                     "exit_status": (int,), "ended_by": (str,), "exception": (str,), "signal": (str, int),
+                     "recording": (str,), "top_finding": (dict,), "calls": (list,), "functions": (list,)}
+_PROCESS_CALL_OPTIONAL = {"api": (str,), "target": (str,), "call_site": (str,), "count": (int,), "total_s": _NUMBER}
 # Fields of ``run`` and ``environment`` that reports format, with their types.
 _RUN_FIELDS = {"wall_s": _NUMBER, "exit_status": (int,), "ended_by": (str,), "exception": (str,),
                "call_samples_total": (int,)}
@@ -198,6 +208,11 @@ def _check_tool_sections(extra: dict) -> None:
             raise RecordingError(f"corrupt recording: {name!r} should be a {kind.__name__}, found {type(value).__name__}")
         if entry_kind is not None and not all(isinstance(e, entry_kind) for e in value):
             raise RecordingError(f"corrupt recording: each entry of {name!r} should be an object")
+    for index, entry in enumerate(extra.get("processes") or []):
+        _check_fields(f"processes[{index}]", entry, {"pid": (int,)})
+        _check_fields(f"processes[{index}]", entry, _PROCESS_OPTIONAL, optional=True)
+        for c_index, call in enumerate(entry.get("calls") or []):
+            _check_fields(f"processes[{index}].calls[{c_index}]", call, _PROCESS_CALL_OPTIONAL, optional=True)
 
 
 def to_json(data: dict) -> str:
@@ -208,10 +223,15 @@ def to_json(data: dict) -> str:
 def write_atomically(path: str | os.PathLike, text: str) -> str:
     """Write ``text`` to ``path`` through a temporary file, so a crash never leaves half a file."""
     path = os.fspath(path)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+    tmp = f"{path}.{os.getpid()}-{threading.get_ident()}.tmp"  # one per writer: two never share it
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
     return path
 
 

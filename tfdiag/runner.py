@@ -1,7 +1,11 @@
-"""Run a user's script as ``__main__``: its argv, its folder first on sys.path, its exit status.
+"""Run a user's program as ``__main__`` as ``python`` would: a script, ``-m MODULE`` or ``-c CODE``,
+with its argv, its sys.path[0] and its exit status.
 
-The script is read and compiled before any heavy work, so a missing file or a
-syntax error is one clear line (exit 2) rather than a half-started run.
+A script or ``-c`` code is compiled before any heavy work, so a missing file or a syntax
+error is one clear line (exit 2) rather than a half-started run. A module is found as
+``python -m`` finds it (``runpy``), once sys.path[0] is the working folder: finding it imports
+its parent packages, which is the user's code running; a module that is not there is one line
+(exit 2) too, and costs only an empty capture.
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 import _thread
 import gc
 import os
+import runpy
 import signal
 import sys
 import threading
@@ -16,6 +21,8 @@ import time
 import traceback
 import types
 import weakref
+from dataclasses import dataclass
+from typing import Callable
 
 SIGTERM_STATUS = 128 + signal.SIGTERM
 
@@ -51,30 +58,99 @@ def _raise_syntax(path: str, exc: SyntaxError):
     raise ScriptError(f"{where}: syntax error: {exc.msg}") from None
 
 
-def run_code(code: types.CodeType, path: str, args: list[str]) -> dict:
-    """Execute compiled script code as __main__; returns how it ended (status and cause).
+@dataclass(frozen=True)
+class Program:
+    """What runs as ``__main__``, started as python starts it. ``words``: how a command line names
+    it (``script.py``, ``-m pkg``, ``-c CODE``); ``argv0`` and ``path0``: sys.argv[0] and sys.path[0]
+    as it starts. ``load(main_globals)`` runs once those are set: it fills ``__main__``'s globals
+    (and sys.argv[0] where python sets it late, for -m) and returns the code to execute."""
 
-    Exceptions are printed as Python prints them (tfdiag's own frame left out);
-    nothing propagates, so the caller always gets to write its report.
+    words: tuple[str, ...]
+    argv0: str
+    path0: str
+    load: Callable[[dict], types.CodeType]
+
+
+def script(path: str) -> Program:
+    """A script file: compiled now (ScriptError if it cannot be); its folder is sys.path[0]."""
+    code = compile_script(path)
+
+    def load(main: dict) -> types.CodeType:
+        main.update({"__file__": path, "__spec__": None, "__loader__": None, "__package__": None, "__cached__": None})
+        return code
+
+    return Program((path,), path, os.path.dirname(os.path.abspath(path)), load)
+
+
+def command(source: str) -> Program:
+    """``-c CODE``: compiled now; sys.argv[0] is ``-c`` and sys.path[0] ``""`` (the working folder)
+    as python sets them; no ``__file__``. Its file name is ``<string>``, so its call sites read
+    ``<string>:LINE`` and count as the user's code (capture/callsite.py)."""
+    try:
+        code = compile(source, "<string>", "exec", dont_inherit=True)
+    except SyntaxError as exc:
+        _raise_syntax("-c", exc)
+    except ValueError as exc:  # e.g. a NUL byte
+        raise ScriptError(f"-c: cannot compile ({exc})") from None
+
+    def load(main: dict) -> types.CodeType:
+        main.update({"__spec__": None, "__loader__": None, "__package__": None})
+        return code
+
+    return Program(("-c", source), "-c", "", load)
+
+
+def module(name: str) -> Program:
+    """``-m MODULE``, found when it runs as ``python -m`` finds it: sys.path[0] the working folder,
+    sys.argv[0] ``-m`` while its parent packages are imported, then the module's file; a package
+    runs its ``__main__``. Not found, or a syntax error: ScriptError (runpy's own message)."""
+    if not name:
+        raise ScriptError("-m: give the name of a module to run")
+
+    def load(main: dict) -> types.CodeType:
+        try:  # runpy's finder for ``python -m`` (pdb finds its -m target the same way)
+            _, spec, code = runpy._get_module_details(name, ScriptError)
+        except SyntaxError as exc:
+            _raise_syntax(exc.filename or name, exc)
+        sys.argv[0] = spec.origin or name
+        main.update({"__file__": spec.origin if spec.has_location else None, "__cached__": spec.cached,
+                     "__loader__": spec.loader, "__package__": spec.parent, "__spec__": spec})
+        return code
+
+    return Program(("-m", name), "-m", os.getcwd(), load)
+
+
+def program(kind: str | None, target: str) -> Program:
+    """What a command line names: ``-m`` MODULE, ``-c`` CODE, or (kind None) a SCRIPT."""
+    return {"-m": module, "-c": command, None: script}[kind](target)
+
+
+def run(program: Program, args: list[str]) -> dict:
+    """Execute ``program`` as __main__ with ``args``; returns how it ended (status and cause).
+
+    Exceptions are printed as Python prints them (tfdiag's own frames left out); nothing
+    propagates but a ScriptError (a module that cannot be found or compiled), so the caller
+    always gets to write its report of what ran.
     """
     saved_argv = sys.argv
     saved_path0 = list(sys.path)
     saved_main = sys.modules.get("__main__")
-    module = types.ModuleType("__main__")
-    module.__dict__.update({"__file__": path, "__builtins__": __builtins__, "__spec__": None,
-                            "__loader__": None, "__package__": None, "__cached__": None})
-    sys.argv = [path, *args]
-    sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
-    sys.modules["__main__"] = module
+    main = types.ModuleType("__main__")
+    main.__dict__["__builtins__"] = __builtins__
+    sys.argv = [program.argv0, *args]
+    sys.path.insert(0, program.path0)
+    sys.modules["__main__"] = main
     previous_handler = _install_sigterm_handler()
     previous_int = _install_sigint_handler()
     threads_before = set(threading.enumerate())
     try:
         try:
-            exec(code, module.__dict__)
+            exec(program.load(main.__dict__), main.__dict__)
         finally:
             _join_script_threads(threads_before)
         return outcome_of(None)
+    except ScriptError:
+        raise
     except Terminated as exc:
         print("Terminated (SIGTERM)", file=sys.stderr)
         return outcome_of(exc)
@@ -112,8 +188,8 @@ def outcome_of(exc: BaseException | None) -> dict:
 
 
 def _print_user_traceback(exc_type, exc, tb) -> None:
-    """Print as the interpreter would, minus the runner's own frame."""
-    if tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+    """Print as the interpreter would, minus the runner's own frames."""
+    while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
         tb = tb.tb_next
     sys.stderr.flush()
     traceback.print_exception(exc_type, exc, tb, file=sys.stderr)

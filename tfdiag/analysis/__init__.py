@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 from ..recording import Recording
 from . import agreement, alternatives, phases, retracing, training, views
 from . import rules
+from . import memory as memory_views
+from .memory import max_growth as max_memory_growth  # noqa: F401  (--fail-on-memory-growth)
+from . import processes as process_views
 from .verdict import verdict_for
 
 
@@ -42,6 +45,8 @@ class Analysis:
     # recording.json's ``alternatives``: every measured entry as recorded, each with its ``recommended``
     # flag (None when --verify did not run). ``alternatives`` above is the page's rows of the same.
     alternative_entries: list[dict] | None = None
+    processes: dict | None = None  # the child processes followed, and their merged call sites (processes.py)
+    memory: dict = field(default_factory=dict)  # memory against calls per call site (memory.memory_view)
 
     def with_output(self, sections: dict[str, dict], warnings: list[dict]) -> "Analysis":
         """This analysis as the written files show it: what writing them added to each profiler's
@@ -90,6 +95,8 @@ def analyze(recording: Recording) -> Analysis:
         retrace_checks=alternatives.checks_view(recording),
         kernel_check=kernel_check,
         schema_version=recording.schema_version,
+        processes=process_views.processes_view(recording, found),
+        memory=memory_views.memory_view(recording),
         alternative_entries=([dict(e, recommended=any(e is c for c in chosen)) for e in entries]
                              if "alternatives" in recording.extra else None),
     )

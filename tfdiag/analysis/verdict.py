@@ -128,6 +128,8 @@ def verdict_for(recording: Recording, found: list[dict]) -> str:
     if not recording.functions and not recording.calls:
         why = ("the code never imported TensorFlow" if not recording.environment.get("tensorflow_imported", True)
                else "no tf.function was traced and no Keras model was called")
+        if recording.extra.get("processes"):  # the work may be in its children (analysis/processes.py)
+            return f"No TensorFlow activity was seen in this process ({why}); see its child processes below."
         return f"No TensorFlow activity was seen: {why}."
     if not found:
         calls = sum(c.get("count", 0) for c in recording.calls)
@@ -157,6 +159,9 @@ def verdict_for(recording: Recording, found: list[dict]) -> str:
         per_call = f" (≈{duration(savings / calls)} of graph tracing per call)" if calls else ""
         return (f"{top['title']} at `{site}`{per_call}: {duration(savings)} spent re-tracing the input pipeline"
                 f"{share}, which the fix below avoids.{tail}")
+    if top.get("code") == "memory-growth":  # saves memory, not time: worded from the finding itself
+        evidence = (top.get("evidence") or [""])[0]
+        return f"{top['title']}; {evidence} — see the fix below.{tail}"
     where = f" at `{site}`" if top.get("call_site") else ""
     return (f"{top['title']}{where}; the extra traces cost about {duration(savings)} in this run{share}, "
             f"which the fix below saves.{tail}" if top.get("code", "").startswith(("retrace-", "model-rebuilt"))

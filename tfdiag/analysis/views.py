@@ -13,6 +13,7 @@ from .fields import count
 RUN_ENDINGS = {
     "returned": "ran to completion",
     "sys.exit": "called sys.exit",
+    "os._exit": "called os._exit",
     "exception": "raised an exception",
     "interrupted": "was interrupted (Ctrl-C)",
     "terminated": "was terminated",

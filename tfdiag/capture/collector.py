@@ -262,6 +262,7 @@ class Collector:
         self.warnings: dict[str, int] = {}
         self._rng = random.Random(seed)
         self.call_providers: list = []  # () -> calls entries made elsewhere (custom_loops.py), not in the totals
+        self.traces_total = 0  # traces so far of every function but tf.data's (read by memory.py at sampled calls)
 
     # -- warnings ---------------------------------------------------------------
     def warn(self, message: str) -> None:
@@ -281,6 +282,8 @@ class Collector:
         with self.lock:
             stats = self.function(key, name, qualname, origin, defined_at)
             stats.trace_count += 1
+            if origin != "tf.data":  # tf.data's traces go with their dataset; the others stay cached
+                self.traces_total += 1
             stats.trace_s += trace["duration_s"]
             trace["index"] = stats.trace_count
             stats.object_count = max(stats.object_count, trace.get("object_index", 0))

@@ -56,6 +56,9 @@ class PhaseSampler:
         self.sites: dict = {}
         self._random = random.Random(seed).random
         self._log_skip = math.log1p(-1.0 / every) if every > 1 else 0.0
+        # ``memory(state)``, or None: a reading at the start of each sampled call and of each call
+        # site's first call (capture/memory.py), so memory costs unsampled calls nothing.
+        self.memory = None
 
     def weight(self, key, profiled: bool = False) -> int:
         """1: measure this call's full split; 0: only its wall time (and graph creation)."""
@@ -76,10 +79,14 @@ class PhaseSampler:
         if len(self.sites) >= MAX_KEYS:
             self.sites.clear()
         state = self.sites[key] = [1 if self.first > 0 else self.gap(), 0, None]
+        if self.memory is not None:
+            self.memory(state)
         return state
 
     def sampled(self, state: list) -> int:
         """A call whose countdown ran out: it is sampled; the countdown to the next one starts."""
+        if self.memory is not None:
+            self.memory(state)
         state[1] += 1
         state[0] = 1 if state[1] < self.first else self.gap()
         return 1

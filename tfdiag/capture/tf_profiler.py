@@ -325,10 +325,11 @@ def _converter(collector: Collector):
     return None, None
 
 
-def _tool_json(module, name: str, paths: list[str], tool: str, collector: Collector):
-    """One xprof tool's output as parsed JSON, or None with a warning."""
+def _tool_json(module, name: str, paths: list[str], tool: str, collector: Collector, options: dict | None = None):
+    """One xprof tool's output as parsed JSON, or None with a warning (``options``: xprof's tool
+    options, e.g. ``{"use_saved_result": False}`` not to reuse tables it cached beside the files)."""
     try:
-        result = module.xspace_to_tool_data(paths, tool, {})
+        result = module.xspace_to_tool_data(paths, tool, dict(options or {}))
         data = result[0] if isinstance(result, tuple) else result
         if data is None:
             collector.warn(f"xprof ({name}) produced no {tool} data for the TF Profiler trace")
@@ -341,24 +342,41 @@ def _tool_json(module, name: str, paths: list[str], tool: str, collector: Collec
         return None
 
 
-def read_trace(paths: list[str], collector: Collector) -> dict:
-    """Top TF ops by self time (host vs device) and per-step times, via xprof's converter."""
+def _ops(module, name: str, paths: list[str], collector: Collector, options: dict | None) -> list[dict] | None:
+    """Every op of xprof's framework_op_stats (trace_ops.op_rows), or None with a warning."""
+    tables = _tool_json(module, name, paths, "framework_op_stats", collector, options)
+    if tables is None:
+        return None
+    try:
+        return op_rows(tables)
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        collector.warn(f"xprof framework_op_stats had an unexpected layout: {exc.__class__.__name__}: {exc}")
+        return None
+
+
+def read_ops(paths: list[str], collector: Collector, options: dict | None = None) -> list[dict] | None:
+    """Every op in the trace (not only the top ones), or None (with a warning) without xprof."""
+    name, module = _converter(collector)
+    return None if module is None else _ops(module, name, paths, collector, options)
+
+
+def read_trace(paths: list[str], collector: Collector, options: dict | None = None, all_ops: bool = False) -> dict:
+    """Top TF ops by self time (host vs device) and per-step times, via xprof's converter;
+    ``all_ops``: every op too, under ``ops`` (for remote.py; the recording keeps the top ones)."""
     name, module = _converter(collector)
     if module is None:
         return {}
     out: dict = {"converter": name}
-    tables = _tool_json(module, name, paths, "framework_op_stats", collector)
-    if tables is not None:
-        try:
-            ops = op_rows(tables)
-            out["top_ops"] = sorted(ops, key=lambda r: r["self_s"], reverse=True)[:TOP_OPS]
-            by_where: dict = {}
-            for row in ops:
-                by_where[row["where"]] = by_where.get(row["where"], 0.0) + row["self_s"]
-            out["self_s_by_where"] = by_where
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
-            collector.warn(f"xprof framework_op_stats had an unexpected layout: {exc.__class__.__name__}: {exc}")
-    overview = _tool_json(module, name, paths, "overview_page", collector)
+    ops = _ops(module, name, paths, collector, options)
+    if ops is not None:
+        out["top_ops"] = sorted(ops, key=lambda r: r["self_s"], reverse=True)[:TOP_OPS]
+        by_where: dict = {}
+        for row in ops:
+            by_where[row["where"]] = by_where.get(row["where"], 0.0) + row["self_s"]
+        out["self_s_by_where"] = by_where
+        if all_ops:
+            out["ops"] = ops
+    overview = _tool_json(module, name, paths, "overview_page", collector, options)
     if overview is not None:
         try:
             out["steps"], out["summary"] = overview_rows(overview)

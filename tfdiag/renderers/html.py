@@ -17,6 +17,7 @@ from ..analysis.findings import short_site
 from ..analysis.units import duration
 from ..recording import PHASES
 from .charts import step_chart, timeline
+from .memory_chart import memory_chart
 
 PHASE_COLORS = {
     "input_processing": "#8e6cc4",
@@ -53,6 +54,7 @@ def environment() -> jinja2.Environment:
     env.filters["pct"] = lambda v: f"{100 * v:.0f}%"
     env.filters["code_spans"] = code_spans
     env.filters["step_chart"] = step_chart  # a training row's step timeline, laid out
+    env.filters["memory_chart"] = memory_chart  # a memory row's series, laid out (memory_chart.py)
     env.filters["http_url"] = http_url
     env.filters["thousands"] = lambda n: f"{n:,}" if isinstance(n, int) and not isinstance(n, bool) else str(n)
     return env

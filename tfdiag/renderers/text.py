@@ -34,14 +34,17 @@ def summary(analysis: Analysis, files: dict[str, str]) -> str:
     for row in analysis.training[:TOP_TRAINING]:
         lines += _wrap(_training_line(row), "            ", "  training: ")
     for rank, finding in enumerate(analysis.findings[:TOP_FINDINGS], 1):
-        lines += _wrap(f"[{finding['severity']}] {finding['code']}: {finding['title']} "
-                       f"(≈{duration(finding['estimated_savings_s'])} to save)", "     ", f"  {rank}. ")
+        saves = finding["estimated_savings_s"]  # 0 for a finding about memory, not time
+        lines += _wrap(f"[{finding['severity']}] {finding['code']}: {finding['title']}"
+                       + (f" (≈{duration(saves)} to save)" if saves > 0 else ""), "     ", f"  {rank}. ")
         code = (finding.get("fix") or {}).get("code") or ""
         first_line = next((line.strip() for line in code.splitlines() if line.strip()), "")
         if first_line:
             lines.append(f"     fix: {first_line}" + (" …" if code.strip().count("\n") else ""))
     if len(analysis.findings) > TOP_FINDINGS:
         lines.append(f"  … and {len(analysis.findings) - TOP_FINDINGS} more in the report")
+    if analysis.processes:  # followed child processes (analysis/processes.py)
+        lines += _wrap(analysis.processes["summary"] + "; see Processes in the report", "             ", "  processes: ")
     # The TF Profiler cross-check's disagreements all show (one per profiled call site at most): they
     # say which figure to doubt. Then the first capture warnings.
     checks = [w for w in analysis.warnings if agreement.is_derived(w)]

@@ -1,0 +1,154 @@
+"""What memory capture costs: the overhead benchmark's loops under tfdiag with memory readings on
+and off (``diagnose(memory=False)``, the CLI's ``--no-memory``), interleaved in one run; then
+the one-off costs when growth is suspected (the forced collection, the tracemalloc window).
+
+    python benchmarks/memory_overhead.py [--rounds 15] [--predict-calls 30] [--call-calls 1000]
+                                         [--fit-calls 3] [--fit-steps 32] [--train-steps 200]
+                                         [--only predict,call,fit,train] [--window-calls 300]
+
+Each round times, per workload, three blocks in shuffled order, each a whole
+``tfdiag.diagnose(cprofile=False, tf_profiler=False)``: memory on, memory off, and memory off
+again (its ratio to "memory off" is this machine's noise alone). Printed per workload: the
+median over rounds of each mode's mean time per call and the median of the paired per-round
+ratio memory on / memory off, with its quartiles. Target (issue 15): memory capture keeps the
+default capture within the overhead budget (on/off of overhead.py <= 1.03), so its own ratio
+should be indistinguishable from the noise.
+
+Then one run of a loop that keeps every prediction (256 KiB each): memory grows, so capture forces
+a full collection and opens a tracemalloc window once; printed: their seconds, and the window's
+calls against the same number of calls outside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import tfdiag  # noqa: E402
+
+MODES = ("memory off", "memory off again", "memory on")
+
+
+def block(fn, calls: int, memory: bool) -> float:
+    """Mean seconds per call over a block of calls inside one diagnosis."""
+    with tfdiag.diagnose(cprofile=False, tf_profiler=False, memory=memory):
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        return (time.perf_counter() - start) / calls
+
+
+def quartiles(values: list) -> tuple[float, float, float]:
+    q1, q2, q3 = statistics.quantiles(values, n=4)
+    return q1, q2, q3
+
+
+def workloads(args) -> dict:
+    keras = tf.keras
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2), keras.layers.Dense(1)])
+    x = np.ones((32, 4), np.float32)
+    fit_model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2), keras.layers.Dense(1)])
+    fit_model.compile(optimizer="sgd", loss="mse")
+    fit_x = np.random.default_rng(0).normal(size=(32 * args.fit_steps, 4)).astype(np.float32)
+    fit_y = fit_x.sum(axis=1, keepdims=True)
+    loop_model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2), keras.layers.Dense(1)])
+    optimizer = keras.optimizers.SGD(0.01)
+    loop_x, loop_y = tf.constant(fit_x[:32]), tf.constant(fit_y[:32])
+
+    @tf.function
+    def train_step(features, labels):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(loop_model(features, training=True) - labels))
+        gradients = tape.gradient(loss, loop_model.trainable_variables)
+        optimizer.apply_gradients(zip(gradients, loop_model.trainable_variables))
+        return loss
+
+    return {
+        "predict": ("predict() loop", lambda: model.predict(x, verbose=0), args.predict_calls),
+        "call": ("model(x) loop", lambda: model(x), args.call_calls),
+        "fit": ("fit()", lambda: fit_model.fit(fit_x, fit_y, batch_size=32, epochs=1, verbose=0), args.fit_calls),
+        "train": ("train-step loop", lambda: train_step(loop_x, loop_y), args.train_steps),
+    }
+
+
+def window_costs(calls: int) -> None:
+    """One run whose memory grows: the forced collection's and the tracemalloc window's cost."""
+    keras = tf.keras
+    model = keras.Sequential([keras.Input((16,)), keras.layers.Dense(256 * 256)])
+    x = np.ones((1, 16), np.float32)
+    kept = []
+    with tfdiag.diagnose(cprofile=False, tf_profiler=False) as d:
+        for _ in range(calls):
+            kept.append(model.predict_on_batch(x))
+    section = d.recording.extra["memory"]
+    call = next(c for c in d.recording.calls if c["api"] == "predict_on_batch")
+    print(f"growth suspected ({calls} calls of predict_on_batch, each result kept, median call "
+          f"{call['median_s'] * 1e3:.2f} ms):")
+    collection = section.get("collection")
+    if collection:
+        print(f"  forced full collection after call {collection['after_call']}: {collection['seconds'] * 1e3:.0f} ms (once)")
+    window = section.get("tracemalloc")
+    if window:
+        span = window["to_call"] - window["from_call"]
+        print(f"  tracemalloc window, calls {window['from_call']}-{window['to_call']}: {window['seconds'] * 1e3:.0f} ms "
+              f"for {span} calls ({window['seconds'] / max(1, span) / call['median_s']:.1f}x the median call), "
+              f"then collection + snapshot {window['snapshot_s'] * 1e3:.0f} ms (once)")
+        top = window["lines"][0] if window["lines"] else None
+        if top:
+            print(f"  top line: {top['line']} {top['bytes'] / 2**20:.1f} MB in {top['count']} blocks")
+    if not collection and not window:
+        print("  (growth was not suspected in this run: nothing to measure)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--predict-calls", type=int, default=30)
+    parser.add_argument("--call-calls", type=int, default=1000)
+    parser.add_argument("--fit-calls", type=int, default=3)
+    parser.add_argument("--fit-steps", type=int, default=32)
+    parser.add_argument("--train-steps", type=int, default=200)
+    parser.add_argument("--only", default="", help="comma-separated: predict, call, fit, train")
+    parser.add_argument("--window-calls", type=int, default=300, help="calls of the growing loop (0: skip it)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    chosen = workloads(args)
+    if args.only:
+        chosen = {name: chosen[name] for name in args.only.split(",")}
+    for _, fn, _ in chosen.values():  # warm up: first traces out of the measurement
+        for memory in (True, False):
+            block(fn, 5, memory)
+    order_rng = random.Random(args.seed)
+    results = {name: {mode: [] for mode in MODES} for name in chosen}
+    for _ in range(args.rounds):
+        for name, (_, fn, calls) in chosen.items():
+            order = list(MODES)
+            order_rng.shuffle(order)
+            for mode in order:
+                results[name][mode].append(block(fn, calls, mode == "memory on"))
+
+    print(f"memory capture's cost, {args.rounds} rounds, each block a whole diagnosis "
+          f"(cprofile and TF Profiler off); TF {tf.__version__}")
+    print("  ratios: median over rounds of the paired per-round ratio [quartiles]")
+    for name, modes in results.items():
+        off = modes["memory off"]
+        on = quartiles([a / b for a, b in zip(modes["memory on"], off)])
+        noise = quartiles([a / b for a, b in zip(modes["memory off again"], off)])
+        print(f"  {chosen[name][0]:16s} memory off {statistics.median(off) * 1e3:8.3f} ms   on "
+              f"{statistics.median(modes['memory on']) * 1e3:8.3f} ms   on/off {on[1]:.3f} [{on[0]:.3f}-{on[2]:.3f}]"
+              f"   noise {noise[1]:.3f} [{noise[0]:.3f}-{noise[2]:.3f}]")
+    if args.window_calls:
+        window_costs(args.window_calls)
+
+
+if __name__ == "__main__":
+    main()
