@@ -7,6 +7,7 @@ import json
 import pytest
 
 from tfdiag import cli
+from tfdiag.commands_common import GATE_TRIPPED
 from tfdiag.analysis import diff
 from tfdiag.recording import Recording, load
 from tfdiag.renderers import diff as render_diff
@@ -190,7 +191,7 @@ def test_cli_prints_the_speedup_and_gates_only_the_wrong_way_round(capsys):
     assert cli.main(["diff", BEFORE, AFTER, "--fail-if-slower", "10"]) == 0
     out = capsys.readouterr().out
     assert "predict -> predict_on_batch" in out and "95% interval" in out and "faster" in out
-    assert cli.main(["diff", AFTER, BEFORE, "--fail-if-slower", "10"]) == cli.GATE_TRIPPED
+    assert cli.main(["diff", AFTER, BEFORE, "--fail-if-slower", "10"]) == GATE_TRIPPED
     err = capsys.readouterr().err
     assert "--fail-if-slower 10: `scorer` at serve_loop.py:18 is" in err and "slower" in err
 

@@ -46,8 +46,9 @@ def kept_predictions():
 
 
 @pytest.fixture(scope="module")
-def flat_loops():
-    """A predict_on_batch loop and a predict() loop that keep nothing, one diagnosis each."""
+def flat_on_batch():
+    """A predict_on_batch loop that keeps nothing. (A flat predict() loop needs 1,000+ calls to say
+    anything: tests/data/memory_long_predict.json, read by test_memory_analysis.py.)"""
     import tensorflow as tf
 
     import tfdiag
@@ -58,10 +59,7 @@ def flat_loops():
     with tfdiag.diagnose(cprofile=False, tf_profiler=False, phase_every=8) as on_batch:
         for _ in range(800):
             model.predict_on_batch(x)
-    with tfdiag.diagnose(cprofile=False, tf_profiler=False, phase_every=4) as predict:
-        for _ in range(80):
-            model.predict(x, verbose=0)
-    return on_batch, predict
+    return on_batch
 
 
 def test_float_argument_grows_with_traces_and_names_function_and_argument(python_float):
@@ -96,19 +94,22 @@ def test_kept_predictions_are_user_objects_on_the_users_line(kept_predictions):
     # tracemalloc slows the window's calls: they are marked profiled and kept out of the timings
     call = next(c for c in kept_predictions.recording.calls if c["api"] == "predict_on_batch")
     assert call["profiled_calls"] == window["calls"]
+    # the analysis reads only the points after the window (tracemalloc's own memory is tfdiag's)
+    [site] = kept_predictions.recording.extra["memory"]["sites"]
+    assert site["window_closed_after"] is not None and finding["details"]["warmup_calls"] > site["window_closed_after"]
+    assert 0 < finding["details"]["mb_per_hour"] < float("inf")
     import tracemalloc
 
     assert not tracemalloc.is_tracing()  # the window was closed
 
 
-def test_flat_loops_give_no_finding(flat_loops):
-    for d in flat_loops:
-        assert _growth(d) == []
-        sites = d.recording.extra["memory"]["sites"]
-        assert sites and all(len(s["points"]) >= 8 for s in sites)
+def test_flat_predict_on_batch_loop_gives_no_finding(flat_on_batch):
+    assert _growth(flat_on_batch) == []
+    sites = flat_on_batch.recording.extra["memory"]["sites"]
+    assert sites and all(len(s["points"]) >= 8 for s in sites)
     from tfdiag.analysis.memory import site_analyses
 
-    [pob] = site_analyses(flat_loops[0].recording)
+    [pob] = site_analyses(flat_on_batch.recording)
     assert not pob["growing"] and pob["slope_mb_per_1000_calls"] < 1.0
     assert pob["warmup_calls"] >= 1  # the step up on the first call is warm-up, not growth
 
@@ -152,3 +153,78 @@ def test_gate_exits_3_on_growth_and_0_when_below(tmp_path):
     assert "fail-on-memory-growth" not in quiet.stderr
     report = (tmp_path / "b" / "report.html").read_text()
     assert 'id="memory"' in report and "levels off" in report
+
+
+def test_tracemalloc_window_closes_on_its_own_when_calls_stop(monkeypatch):
+    """No more timed calls after the window opens (the user's untimed post-processing): a timer
+    closes it after WINDOW_S, not the diagnosis' end."""
+    import time
+    import tracemalloc
+
+    import tensorflow as tf
+
+    import tfdiag
+    from tfdiag.capture import memory
+
+    monkeypatch.setattr(memory, "WINDOW_CALLS", 10**6)
+    monkeypatch.setattr(memory, "WINDOW_S", 0.5)
+    keras = tf.keras
+    model = keras.Sequential([keras.Input((16,)), keras.layers.Dense(256 * 256)])  # 256 KiB out per call
+    x = np.ones((1, 16), np.float32)
+    kept = []
+    with tfdiag.diagnose(cprofile=False, tf_profiler=False) as d:
+        for _ in range(400):
+            kept.append(model.predict_on_batch(x))
+            if tracemalloc.is_tracing():
+                break  # the window just opened: no more timed calls
+        opened = tracemalloc.is_tracing()
+        time.sleep(1.5)
+        still = tracemalloc.is_tracing()
+    assert opened and not still
+    window = d.recording.extra["memory"]["tracemalloc"]
+    assert window["calls"] <= 1 and window["seconds"] >= 0.5
+
+
+def test_unreadable_gpu_keeps_the_resident_series():
+    """A GPU TensorFlow cannot read (hidden by set_visible_devices, or gone): the point is still taken."""
+    import types
+
+    import tensorflow as tf
+
+    from tfdiag.capture import memory
+
+    warned = []
+    probe = memory.MemoryProbe(types.SimpleNamespace(warn=warned.append, traces_total=3))
+    assert tf.config.list_logical_devices("CPU")  # TensorFlow is loaded: the probe asks it about GPUs
+    try:
+        probe.gpus = ["GPU:7"]  # not a logical device here: get_memory_info raises
+        state = [None, 0, None]
+        probe.reading(state)
+        probe.reading(state)
+    finally:
+        probe.rss.close()
+    points = probe.series[id(state)].points
+    assert len(points) == 2 and points[0][1] > 0 and points[0][2] == 3 and warned == []
+    assert probe.gpu_off and any("GPU memory could not be read" in n for n in probe.notes)
+
+
+def test_no_check_opens_when_the_series_levelled_off():
+    """Growth suspected (4 MB over the second half) but levelled off since: no forced collection and
+    no tracemalloc window (which would itself raise memory); growth that goes on still opens them."""
+    import json
+    import types
+
+    from tfdiag.capture import memory
+
+    data = json.loads((ROOT / "tests" / "data" / "memory_long_predict.json").read_text())
+    levelled = [p[:5] + [0.0] for p in data["memory"]["sites"][0]["points"]]
+    probe = memory.MemoryProbe(types.SimpleNamespace(warn=print, traces_total=0))
+    probe.rss.close()
+    series = memory._Series([None, 0, None])
+    for point in levelled:
+        series.add(point)
+    assert probe._due(series) is None and not probe._checked
+    rising = memory._Series([None, 0, None])
+    for call in range(0, 1500, 30):
+        rising.add([call, 6e8 + 12_000 * call, 1, 0, 0, 0.0])
+    assert probe._due(rising) == ("trace", rising) and probe._checked

@@ -16,7 +16,8 @@ is not growth; the window's own memory is tfdiag's).
 Growth that stopped (``growth_stopped``), judged by persistence rather than by a share of the
 calls: the tail from the last new high (by ``PEAK_STEP``) on has at least ``STOP_POINTS``
 readings, spans at least the calls in which the steady slope would have added ``STOP_MB``, its
-own Theil-Sen slope is under ``STOP_SHARE`` of the steady slope, and no count (traces, models,
+own Theil-Sen slope and that of its later half (a spike that made the high, then the leak
+again) are under ``STOP_SHARE`` of the steady slope, and no count (traces, models,
 iterators) rose by ``MIN_COUNT_GROWTH`` within it. Then memory levels off from that high: the
 warm-up ends there and the slope is refit on the tail.
 
@@ -123,8 +124,11 @@ def growth_stopped(points: list, slope: float) -> int | None:
         return None
     if any(max(p[i] for p in tail) - tail[0][i] >= MIN_COUNT_GROWTH for i in (2, 3, 4)):
         return None
-    fit = theil_sen([p[0] for p in tail], [p[1] for p in tail])
-    return at if fit is None or fit[0] < STOP_SHARE * slope else None
+    for part in (tail, tail[len(tail) // 2:]):  # its later half too: a spike at the high, then the leak again
+        fit = theil_sen([p[0] for p in part], [p[1] for p in part])
+        if fit is not None and fit[0] >= STOP_SHARE * slope:
+            return None
+    return at
 
 
 def _residual(points: list, fit: tuple) -> float:
@@ -205,7 +209,8 @@ def analyze_site(site: dict, pauses: list | None = None) -> dict | None:
         "api": str(site.get("api", "")), "target": str(site.get("target", "")),
         "call_site": str(site.get("call_site", "")), "input_signature": str(site.get("input_signature", "")),
         "calls": count(site.get("calls")) or int(points[-1][0]),
-        "points": [(p[0], p[1]) for p in points], "warmup_calls": int(steady[0][0]), "collected_after_call": after,
+        "points": [(p[0], p[1]) for p in points], "warmup_calls": int(steady[0][0]),
+        "collected_after_call": number(site.get("collected_after_call")) if after is not None else None,
         "steady_calls": int(span), "slope_mb_per_1000_calls": slope * per_1000, "intercept_bytes": intercept,
         "spread_mb_per_1000_calls": [low * per_1000, high * per_1000], "growth_mb": growth_mb,
     }

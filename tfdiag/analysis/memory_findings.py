@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from ..recording import Recording
 from . import memory, retracing
+from .fields import count
 from .findings import Finding, short_site
 from .retrace_findings import _by_cause, _changed, _fix_for
 
@@ -18,15 +19,16 @@ GUIDE = "https://www.tensorflow.org/guide/profiler#memory_profile_tool"
 
 
 def _function_for(recording: Recording, analysis: dict) -> tuple[int, dict] | None:
-    """The function whose traces grew: the user function traced most from this call site, else any
-    function traced most from it, else the user function (then any function) traced most."""
+    """The function whose traces grew: among the user's functions traced again (at least twice),
+    the one traced most from this call site, then most in all; else any function, likewise (a
+    library function traced once here does not outrank a user function traced hundreds of times)."""
     site = analysis["call_site"]
     best = None
     for position, function in enumerate(recording.functions):
         traces = function.get("traces") or []
         here = sum(1 for t in traces if isinstance(t, dict) and t.get("call_site") == site)
-        user = not retracing.is_library(function)
-        key = (here > 0 and user, here, user, function.get("trace_count", 0))
+        traced = count(function.get("trace_count")) or 0
+        key = (not retracing.is_library(function) and traced >= 2, here, traced)
         if best is None or key > best[0]:
             best = (key, position, function)
     return None if best is None or best[0][2] < 2 else (best[1], best[2])

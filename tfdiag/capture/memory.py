@@ -4,37 +4,37 @@ Why: "memory grows when I call predict() in a loop" has a few usual causes (a tf
 keeps a trace per call, models or tf.data iterators kept alive, the user's own lists), and the
 counts that tell them apart are cheap to read at the moments tfdiag already stops at.
 
-When: at the start of each call the phase sampler picks for the full split (sampling.py: a call
-site's first call, the few after it, then one in ``phase_every`` at random) the sampler calls
-``MemoryProbe.reading(state)``; unsampled calls pay nothing. Each reading is a point of its call
-site's series: ``[calls done at this call site, resident bytes, traces so far (all functions but
-tf.data's, whose traces go with their dataset),
-live Keras models, live tf.data iterators]`` plus, where TensorFlow sees GPUs, the bytes its
-allocator holds per GPU (``tf.config.experimental.get_memory_info``).
+When: at the start of each call the phase sampler picks for the full split (sampling.py) the
+sampler calls ``MemoryProbe.reading(state)``; unsampled calls pay nothing. A reading is a point
+of its call site's series: ``[calls done here, resident bytes, traces so far (all functions but
+tf.data's), live Keras models, live tf.data iterators, seconds since the probe started]`` plus,
+where TensorFlow has logical GPUs, the bytes its allocator holds per GPU (``get_memory_info``;
+if that fails, the series goes on without it).
 
-What it costs: a reading is one ``pread`` of ``/proc/self/statm`` (about 1.5 us; elsewhere,
-``getrusage``'s peak RSS, which only rises), three counter reads and a lock, on one call in
-``phase_every``. Models and iterators are counted in WeakSets filled by ``__init__`` hooks (a
-few per model, one per iterator: predict() makes its iterators per call, ~1 us against its
-tens of ms). Per call site at most ``MAX_POINTS`` points are kept: when full, every other point
-goes and from then on one reading in two (then four, ...) is kept, so a series spans the run.
+What it costs: one ``pread`` of ``/proc/self/statm`` (about 1.5 us; elsewhere ``getrusage``'s
+peak RSS), three counter reads and a lock, on one call in ``phase_every``. Models and iterators
+are counted in WeakSets filled by ``__init__`` hooks (~1 us per iterator against predict()'s
+tens of ms). At most ``MAX_POINTS`` points per call site (when full, every other point goes and
+one reading in two, then four, ... is kept) and ``MAX_SERIES`` call sites: at most ~10 MB.
 
-Growth suspected (a series rose by ``SUSPECT_BYTES`` over its second half): once per run, a full
-``gc.collect()`` (about 0.2 s in a process holding TensorFlow), so that uncollected cyclic
-garbage, which a predict() loop makes and Python frees late, is not taken for growth: the
-analysis reads the slope after it. If the counts do not explain the growth, a tracemalloc window
-(``TRACE_FRAMES`` frames) opens there for the next ``WINDOW_CALLS`` timed calls or ``WINDOW_S``
-seconds (or until the diagnosis ends) and closes after another full collection: the blocks still
-alive, grouped by the innermost frame of the user's code (TensorFlow, Keras, site-packages, the
-standard library and tfdiag are skipped), name the user's line that keeps them. tracemalloc slows
-the window's calls about 10x (predict_on_batch and predict(), measured: benchmarks/memory_overhead.py)
-and the collection plus the snapshot take about 0.2-0.5 s, once; the window is
-a gate (gates.py), so those calls are marked ``profiled`` and stay out of the timings, and no
-reading is taken while it is open. It never opens if the program traces allocations itself.
+Growth suspected (a series rose by ``SUSPECT_BYTES`` over its second half and did not level off,
+by analysis/memory.py's ``growth_stopped``): once per run, a full ``gc.collect()`` (~0.2 s with
+TensorFlow loaded), so that cyclic garbage Python frees late is not taken for growth (the
+analysis reads the slope after it). If the counts do not explain the growth, a tracemalloc
+window (``TRACE_FRAMES`` frames) opens for the next ``WINDOW_CALLS`` timed calls or ``WINDOW_S``
+seconds (a daemon timer closes it when no timed call comes; at the latest the diagnosis' end),
+closing after another full collection: the blocks still alive, grouped by the innermost frame of
+the user's code (TensorFlow, Keras, site-packages, the standard library, tfdiag skipped), name
+the user's line that keeps them. tracemalloc slows the window's calls ~10x
+(benchmarks/memory_overhead.py); collection plus snapshot take ~0.2-0.5 s, once. The window is a
+gate (gates.py): its calls are marked ``profiled`` and stay out of the timings; no reading is
+taken while it is open, and the analysis reads only points after it (``window_closed_after``:
+tracemalloc's memory is tfdiag's). It never opens if the program traces allocations itself.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import sys
@@ -43,12 +43,13 @@ import time
 import tracemalloc
 import weakref
 
+from ..analysis.memory import growth_stopped, theil_sen
 from . import callsite
 from .collector import CallStats, Collector
 from .patching import Patcher, guarded
 
 MAX_POINTS = 256
-MAX_SERIES = 1_000
+MAX_SERIES = 200
 SUSPECT_POINTS = 8  # a series is judged for growth once it has this many points ...
 SUSPECT_CALLS = 50  # ... and this many calls
 SUSPECT_BYTES = 4 << 20  # growth over its second half that opens the check (a collection, tracemalloc)
@@ -95,10 +96,8 @@ class _Rss:
 
     def close(self) -> None:
         if self.fd is not None:
-            try:
+            with contextlib.suppress(OSError):
                 os.close(self.fd)
-            except OSError:
-                pass
             self.fd = None
 
 
@@ -112,7 +111,8 @@ def _maxrss() -> int | None:
 
 
 class _Series:
-    __slots__ = ("state", "points", "stride", "readings", "last", "collected_after")
+    __slots__ = ("state", "points", "stride", "readings", "last", "collected_after", "window_closed_after",
+                 "judged")
 
     def __init__(self, state: list) -> None:
         self.state = state  # the sampler's state of the call site: its third item becomes its CallStats
@@ -121,6 +121,8 @@ class _Series:
         self.readings = 0
         self.last = None
         self.collected_after = None  # calls done here when the forced collection ran
+        self.window_closed_after = None  # calls done here (last reading) when the tracemalloc window closed
+        self.judged = 0  # points when growth_stopped last said this series levelled off
 
     def add(self, point: list) -> None:
         self.last = point
@@ -142,6 +144,8 @@ class MemoryProbe:
         self.clock = clock
         self.gates = gates
         self.rss = _Rss()
+        self.t0 = clock()
+        self.gpu_off = False  # reading the GPU failed once: series go on without it
         self.models: weakref.WeakSet = weakref.WeakSet()
         self.iterators: weakref.WeakSet = weakref.WeakSet()
         self.lock = threading.RLock()
@@ -189,7 +193,8 @@ class MemoryProbe:
         if self._busy or self.window is not None:  # tracemalloc's own memory is not the program's
             return
         try:
-            point = [0, self.rss.read(), self.collector.traces_total, len(self.models), len(self.iterators)]
+            point = [0, self.rss.read(), self.collector.traces_total, len(self.models), len(self.iterators),
+                     round(self.clock() - self.t0, 4)]
             gpu = self._gpu()
             if gpu is not None:
                 point.append(gpu)
@@ -215,13 +220,18 @@ class MemoryProbe:
             if tf is None:
                 return None
             try:
-                self.gpus = [f"GPU:{i}" for i, _ in enumerate(tf.config.list_physical_devices("GPU"))]
+                self.gpus = [f"GPU:{i}" for i, _ in enumerate(tf.config.list_logical_devices("GPU"))]
             except Exception:
                 self.gpus = []
-        if not self.gpus:
+        if not self.gpus or self.gpu_off:
             return None
-        get = sys.modules["tensorflow"].config.experimental.get_memory_info
-        return [int(get(name).get("current", 0)) for name in self.gpus]
+        try:
+            get = sys.modules["tensorflow"].config.experimental.get_memory_info
+            return [int(get(name).get("current", 0)) for name in self.gpus]
+        except Exception as exc:  # the resident memory is still read
+            self.gpu_off = True
+            self.notes.append(f"GPU memory could not be read ({exc.__class__.__name__}): resident memory only")
+            return None
 
     def _due(self, series: _Series):
         """(what to do, series) when ``series`` calls for the once-per-run check: ``collect`` (the
@@ -233,6 +243,13 @@ class MemoryProbe:
         middle = points[len(points) // 2]
         now = series.last
         if now[1] - middle[1] < SUSPECT_BYTES or points[3 * len(points) // 4][1] > now[1]:
+            return None
+        if series.judged and len(points) < series.judged + 4:
+            return None  # levelled off a few readings ago: judged again every 4 new points
+        half = points[len(points) // 2:] + ([now] if now is not points[-1] else [])
+        fit = theil_sen([p[0] for p in half], [p[1] for p in half])  # levelled off, as the analysis judges it
+        if fit is not None and growth_stopped(half, fit[0]) is not None:
+            series.judged = len(points)
             return None
         self._checked = True
         explained = now[2] > middle[2] or now[3] > middle[3] or now[4] > middle[4]
@@ -248,6 +265,7 @@ class MemoryProbe:
             else:
                 before = self.rss.read()
                 start = self.clock()
+                at = start - self.t0
                 gc.collect()
                 seconds = self.clock() - start
                 with self.lock:
@@ -255,6 +273,7 @@ class MemoryProbe:
                         if other.last is not None:
                             other.collected_after = other.last[0]
                     self.collection = {"site": series.state, "after_call": series.last[0], "seconds": seconds,
+                                       "at_s": round(at, 4),
                                        "rss_before": before, "rss_after": self.rss.read()}
             if what == "trace":
                 if tracemalloc.is_tracing():
@@ -267,6 +286,7 @@ class MemoryProbe:
                     tracemalloc.start(TRACE_FRAMES)
                     self.window = window
                     self.gates.append(window)  # every timed call is the window's until it closes
+                    window.timer.start()
         finally:
             self._busy = False
 
@@ -282,8 +302,13 @@ class MemoryProbe:
             tracemalloc.stop()
             window.finished = True
             self.window = None
+            with self.lock:
+                for other in self.series.values():
+                    if other.last is not None:
+                        other.window_closed_after = other.last[0]
         lines, traced, unplaced = _user_lines(snapshot)
         self.tracemalloc = {"site": window.series.state, "from_call": window.from_call,
+                            "at_s": round(window.started - self.t0, 4),
                             "to_call": window.from_call + window.calls, "calls": window.calls, "seconds": wall,
                             "snapshot_s": self.clock() - start, "frames": TRACE_FRAMES, "traced_bytes": traced,
                             "unplaced_bytes": unplaced, "lines": lines}
@@ -292,15 +317,8 @@ class MemoryProbe:
     def close(self) -> None:
         """End any open tracemalloc window (the diagnosis ends) and stop reading."""
         window = self.window
-        if window is not None and not window.finished:
-            window.finished = True
-            try:
-                self._busy = True
-                self._close_window(window)
-            except Exception as exc:
-                self.collector.warn(f"memory: tracemalloc window failed: {exc.__class__.__name__}: {exc}")
-            finally:
-                self._busy = False
+        if window is not None:
+            window.end()  # or waits for the timer thread that is ending it
         self.rss.close()
 
     def section(self) -> dict:
@@ -319,11 +337,12 @@ class MemoryProbe:
                 entry = {"api": stats.api, "target": stats.target, "call_site": stats.call_site,
                          "input_signature": stats.input_signature, "training": stats.training,
                          "calls": stats.count, "points": points, "stride": series.stride,
-                         "readings": series.readings, "collected_after_call": series.collected_after}
+                         "readings": series.readings, "collected_after_call": series.collected_after,
+                         "window_closed_after": series.window_closed_after}
                 named[id(series.state)] = entry
                 sites.append(entry)
         out = {"rss_source": self.rss.source, "max_points": MAX_POINTS, "gpu_devices": list(self.gpus or []),
-               "point_fields": ["calls", "rss_bytes", "traces", "models", "iterators"]
+               "point_fields": ["calls", "rss_bytes", "traces", "models", "iterators", "seconds"]
                + (["gpu_bytes"] if self.gpus else []),
                "sites": sites, "sites_dropped": self.dropped, "collection": None, "tracemalloc": None,
                "notes": list(self.notes)}
@@ -352,15 +371,14 @@ class _Window:
         self.started = probe.clock()
         self.calls = 0
         self.finished = False
-        self.lock = threading.Lock()
-
-    def start_first(self, api: str):
-        return self.start(api)
+        self.lock = threading.Lock()  # held while the window closes: close() waits for the timer's end
+        self.timer = threading.Timer(WINDOW_S, self.end)  # no timed call may come: closes it anyway
+        self.timer.daemon = True
 
     def start(self, api: str):
-        if self.finished or self.probe._busy:
-            return None
-        return self
+        return None if self.finished or self.probe._busy else self
+
+    start_first = start
 
     def stop(self, token) -> None:
         with self.lock:
@@ -369,14 +387,23 @@ class _Window:
             self.calls += 1
             if self.calls < WINDOW_CALLS and self.probe.clock() - self.started < WINDOW_S:
                 return
-            self.finished = True
-        self.probe._busy = True
-        try:
-            self.probe._close_window(self)
-        except Exception as exc:
-            self.probe.collector.warn(f"memory: tracemalloc window failed: {exc.__class__.__name__}: {exc}")
-        finally:
-            self.probe._busy = False
+        self.end()
+
+    def end(self) -> None:
+        """Close the window once (a timed call's end, the timer's thread, or the diagnosis' end)."""
+        with self.lock:
+            if self.finished:
+                return
+            self.timer.cancel()
+            self.probe._busy = True
+            try:
+                self.probe._close_window(self)
+            except Exception as exc:
+                self.probe.collector.warn(f"memory: tracemalloc window failed: {exc.__class__.__name__}: {exc}")
+            finally:
+                self.finished = True
+                self.probe.window = None
+                self.probe._busy = False
 
 
 def _calls_done(state: list, new: bool) -> int:
