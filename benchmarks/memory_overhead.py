@@ -33,6 +33,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import tfdiag  # noqa: E402
+from overhead import quartiles, workloads  # noqa: E402  (the same loops, benchmarks/overhead.py)
 
 MODES = ("memory off", "memory off again", "memory on")
 
@@ -44,39 +45,6 @@ def block(fn, calls: int, memory: bool) -> float:
         for _ in range(calls):
             fn()
         return (time.perf_counter() - start) / calls
-
-
-def quartiles(values: list) -> tuple[float, float, float]:
-    q1, q2, q3 = statistics.quantiles(values, n=4)
-    return q1, q2, q3
-
-
-def workloads(args) -> dict:
-    keras = tf.keras
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2), keras.layers.Dense(1)])
-    x = np.ones((32, 4), np.float32)
-    fit_model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2), keras.layers.Dense(1)])
-    fit_model.compile(optimizer="sgd", loss="mse")
-    fit_x = np.random.default_rng(0).normal(size=(32 * args.fit_steps, 4)).astype(np.float32)
-    fit_y = fit_x.sum(axis=1, keepdims=True)
-    loop_model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2), keras.layers.Dense(1)])
-    optimizer = keras.optimizers.SGD(0.01)
-    loop_x, loop_y = tf.constant(fit_x[:32]), tf.constant(fit_y[:32])
-
-    @tf.function
-    def train_step(features, labels):
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_mean(tf.square(loop_model(features, training=True) - labels))
-        gradients = tape.gradient(loss, loop_model.trainable_variables)
-        optimizer.apply_gradients(zip(gradients, loop_model.trainable_variables))
-        return loss
-
-    return {
-        "predict": ("predict() loop", lambda: model.predict(x, verbose=0), args.predict_calls),
-        "call": ("model(x) loop", lambda: model(x), args.call_calls),
-        "fit": ("fit()", lambda: fit_model.fit(fit_x, fit_y, batch_size=32, epochs=1, verbose=0), args.fit_calls),
-        "train": ("train-step loop", lambda: train_step(loop_x, loop_y), args.train_steps),
-    }
 
 
 def window_costs(calls: int) -> None:

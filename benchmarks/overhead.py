@@ -51,18 +51,8 @@ def quartiles(values: list) -> tuple[float, float, float]:
     return q1, q2, q3
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--rounds", type=int, default=21)
-    parser.add_argument("--predict-calls", type=int, default=30, help="calls per predict() block")
-    parser.add_argument("--call-calls", type=int, default=1000, help="calls per model(x) block")
-    parser.add_argument("--fit-calls", type=int, default=3, help="fit() calls (one epoch each) per block")
-    parser.add_argument("--fit-steps", type=int, default=32, help="batches of 32 per fit() epoch")
-    parser.add_argument("--train-steps", type=int, default=200, help="steps per custom training loop block")
-    parser.add_argument("--only", default="", help="comma-separated workloads to run: predict, call, fit, train")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the block order")
-    args = parser.parse_args()
-
+def workloads(args) -> dict:
+    """The loops, by short name: (label, one call, calls per block). memory_overhead.py times the same."""
     keras = tf.keras
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2), keras.layers.Dense(1)])
     x = np.ones((32, 4), np.float32)
@@ -84,24 +74,39 @@ def main() -> None:
         optimizer.apply_gradients(zip(gradients, loop_model.trainable_variables))
         return loss
 
-    workloads = {
-        "predict() loop": (lambda: model.predict(x, verbose=0), args.predict_calls),
-        "model(x) loop": (lambda: model(x), args.call_calls),
-        "fit()": (lambda: fit_model.fit(fit_x, fit_y, batch_size=32, epochs=1, verbose=0), args.fit_calls),
-        "train-step loop": (lambda: train_step(loop_x, loop_y), args.train_steps),
+    return {
+        "predict": ("predict() loop", lambda: model.predict(x, verbose=0), args.predict_calls),
+        "call": ("model(x) loop", lambda: model(x), args.call_calls),
+        "fit": ("fit()", lambda: fit_model.fit(fit_x, fit_y, batch_size=32, epochs=1, verbose=0), args.fit_calls),
+        "train": ("train-step loop", lambda: train_step(loop_x, loop_y), args.train_steps),
     }
-    short = {"predict": "predict() loop", "call": "model(x) loop", "fit": "fit()", "train": "train-step loop"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=21)
+    parser.add_argument("--predict-calls", type=int, default=30, help="calls per predict() block")
+    parser.add_argument("--call-calls", type=int, default=1000, help="calls per model(x) block")
+    parser.add_argument("--fit-calls", type=int, default=3, help="fit() calls (one epoch each) per block")
+    parser.add_argument("--fit-steps", type=int, default=32, help="batches of 32 per fit() epoch")
+    parser.add_argument("--train-steps", type=int, default=200, help="steps per custom training loop block")
+    parser.add_argument("--only", default="", help="comma-separated workloads to run: predict, call, fit, train")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the block order")
+    args = parser.parse_args()
+
+    chosen = workloads(args)
     if args.only:
-        workloads = {short[name]: workloads[short[name]] for name in args.only.split(",")}
-    for fn, _ in workloads.values():  # warm up: first traces out of the measurement
+        chosen = {name: chosen[name] for name in args.only.split(",")}
+    workloads_by_label = {label: (fn, calls) for label, fn, calls in chosen.values()}
+    for fn, _ in workloads_by_label.values():  # warm up: first traces out of the measurement
         block(fn, 5)
         with tfdiag.diagnose(cprofile=False, tf_profiler=False):
             block(fn, 5)
 
     order_rng = random.Random(args.seed)
-    results = {name: {mode: [] for mode in MODES} for name in workloads}
+    results = {name: {mode: [] for mode in MODES} for name in workloads_by_label}
     for _ in range(args.rounds):
-        for name, (fn, calls) in workloads.items():
+        for name, (fn, calls) in workloads_by_label.items():
             order = list(MODES)
             order_rng.shuffle(order)
             for mode in order:
@@ -111,9 +116,11 @@ def main() -> None:
                 else:
                     results[name][mode].append(block(fn, calls))
 
-    package = sys.modules.get(type(model).__module__.split(".")[0])
+    keras = tf.keras
+    model_module = type(keras.Sequential()).__module__
+    package = sys.modules.get(model_module.split(".")[0])
     version = getattr(keras, "__version__", None) or getattr(package, "__version__", "?")
-    flavour = "tf-keras" if "tf_keras" in type(model).__module__ else "Keras"
+    flavour = "tf-keras" if "tf_keras" in model_module else "Keras"
     print(f"tfdiag overhead, {args.rounds} rounds; calls per block: predict() {args.predict_calls}, "
           f"model(x) {args.call_calls}, fit() {args.fit_calls} x {args.fit_steps} steps, "
           f"train step {args.train_steps}; {flavour} {version}")

@@ -16,7 +16,8 @@ GOLDEN = DATA / "golden_recording.json"
 
 # Lower layers never import higher ones; two parts on one layer never import each other.
 LAYERS = [
-    ("tfdiag._version", "tfdiag.recording", "tfdiag.options", "tfdiag.runner", "tfdiag.commands_common"),
+    ("tfdiag._version", "tfdiag.recording", "tfdiag.options", "tfdiag.runner", "tfdiag.commands_common",
+     "tfdiag.growth"),
     ("tfdiag.capture", "tfdiag.analysis"),  # capture never analyses; analysis never captures
     ("tfdiag.verify", "tfdiag.renderers"),
     ("tfdiag.output", "tfdiag.remote"),

@@ -29,50 +29,16 @@ after warm-up stays quiet.
 
 from __future__ import annotations
 
-import random
 
 from ..recording import Recording
 from .fields import count, number
+from ..growth import MAX_PAIRS, MB, MIN_COUNT_GROWTH, growth_stopped, last_high, theil_sen
 
-MB = float(1 << 20)
 MIN_POINTS = 6  # a steady window needs this many points
 MIN_SLOPE_MB = 1.0  # MB per 1000 calls
 MIN_GROWTH_MB = 4.0  # over the steady window
-MAX_PAIRS = 2000
 CUTS = 16
 CORRELATED = 0.8  # a count "tracks" memory when their correlation over the steady window is at least this
-MIN_COUNT_GROWTH = 2
-PEAK_STEP = 0.25 * MB  # a new high: this much above the last one
-STOP_MB = 1.0  # growth stopped: the tail since the last high spans the calls the slope needs to add this ...
-STOP_POINTS = 4  # ... with at least this many readings ...
-STOP_SHARE = 0.25  # ... and its own slope under this share of the steady slope
-
-
-def theil_sen(xs: list, ys: list, max_pairs: int = MAX_PAIRS) -> tuple[float, float, float, float] | None:
-    """(slope, intercept, 25% and 75% of the pairwise slopes) of ys against xs; None with fewer
-    than two distinct xs. Beyond ``max_pairs`` pairs, a fixed random subset of them."""
-    n = len(xs)
-    pairs = [(i, j) for i in range(n) for j in range(i + 1, n)] if n * (n - 1) // 2 <= max_pairs else None
-    if pairs is None:
-        draw = random.Random(0)
-        pairs = []
-        while len(pairs) < max_pairs:
-            i, j = sorted(draw.sample(range(n), 2))
-            pairs.append((i, j))
-    slopes = sorted((ys[j] - ys[i]) / (xs[j] - xs[i]) for i, j in pairs if xs[j] != xs[i])
-    if not slopes:
-        return None
-    slope = _quantile(slopes, 0.5)
-    intercept = _quantile(sorted(y - slope * x for x, y in zip(xs, ys)), 0.5)
-    return slope, intercept, _quantile(slopes, 0.25), _quantile(slopes, 0.75)
-
-
-def _quantile(values: list, q: float) -> float:
-    """``q`` quantile of sorted ``values`` (linear between neighbours)."""
-    position = q * (len(values) - 1)
-    low = int(position)
-    high = min(low + 1, len(values) - 1)
-    return values[low] + (values[high] - values[low]) * (position - low)
 
 
 def correlation(xs: list, ys: list) -> float:
@@ -102,33 +68,6 @@ def _points(site: dict) -> list[list]:
         out.append(values + [gpu_total, seconds])
     out.sort(key=lambda p: p[0])
     return out
-
-
-def last_high(points: list) -> int:
-    """Index of the last point that made a new high (``PEAK_STEP`` above the one before it)."""
-    peak, at = points[0][1], 0
-    for index in range(1, len(points)):
-        if points[index][1] > peak + PEAK_STEP:
-            peak, at = points[index][1], index
-    return at
-
-
-def growth_stopped(points: list, slope: float) -> int | None:
-    """Index of the last new high in ``points`` (steady points, by calls) when growth at ``slope``
-    bytes per call stopped there (see the module's docstring), else None."""
-    if slope <= 0 or len(points) < STOP_POINTS:
-        return None
-    at = last_high(points)
-    tail = points[at:]
-    if len(tail) < STOP_POINTS or tail[-1][0] - tail[0][0] < STOP_MB * MB / slope:
-        return None
-    if any(max(p[i] for p in tail) - tail[0][i] >= MIN_COUNT_GROWTH for i in (2, 3, 4)):
-        return None
-    for part in (tail, tail[len(tail) // 2:]):  # its later half too: a spike at the high, then the leak again
-        fit = theil_sen([p[0] for p in part], [p[1] for p in part])
-        if fit is not None and fit[0] >= STOP_SHARE * slope:
-            return None
-    return at
 
 
 def _residual(points: list, fit: tuple) -> float:

@@ -43,7 +43,7 @@ import time
 import tracemalloc
 import weakref
 
-from ..analysis.memory import growth_stopped, theil_sen
+from ..growth import growth_stopped, theil_sen
 from . import callsite
 from .collector import CallStats, Collector
 from .patching import Patcher, guarded
