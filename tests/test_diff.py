@@ -290,3 +290,25 @@ def test_a_single_call_has_no_time_per_call_to_compare():
     row = next(r for r in diff.compare(single, single).sites if r["call_site"].endswith(":40"))
     assert row["before"]["per_call_s"] is None and row["change"]["pct"] is None
     assert diff.describe(row["change"]).startswith("not comparable")
+
+
+def test_per_site_reservoirs_stand_in_for_the_shared_call_samples():
+    """A long run's shared ``call_samples`` may hold none of a site's calls; each calls entry's
+    own reservoir (``durations_sample_s``, the first call's time among them) gives the same
+    medians and interval as the samples did."""
+    sides = []
+    for path in (BEFORE, AFTER):
+        recording = load(path)
+        data = copy.deepcopy(recording.to_dict())
+        for call in data["calls"]:
+            own = [s["duration_s"] for s in data["call_samples"]
+                   if (s["api"], s["target"], s["call_site"]) == (call["api"], call["target"], call["call_site"])
+                   and not s.get("profiled")]
+            call["durations_sample_s"] = own  # the first call's among them, as the capture keeps it
+        data["call_samples"] = []
+        sides.append(Recording.from_dict(data))
+    alone = diff.compare(*sides)
+    shared = diff.compare(load(BEFORE), load(AFTER))
+    assert [row["change"] for row in alone.sites] == [row["change"] for row in shared.sites]
+    assert all(row["change"]["low_pct"] is not None for row in alone.sites)
+

@@ -105,6 +105,9 @@ def test_profiled_calls_count_in_the_wall_time_and_graph_creation_not_in_the_spl
     assert steady["kernel_execution"] == pytest.approx(0.008)
     assert call["median_s"] == pytest.approx(0.01)  # profiled durations stay out of the percentiles
     assert call["first_phases"]["graph_creation"] == 0.09 and call["first_s"] == 0.1
+    # The reservoir the percentiles come from is written too (tfdiag diff bootstraps from it):
+    # the first call's time and the unprofiled ones, not the profiled call's.
+    assert sorted(call["durations_sample_s"]) == pytest.approx([0.01] * 5 + [0.1])
 
 
 def test_collector_samples_carry_phases_only_when_sampled():

@@ -66,7 +66,7 @@ _OPTIONAL_FIELDS: dict[str, dict[str, tuple]] = {
               "step_p95_s": _NUMBER, "first_step_s": _NUMBER, "step_phases": (dict,), "first_step_phases": (dict,),
               "step_timeline": (dict,), "steps_per_execution": (int,), "run_eagerly": (bool,),
               "jit_compile": (bool,), "callbacks": (list,), "data_producer": (dict,), "training_step": (bool,),
-              "defined_at": (str,), "eager": (bool,)},
+              "defined_at": (str,), "eager": (bool,), "durations_sample_s": (list,)},
     "functions": {"role": (str,), "model_created_at": (str,), "traces_dropped": (int,), "training_step": (bool,)},
 }
 _PHASE_MAPS = ("phases", "first_phases", "steady_phases", "step_phases", "first_step_phases")

@@ -4,9 +4,10 @@ Call sites are matched by (target, call site); sites whose lines moved are then 
 those with the same target and set of APIs, by the line shift they share, else by a clearly
 closest call count, else not at all (an ambiguous site is listed as only before / only after).
 For each matched site the median per call is taken from the recording's per-call durations
-(``call_samples``: the timeline's uniform sample of calls, each with its API, target, call site
-and wall time), leaving out calls a profiler slowed and the site's first call (tracing and
-setup, shown apart), and the change in the median gets a percentile-bootstrap interval; with
+(each calls entry's ``durations_sample_s``, its reservoir of up to 512 unprofiled calls; in
+recordings without it, ``call_samples``, the timeline's uniform sample of calls, each with its
+API, target, call site and wall time), leaving out calls a profiler slowed and the site's first
+call (tracing and setup, shown apart), and the change in the median gets a percentile-bootstrap interval; with
 fewer than MIN_SAMPLES sampled calls a side, the mean of the later calls (from the calls
 entries' totals) stands in, labelled so, without an interval. The bootstrap's generator is
 seeded from the call site, so the same two recordings always give the same interval. Also compared: the steady phase split
@@ -188,7 +189,18 @@ def _count(site: dict) -> int:
 
 
 def _durations(samples: list, site: dict) -> list[float]:
-    """The site's sampled calls' wall times: not the ones a profiler took, nor the site's first call."""
+    """The site's sampled calls' wall times: not the ones a profiler took, nor the site's first call.
+    From the calls entries' own reservoirs (``durations_sample_s``: up to 512 unprofiled calls per
+    entry) where the recording has them, else from the run's shared ``call_samples``."""
+    kept = [c for c in site["calls"] if isinstance(c.get("durations_sample_s"), list)]
+    if kept and len(kept) == len(site["calls"]):
+        out = []
+        for call in kept:
+            values = [v for v in map(number, call["durations_sample_s"]) if v is not None]
+            if call.get("first_s") in values:  # the first call's own time: left out once
+                values.remove(call["first_s"])
+            out += values
+        return out
     firsts = [(c["api"], c["first_s"]) for c in site["calls"]]
     out = []
     for sample in samples:

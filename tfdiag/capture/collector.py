@@ -407,6 +407,9 @@ def _call_section(stats: CallStats, pooled: tuple | None) -> dict:
         "total_s": stats.total_s,
         "median_s": _percentile(values, 0.5),
         "p95_s": _percentile(values, 0.95),
+        # The reservoir the median is read from (at most RESERVOIR_SIZE unprofiled calls' wall
+        # times, the first call's among them): ``tfdiag diff`` bootstraps its interval from it.
+        "durations_sample_s": list(stats.durations.items),
         "first_s": stats.first_s,
         "max_s": stats.max_s,
         "phases": stats.phases(pooled),
