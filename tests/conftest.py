@@ -18,10 +18,12 @@ DATA = Path(__file__).resolve().parent / "data"
 
 @pytest.fixture(autouse=True)
 def no_hooks_left_behind():
-    from tfdiag.capture import patching
+    from tfdiag.capture import memory, patching
 
     import gc
     import signal
+    import threading
+    import tracemalloc
 
     assert patching.installed() == [], "a tfdiag hook was live before the test"
 
@@ -31,7 +33,13 @@ def no_hooks_left_behind():
     assert ours() == [], "a tfdiag gc callback was live before the test"
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     environ = {name: os.environ.get(name) for name in ("TFDIAG_CHILD", "PYTHONPATH")}
+    tracing = tracemalloc.is_tracing()
     yield
+    for thread in threading.enumerate():  # a cancelled timer ends at once; one closing the window soon
+        if thread.name == memory.TIMER_NAME:
+            thread.join(5)
+    assert not any(t.name == memory.TIMER_NAME for t in threading.enumerate()), "a memory window timer outlived the test"
+    assert tracing or not tracemalloc.is_tracing(), "tracemalloc was left tracing after the test"
     assert {name: os.environ.get(name) for name in environ} == environ, "an environment variable was left changed"
     assert patching.installed() == [], "a tfdiag hook was left installed after the test"
     assert ours() == [], "a tfdiag gc callback was left installed after the test"

@@ -227,3 +227,109 @@ def test_no_check_opens_when_the_series_levelled_off():
     for call in range(0, 1500, 30):
         rising.add([call, 6e8 + 12_000 * call, 1, 0, 0, 0.0])
     assert probe._due(rising) == ("trace", rising) and probe._checked
+
+
+def _probe_with_series(memory, gates):
+    import types
+
+    probe = memory.MemoryProbe(types.SimpleNamespace(warn=print, traces_total=0), gates=gates)
+    series = memory._Series([None, 0, None])
+    series.add([100, 1, 0, 0, 0, 0.0])
+    return probe, series
+
+
+def test_a_child_forked_while_the_timer_closes_the_window_abandons_it_at_once(monkeypatch):
+    """Forked while the timer thread is inside the window's close (its collection and snapshot):
+    the child's close() takes no lock the parent's thread held and runs no collection or snapshot;
+    tracemalloc is off in the child at once."""
+    import os
+    import threading
+    import tracemalloc
+    import warnings
+
+    from tfdiag.capture import memory
+
+    monkeypatch.setattr(memory, "WINDOW_S", 0.05)
+    probe, series = _probe_with_series(memory, [])
+    inside, release = threading.Event(), threading.Event()
+    close_window = probe._close_window
+
+    def slow_close(window):  # the timer thread, in the middle of the close
+        inside.set()
+        release.wait(10)
+        close_window(window)
+
+    probe._close_window = slow_close
+    probe._check("trace", series)
+    assert inside.wait(10) and tracemalloc.is_tracing()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads: the child only exits
+        pid = os.fork()
+    if pid == 0:
+        import signal
+        import time
+
+        signal.alarm(5)  # before the fix: blocked on the window's lock for good
+        start = time.perf_counter()
+        probe.close()
+        os._exit(0 if not tracemalloc.is_tracing() and probe.window is None
+                 and time.perf_counter() - start < 1.0 else 1)
+    _, status = os.waitpid(pid, 0)
+    release.set()
+    probe.close()
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+    assert not tracemalloc.is_tracing() and probe.tracemalloc is not None  # the parent's close ran
+
+
+def test_a_window_never_opens_after_the_diagnosis_closed_the_probe(monkeypatch):
+    """close() (the diagnosis' end) while another thread's check is in its forced collection: the
+    check opens no tracemalloc window and starts no timer after it."""
+    import gc
+    import tracemalloc
+    import types
+
+    from tfdiag.capture import memory
+
+    probe, series = _probe_with_series(memory, [])
+    monkeypatch.setattr(memory, "gc", types.SimpleNamespace(isenabled=gc.isenabled, collect=probe.close))
+    probe._check("trace", series)
+    assert probe.closed and probe.window is None and probe.gates == []
+    assert not tracemalloc.is_tracing() and probe.collection is not None
+
+
+def test_calls_while_the_window_closes_are_profiled_and_do_not_wait_for_it(monkeypatch):
+    """A timed call that starts while the window closes (slowed by the collection and snapshot) is
+    the window's (profiled), and its end does not wait for the close."""
+    import threading
+    import tracemalloc
+
+    from tfdiag.capture import memory
+
+    monkeypatch.setattr(memory, "WINDOW_S", 60.0)
+    probe, series = _probe_with_series(memory, [])
+    inside, release = threading.Event(), threading.Event()
+    close_window = probe._close_window
+
+    def slow_close(window):
+        inside.set()
+        release.wait(10)
+        close_window(window)
+
+    probe._close_window = slow_close
+    probe._check("trace", series)
+    window = probe.window
+    closer = threading.Thread(target=window.end)
+    closer.start()
+    try:
+        assert inside.wait(10)
+        token = window.start("predict")
+        assert token is window  # profiled: kept out of the timings
+        stopper = threading.Thread(target=window.stop, args=(token,))
+        stopper.start()
+        stopper.join(5)
+        assert not stopper.is_alive()  # its end did not wait for the close
+    finally:
+        release.set()
+        closer.join(10)
+    probe.close()
+    assert window.finished and window.start("predict") is None and not tracemalloc.is_tracing()

@@ -293,3 +293,22 @@ def test_verdict_for_memory_growth_speaks_of_memory_not_time():
     assert analysis.findings[0]["code"] == "memory-growth"
     assert analysis.verdict.startswith("Memory grows ") and "steady-state growth" in analysis.verdict
     assert "save about" not in analysis.verdict
+
+
+def test_a_leak_in_steps_is_growth_not_a_level_off():
+    """2 MB every 200 calls, 5 MB every 500: flat between steps, so the flat tail since the last
+    step must outlast twice the usual gap between new highs before growth counts as stopped."""
+    draw = random.Random(2)
+
+    def stairs(step_mb, every, end, spacing):
+        return memory.analyze_site({"points": [[c, 6e8 + step_mb * MB * (c // every) + draw.uniform(-1e5, 1e5), 5, 1, 0]
+                                               for c in range(0, end, spacing)]})
+
+    for step_mb, every, end, spacing in ((2, 200, 1190, 8), (5, 500, 2999, 33), (5, 500, 3400, 37)):
+        site = stairs(step_mb, every, end, spacing)
+        assert site["growing"] and not site["stopped"], (step_mb, every, end)
+        assert site["slope_mb_per_1000_calls"] > 5
+    # the same stairs, then flat for three times the gap between steps: it levelled off (the steps are warm-up)
+    flat = memory.analyze_site({"points": [[c, 6e8 + 2 * MB * (min(c, 1000) // 200), 5, 1, 0]
+                                           for c in range(0, 1600, 8)]})
+    assert not flat["growing"] and flat["warmup_calls"] >= 1000

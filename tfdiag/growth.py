@@ -16,7 +16,8 @@ MIN_COUNT_GROWTH = 2
 PEAK_STEP = 0.25 * MB  # a new high: this much above the last one
 STOP_MB = 1.0  # growth stopped: the tail since the last high spans the calls the slope needs to add this ...
 STOP_POINTS = 4  # ... with at least this many readings ...
-STOP_SHARE = 0.25  # ... and its own slope under this share of the steady slope
+STOP_SHARE = 0.25  # ... and its own slope under this share of the steady slope ...
+STEP_GAPS = 2  # ... and it outlasts this many times the median gap between earlier new highs
 
 
 def theil_sen(xs: list, ys: list, max_pairs: int = MAX_PAIRS) -> tuple[float, float, float, float] | None:
@@ -46,13 +47,19 @@ def quantile(values: list, q: float) -> float:
     return values[low] + (values[high] - values[low]) * (position - low)
 
 
-def last_high(points: list) -> int:
-    """Index of the last point that made a new high (``PEAK_STEP`` above the one before it)."""
-    peak, at = points[0][1], 0
+def highs(points: list) -> list[int]:
+    """Indices of the points that made a new high (``PEAK_STEP`` above the one before it), the first point first."""
+    peak, at = points[0][1], [0]
     for index in range(1, len(points)):
         if points[index][1] > peak + PEAK_STEP:
-            peak, at = points[index][1], index
+            peak = points[index][1]
+            at.append(index)
     return at
+
+
+def last_high(points: list) -> int:
+    """Index of the last point that made a new high."""
+    return highs(points)[-1]
 
 
 def growth_stopped(points: list, slope: float) -> int | None:
@@ -60,9 +67,13 @@ def growth_stopped(points: list, slope: float) -> int | None:
     bytes per call stopped there (see the module's docstring), else None."""
     if slope <= 0 or len(points) < STOP_POINTS:
         return None
-    at = last_high(points)
-    tail = points[at:]
-    if len(tail) < STOP_POINTS or tail[-1][0] - tail[0][0] < STOP_MB * MB / slope:
+    at = highs(points)
+    tail = points[at[-1]:]
+    # a leak in steps (2 MB every 200 calls) is flat between its highs: the tail must outlast twice their
+    # usual (median) gap; not the longest, which a warm-up's late jump sets
+    gaps = sorted(points[b][0] - points[a][0] for a, b in zip(at, at[1:]))
+    gap = quantile(gaps, 0.5) if gaps else 0
+    if len(tail) < STOP_POINTS or tail[-1][0] - tail[0][0] < max(STOP_MB * MB / slope, STEP_GAPS * gap):
         return None
     if any(max(p[i] for p in tail) - tail[0][i] >= MIN_COUNT_GROWTH for i in (2, 3, 4)):
         return None
@@ -70,4 +81,4 @@ def growth_stopped(points: list, slope: float) -> int | None:
         fit = theil_sen([p[0] for p in part], [p[1] for p in part])
         if fit is not None and fit[0] >= STOP_SHARE * slope:
             return None
-    return at
+    return at[-1]

@@ -15,8 +15,9 @@ is not growth; the window's own memory is tfdiag's).
 
 Growth that stopped (``growth_stopped``), judged by persistence rather than by a share of the
 calls: the tail from the last new high (by ``PEAK_STEP``) on has at least ``STOP_POINTS``
-readings, spans at least the calls in which the steady slope would have added ``STOP_MB``, its
-own Theil-Sen slope and that of its later half (a spike that made the high, then the leak
+readings, spans at least the calls in which the steady slope would have added ``STOP_MB`` and
+``STEP_GAPS`` times the median gap between the earlier new highs (a leak in steps, 2 MB every
+200 calls, is flat between them), its own Theil-Sen slope and that of its later half (a spike that made the high, then the leak
 again) are under ``STOP_SHARE`` of the steady slope, and no count (traces, models,
 iterators) rose by ``MIN_COUNT_GROWTH`` within it. Then memory levels off from that high: the
 warm-up ends there and the slope is refit on the tail.

@@ -27,7 +27,8 @@ closing after another full collection: the blocks still alive, grouped by the in
 the user's code (TensorFlow, Keras, site-packages, the standard library, tfdiag skipped), name
 the user's line that keeps them. tracemalloc slows the window's calls ~10x
 (benchmarks/memory_overhead.py); collection plus snapshot take ~0.2-0.5 s, once. The window is a
-gate (gates.py): its calls are marked ``profiled`` and stay out of the timings; no reading is
+gate (gates.py): its calls (those that start while it closes too) are marked ``profiled`` and stay
+out of the timings; a child forked from the run just stops tracemalloc there; no reading is
 taken while it is open, and the analysis reads only points after it (``window_closed_after``:
 tracemalloc's memory is tfdiag's). It never opens if the program traces allocations itself.
 """
@@ -44,8 +45,8 @@ import tracemalloc
 import weakref
 
 from ..growth import growth_stopped, theil_sen
-from . import callsite
 from .collector import CallStats, Collector
+from .memory_lines import user_lines
 from .patching import Patcher, guarded
 
 MAX_POINTS = 256
@@ -56,9 +57,7 @@ SUSPECT_BYTES = 4 << 20  # growth over its second half that opens the check (a c
 WINDOW_CALLS = 16  # the tracemalloc window closes after this many timed calls ...
 WINDOW_S = 3.0  # ... or once it has been open this long (a predict() call runs ~10x slower under it)
 TRACE_FRAMES = 48  # deep enough to reach the user's line from an allocation inside predict()
-TOP_LINES = 10
-_SITE_PACKAGES = f"{os.sep}site-packages{os.sep}"
-_OWN_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TIMER_NAME = "tfdiag-memory-window"
 
 KERAS3_MODEL = "keras.src.models.model"
 TF_KERAS_TRAINING = "tf_keras.src.engine.training"
@@ -158,6 +157,8 @@ class MemoryProbe:
         self.notes: list[str] = []
         self._checked = False  # the once-per-run check (collection, tracemalloc window) has run
         self._busy = False  # a collection or window runs now (a finalizer may call back into a reading)
+        self.closed = False  # the diagnosis ended: no window opens after it (set and read under the lock)
+        self.pid = os.getpid()  # close() in a child forked from the run abandons the probe instead
 
     # -- installing ----------------------------------------------------------------
     def install(self, patcher: Patcher, sampler) -> None:
@@ -282,11 +283,13 @@ class MemoryProbe:
                 elif self.gates is None:
                     self.notes.append("no tracemalloc window: no timed calls to open it on")
                 else:
-                    window = _Window(self, series)
-                    tracemalloc.start(TRACE_FRAMES)
-                    self.window = window
-                    self.gates.append(window)  # every timed call is the window's until it closes
-                    window.timer.start()
+                    with self.lock:
+                        if self.closed:  # the diagnosis ended during the collection
+                            return
+                        window = self.window = _Window(self, series)
+                        tracemalloc.start(TRACE_FRAMES)
+                        self.gates.append(window)  # every timed call is the window's until it closes
+                        window.timer.start()
         finally:
             self._busy = False
 
@@ -300,13 +303,12 @@ class MemoryProbe:
             snapshot = tracemalloc.take_snapshot()
         finally:
             tracemalloc.stop()
-            window.finished = True
             self.window = None
             with self.lock:
                 for other in self.series.values():
                     if other.last is not None:
                         other.window_closed_after = other.last[0]
-        lines, traced, unplaced = _user_lines(snapshot)
+        lines, traced, unplaced = user_lines(snapshot)
         self.tracemalloc = {"site": window.series.state, "from_call": window.from_call,
                             "at_s": round(window.started - self.t0, 4),
                             "to_call": window.from_call + window.calls, "calls": window.calls, "seconds": wall,
@@ -315,10 +317,26 @@ class MemoryProbe:
 
     # -- the recording ---------------------------------------------------------------
     def close(self) -> None:
-        """End any open tracemalloc window (the diagnosis ends) and stop reading."""
+        """End any open tracemalloc window (the diagnosis ends) and stop reading; in a child
+        forked from the run, ``abandon``."""
+        if os.getpid() != self.pid:
+            return self.abandon()
+        with self.lock:
+            self.closed = True
         window = self.window
         if window is not None:
             window.end()  # or waits for the timer thread that is ending it
+        self.rss.close()
+
+    def abandon(self) -> None:
+        """In a child forked from the run: no lock (a parent's thread may have held one at the
+        fork), no collection or snapshot; tracemalloc stops if the window was open."""
+        window, self.window = self.window, None
+        if window is not None:
+            window.finished = True
+            if tracemalloc.is_tracing():
+                tracemalloc.stop()
+        self.lock, self.closed, self._busy = threading.RLock(), True, False
         self.rss.close()
 
     def section(self) -> dict:
@@ -371,18 +389,20 @@ class _Window:
         self.started = probe.clock()
         self.calls = 0
         self.finished = False
-        self.lock = threading.Lock()  # held while the window closes: close() waits for the timer's end
+        self.closer = None  # the thread that closes it; end() elsewhere waits on ``done``
+        self.done = threading.Event()
+        self.lock = threading.Lock()  # counts the calls and claims the close; never held through it
         self.timer = threading.Timer(WINDOW_S, self.end)  # no timed call may come: closes it anyway
-        self.timer.daemon = True
+        self.timer.name, self.timer.daemon = TIMER_NAME, True
 
     def start(self, api: str):
-        return None if self.finished or self.probe._busy else self
+        return None if self.finished else self  # a call while it closes is slowed too: profiled
 
     start_first = start
 
     def stop(self, token) -> None:
         with self.lock:
-            if self.finished:
+            if self.closer is not None:
                 return
             self.calls += 1
             if self.calls < WINDOW_CALLS and self.probe.clock() - self.started < WINDOW_S:
@@ -391,19 +411,23 @@ class _Window:
 
     def end(self) -> None:
         """Close the window once (a timed call's end, the timer's thread, or the diagnosis' end)."""
+        me = threading.get_ident()
         with self.lock:
-            if self.finished:
-                return
-            self.timer.cancel()
-            self.probe._busy = True
-            try:
-                self.probe._close_window(self)
-            except Exception as exc:
-                self.probe.collector.warn(f"memory: tracemalloc window failed: {exc.__class__.__name__}: {exc}")
-            finally:
-                self.finished = True
-                self.probe.window = None
-                self.probe._busy = False
+            claimed = self.closer is None
+            self.closer = self.closer or me
+        if not claimed:
+            return None if self.closer == me else self.done.wait()  # closed here already, or waits
+        self.timer.cancel()
+        self.probe._busy = True
+        try:
+            self.probe._close_window(self)
+        except Exception as exc:
+            self.probe.collector.warn(f"memory: tracemalloc window failed: {exc.__class__.__name__}: {exc}")
+        finally:
+            self.finished = True
+            self.probe.window = None
+            self.probe._busy = False
+            self.done.set()
 
 
 def _calls_done(state: list, new: bool) -> int:
@@ -415,34 +439,3 @@ def _calls_done(state: list, new: bool) -> int:
     if isinstance(stats, CallStats):
         return stats.count + max(0, state[1] - stats.splits.seen)
     return 0 if new else state[1] + 1
-
-
-def _user_line(traceback) -> str | None:
-    """``file:line`` of the innermost frame of the user's own code in ``traceback``, or None."""
-    for frame in reversed(traceback):  # oldest first in tracemalloc: walk from the allocation out
-        filename = frame.filename
-        if filename.startswith(_OWN_DIR) or _SITE_PACKAGES in filename or callsite.is_library_file(filename):
-            continue
-        return f"{filename}:{frame.lineno}"
-    return None
-
-
-def _user_lines(snapshot) -> tuple[list, int, int]:
-    """The user's lines holding the most traced bytes: (top lines, traced bytes, bytes placed on no user line)."""
-    by_line: dict[str, list] = {}
-    traced = unplaced = 0
-    for trace in snapshot.traces:
-        traced += trace.size
-        # tfdiag's own bookkeeping, allocated in its frames, is not the program's
-        innermost = trace.traceback[-1].filename if len(trace.traceback) else ""
-        if innermost.startswith(_OWN_DIR) or innermost == tracemalloc.__file__:
-            continue
-        line = _user_line(trace.traceback)
-        if line is None:
-            unplaced += trace.size
-            continue
-        entry = by_line.setdefault(line, [0, 0])
-        entry[0] += trace.size
-        entry[1] += 1
-    top = sorted(by_line.items(), key=lambda item: -item[1][0])[:TOP_LINES]
-    return [{"line": line, "bytes": size, "count": count} for line, (size, count) in top], traced, unplaced
