@@ -285,11 +285,61 @@ def test_os_exit_in_a_thread_waits_for_the_finish_under_way(tmp_path):
         analysis.analyze = analyze_while_a_thread_exits
     """)
     result = run_tfdiag("analyze", "--no-cprofile", "--no-tf-profiler", "-o", str(tmp_path / "out"), str(script))
-    assert result.returncode in (0, 9), result.stderr[-2000:]
+    assert result.returncode == 0, result.stderr[-2000:]  # as recorded: the program had returned
     assert result.stderr.count("files written:") == 1, result.stderr[-2000:]
     assert "could not" not in result.stderr and (tmp_path / "out" / "report.html").is_file()
     assert load(tmp_path / "out" / "recording.json").run["ended_by"] == "returned"
     assert not [p for p in (tmp_path / "out").iterdir() if p.name.endswith(".tmp")]
+
+
+# A SIGALRM handler calls os._exit(5) in the middle of the finish (its analysis), in a followed
+# child (from its atexit write) and then in the parent (from the CLI's __exit__).
+HANDLER_EXIT = '''
+    import os, signal, subprocess, sys
+    SETUP = """if True:
+        import os, signal
+        import tfdiag.analysis as analysis
+        signal.signal(signal.SIGALRM, lambda *_: os._exit(5))
+        real = analysis.analyze
+        def analyze_then_alarm(recording):
+            os.kill(os.getpid(), signal.SIGALRM)  # the handler runs here, in the thread that finishes
+            return real(recording)
+        analysis.analyze = analyze_then_alarm
+    """
+    print("child", subprocess.run([sys.executable, "-c", SETUP], timeout=30).returncode, flush=True)
+    exec(SETUP)
+'''
+
+
+def test_os_exit_from_a_signal_handler_during_the_finish_exits_at_once(tmp_path):
+    """The thread that holds the finish calls os._exit from a handler: it exits with that status at
+    once (files are written atomically, so none is left half-written), in a child and in the parent."""
+    script = _write(tmp_path, "alarm.py", HANDLER_EXIT)
+    result = run_tfdiag("analyze", "--no-cprofile", "--no-tf-profiler", "-o", str(tmp_path / "out"), str(script),
+                        timeout=90)
+    assert "child 5" in result.stdout, (result.stdout, result.stderr[-2000:])
+    assert result.returncode == 5, result.stderr[-2000:]
+    assert not list((tmp_path / "out").rglob("*.tmp"))
+
+
+def test_os_exit_in_a_thread_as_the_program_returns_keeps_its_status(tmp_path):
+    """os._exit(9) in a thread while the main thread returns: the status is 9, as without tfdiag,
+    whichever thread reaches the finish first, and the recording says so too."""
+    script = _write(tmp_path, "e5.py", """
+        import os, threading
+        ready = threading.Event()
+        def killer():
+            ready.set()
+            os._exit(9)
+        threading.Thread(target=killer, daemon=True).start()
+        ready.wait()
+    """)
+    for attempt in range(5):
+        out = tmp_path / f"out{attempt}"
+        result = run_tfdiag("analyze", "--no-cprofile", "--no-tf-profiler", "-o", str(out), str(script), timeout=60)
+        assert result.returncode == 9, (attempt, result.stderr[-2000:])
+        run = load(out / "recording.json").run
+        assert (run["ended_by"], run["exit_status"]) == ("os._exit", 9), (attempt, run)
 
 
 OWN_SIGTERM = """
@@ -327,6 +377,34 @@ def test_sigterm_reaches_a_child_blocked_in_c(tmp_path):
     assert own_status == 3  # a handler the child set itself decides how it ends
 
 
+ASYNC_THEN_C = """if True:
+    import asyncio, ctypes, signal
+    async def main():
+        asyncio.get_running_loop().add_signal_handler(signal.SIGINT, lambda: None)  # its own wakeup fd
+        await asyncio.sleep(0.01)
+    asyncio.run(main())  # closing the loop takes its wakeup fd off again
+    assert signal.set_wakeup_fd(-1) == -1  # as without tfdiag: none set
+    print("ready", flush=True)
+    ctypes.CDLL(None).system(b"sleep 30")
+"""
+
+
+def test_sigterm_reaches_a_child_blocked_in_c_after_asyncio_used_the_wakeup_fd(tmp_path):
+    with tfdiag.diagnose(out=tmp_path / "out", cprofile=False, tf_profiler=False):
+        child = subprocess.Popen([sys.executable, "-c", ASYNC_THEN_C], stdout=subprocess.PIPE, start_new_session=True)
+        try:
+            assert child.stdout.readline().strip() == b"ready"
+            time.sleep(0.3)
+            started = time.monotonic()
+            child.terminate()
+            status = child.wait(timeout=60)
+            took = time.monotonic() - started
+        finally:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.stdout.close()
+    assert status == 128 + signal.SIGTERM and took < 15, (status, took)
+
+
 def test_children_belong_to_their_own_run(tmp_path, monkeypatch):
     """A child that outlives its run writes nothing and is never listed by the next run in the
     same folder; a relative ``out`` still catches a child running in another folder."""
@@ -354,9 +432,38 @@ def test_children_exit_statuses_are_the_real_ones(tmp_path):
              ("exited", 0, None), "import os, signal; os.kill(os.getpid(), signal.SIGINT)": ("interrupted", 130, "SIGINT")}
     with tfdiag.diagnose(cprofile=False, tf_profiler=False) as d:
         pids = [subprocess.run([sys.executable, "-c", code], capture_output=True).returncode for code in codes]
-    assert pids == [4, 0, -signal.SIGINT]
+        polled = subprocess.Popen([sys.executable, "-c", "raise SystemExit(5)  # polled"])
+        while polled.poll() is None:  # reaped by poll(), which binds os.waitpid at import
+            time.sleep(0.02)
+    assert pids == [4, 0, -signal.SIGINT] and polled.returncode == 5
     seen = {c["argv"][-1]: (c["ended_by"], c["exit_status"], c["signal"]) for c in _children(d.recording)}
+    assert seen.pop("raise SystemExit(5)  # polled") == ("exited", 5, None)
     assert seen == codes
+
+
+WAKEUP_PIPE = """if True:
+    import os, time
+    from tfdiag.capture import process_exits
+    assert process_exits.Terminator(lambda outcome: True, lambda: False).install()
+    _, read_fd, write_fd = process_exits._WAKEUP
+    pid = os.fork()
+    if pid == 0:  # no watcher came through the fork: both ends are closed here
+        process_exits.drop_inherited_sigterm()
+        os._exit(sum(os.path.exists(f"/proc/self/fd/{fd}") for fd in (read_fd, write_fd)))
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0, "fds left open in the fork"
+    process_exits.drop_inherited_sigterm()  # stepping aside: the watcher closes its end on the closed pipe
+    deadline = time.monotonic() + 10
+    while os.path.exists(f"/proc/self/fd/{read_fd}") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not any(os.path.exists(f"/proc/self/fd/{fd}") for fd in (read_fd, write_fd)), "fds left open"
+    print("closed")
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="reads /proc/self/fd")
+def test_dropping_the_sigterm_watch_closes_its_pipe():
+    result = subprocess.run([sys.executable, "-c", WAKEUP_PIPE], capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == "closed", result.stderr[-2000:]
 
 
 def test_child_settings_keep_the_path_and_the_options():

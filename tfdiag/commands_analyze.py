@@ -111,25 +111,41 @@ def analyze(args) -> int:
     out = os.path.abspath(prepare_out(args.out))  # the script may chdir
     diagnoser = Diagnoser(None, options=chosen, command=["tfdiag", "analyze", *program.words, *words[1:]],
                           processes_dir=os.path.join(out, "processes"))
-    diagnoser.on_os_exit = lambda: finish(args, diagnoser, out)  # os._exit writes and summarises first
-    try:  # the finish __exit__ claims is held through _finish: an os._exit in a thread waits for it
+    diagnoser.on_os_exit = lambda code: finish(args, diagnoser, out, code)  # os._exit writes and summarises first
+    try:  # the finish __exit__ claims is held through finish(): an os._exit in a thread waits for it
         with stdout_to_stderr() if args.json else contextlib.nullcontext(), diagnoser:
-            diagnoser.outcome = runner.run(program, words[1:])
+            diagnoser.ran = runner.run(program, words[1:])  # recorded under the claim: never over an os._exit's
         if diagnoser.abandoned or diagnoser.finished_by != "exit":  # a forked child back here, or os._exit's
             return diagnoser.outcome.get("exit_status", 0)
-        return finish(args, diagnoser, out)
+        status = finish(args, diagnoser, out)
+        if diagnoser.pending_exit is not None:  # a thread's os._exit waits: end now, as Python would have
+            end_process(status)
+        return status
     except runner.ScriptError as exc:  # -m: a module python could not find or compile either
         raise UsageError(str(exc)) from None
     finally:
         diagnoser.release_finish()
 
 
-def finish(args, diagnoser, out: str) -> int:
+def end_process(status: int) -> None:
+    """Exit at once with ``status`` (stdio flushed), still holding the run's finish: a thread
+    waiting in os._exit never gets to race the interpreter's shutdown with another status."""
+    from .capture.process_exits import _REAL_EXIT
+
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    _REAL_EXIT(status)
+
+
+def finish(args, diagnoser, out: str, script_status: int | None = None) -> int:
     """After the program: write the files, apply the gates, print the summary (and the --json
-    document, which carries this exit status); the exit status."""
+    document, which carries this exit status); the exit status. ``script_status``: the program's
+    (os._exit's code); None: the recorded outcome's."""
     from .renderers import text
 
-    script_status = diagnoser.outcome.get("exit_status", 0)
+    if script_status is None:
+        script_status = diagnoser.outcome.get("exit_status", 0)
     try:
         files = diagnoser.write(out)
     except OSError as exc:

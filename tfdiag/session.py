@@ -86,10 +86,19 @@ class Diagnoser(contextlib.ContextDecorator):
         self.processes_dir = os.path.abspath(processes_dir) if processes_dir is not None else None
         # The CLI's: write, summarise, return the status. While it is set, the finish __exit__ starts
         # stays claimed until ``release_finish()`` (the CLI writes after the block).
-        self.on_os_exit: Callable[[], int] | None = None
+        # ``on_os_exit(code)``: called with the os._exit status; returns the status to exit with.
+        self.on_os_exit: Callable[[int], int] | None = None
+        # How the CLI's runner says the program ended: recorded by __exit__ under the finish's claim,
+        # so it never overwrites an os._exit that finished the run first (None: ``outcome`` as set).
+        self.ran: dict | None = None
+        # An os._exit(code) that came while another ending held the finish (it waits): the run is
+        # recorded as ended by it when __exit__ has not recorded an ending yet, and the CLI exits with it.
+        self.pending_exit: int | None = None
         self.abandoned = False  # True in a child forked from this run: nothing of it is written there
         self.finished_by: str | None = None  # which ending finishes the run: "exit", "os._exit", "terminated"
-        self._finish_lock = threading.Lock()
+        # Re-entrant: an os._exit from a signal handler (or from code the write runs) in the thread that
+        # holds the finish finds it taken at once, and exits as asked instead of waiting on itself.
+        self._finish_lock = threading.RLock()
         self._holding = False
         self._exit_patcher: Patcher | None = None
         self._pid: int | None = None
@@ -107,7 +116,8 @@ class Diagnoser(contextlib.ContextDecorator):
             _ACTIVE.append(self)
         self.outcome = {}  # a Diagnoser used twice (e.g. as a decorator) starts afresh each time
         self.files = {}
-        self.finished_by, self._finish_lock, self._holding = None, threading.Lock(), False
+        self.finished_by, self._finish_lock, self._holding = None, threading.RLock(), False
+        self.ran, self.pending_exit = None, None
         self.collector = Collector()
         self.call_log: CallLog | None = None
         self.memory: MemoryProbe | None = None
@@ -170,6 +180,10 @@ class Diagnoser(contextlib.ContextDecorator):
             return False  # in a forked child (this run is the parent's), or never entered
         if not self._claim("exit"):  # waits while another ending (os._exit in a thread) finishes
             return False  # os._exit finished this run (and ends the process)
+        if self.pending_exit is not None:  # os._exit in a thread, waiting: the program ends by it
+            self.outcome = {"ended_by": "os._exit", "exit_status": self.pending_exit}
+        elif self.ran is not None:
+            self.outcome = dict(self.ran)
         try:
             self._end(exc_type, exc)
         finally:
@@ -180,7 +194,8 @@ class Diagnoser(contextlib.ContextDecorator):
     # -- one finish per run (__exit__, os._exit in any thread, a child's SIGTERM) -------------
     def _claim(self, by: str) -> bool:
         """Take the run's finish for ``by``, waiting for one already under way; False when another
-        ending took it. The taker holds it until ``release_finish``."""
+        ending took it, at once when this thread holds it (a signal handler's os._exit in the middle of
+        the finish: re-entrant). The taker holds it until ``release_finish``."""
         self._finish_lock.acquire()
         if self.finished_by is not None:
             self._finish_lock.release()
@@ -288,18 +303,22 @@ class Diagnoser(contextlib.ContextDecorator):
     def _os_exit(self, code: int) -> int:
         """Inside the patched os._exit: finish capture and write (or wait for the finish under way);
         returns the status to exit with."""
-        if self.abandoned or not self._claim("os._exit"):
-            return code  # another ending finished the run: exit as asked
+        if self.abandoned:
+            return code
+        if self.pending_exit is None:
+            self.pending_exit = code  # seen by the finish under way, if one is (it records this ending)
+        if not self._claim("os._exit"):
+            return code  # another ending finished the run (or this thread is finishing it): exit as asked
         self.outcome = {"ended_by": "os._exit", "exit_status": code}
         self._end(None, None)
-        return self.on_os_exit() if self.on_os_exit is not None else code
+        return self.on_os_exit(code) if self.on_os_exit is not None else code
 
     def _forked(self) -> None:
         """In a child forked during this run: this run's hooks come off there and nothing of it is
         written there; when following, the child starts its own run."""
         global _ACTIVE_LOCK
         _ACTIVE_LOCK = threading.Lock()  # another thread of the parent may have held it at the fork
-        self._finish_lock, self._holding = threading.Lock(), False
+        self._finish_lock, self._holding = threading.RLock(), False
         process_exits.drop_inherited_sigterm()
         settings = processes.read_settings() if self.follow else None  # before the environment is put back
         self.abandoned = True
@@ -323,6 +342,8 @@ class Diagnoser(contextlib.ContextDecorator):
         ending took the run."""
         if self._pid != os.getpid() or self.abandoned or not self._claim(outcome["ended_by"]):
             return False
+        if self.pending_exit is not None:  # os._exit in a thread, waiting: the child ends by it
+            outcome = {"ended_by": "os._exit", "exit_status": self.pending_exit}
         try:
             self.outcome = outcome
             self._end(None, None)
@@ -385,7 +406,7 @@ def start_child(settings: processes.Settings | None = None, role: str | None = N
                           command=[str(a) for a in getattr(sys, "orig_argv", sys.argv)])
     diagnoser.__enter__()
     processes.install_exec_hook(diagnoser._patcher, me)
-    processes.install_child_exits(diagnoser._finish_child, lambda: diagnoser.finished_by not in (None, "terminated"))
+    processes.install_child_exits(diagnoser._patcher, diagnoser._finish_child, lambda: diagnoser.finished_by not in (None, "terminated"))
     return diagnoser
 
 

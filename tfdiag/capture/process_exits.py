@@ -7,13 +7,16 @@ child says of its own end cannot always be known inside it (``raise SystemExit(4
 the top leaves no trace an ``atexit`` hook can read), while the parent that reaps it knows.
 
 - ``install_exit_hook``: ``os._exit(code)`` first finishes the run (the caller's ``flush``), in
-  whichever thread calls it; a second thread waits in ``flush`` for the first to finish.
+  whichever thread calls it; a second thread waits in ``flush`` for the first to finish (and the
+  CLI then exits with its status); the thread that is finishing (a signal handler's ``os._exit``
+  mid-write) exits at once, its files written atomically or not at all.
 - ``Terminator``: a followed child's SIGTERM. Python runs a signal handler only once the main
   thread is back in Python, which a call blocked in C (a TensorFlow wait) may never be: so the
   signal also wakes a watcher thread (``signal.set_wakeup_fd``), which writes the recording; the
   main thread's handler, when it runs, waits for that write and dies of SIGTERM as it would have.
   If the main thread stays stuck in C, the watcher ends the process with status 143 (128 + 15).
-- ``install_reaper``: ``os.waitpid`` (subprocess's and multiprocessing's wait) notes the status of
+- ``install_reaper``: ``os.waitpid`` (subprocess's and multiprocessing's wait) and ``Popen.poll()``
+  (through ``Popen._handle_exitstatus``: poll binds ``os.waitpid`` at import) note the status of
   each followed child it reaps in that child's folder (``exit.json``), so the parent's listing
   says how it really ended. ``ending()``: what the child itself can tell at exit, no guess.
 
@@ -23,9 +26,11 @@ Cost: nothing per call. One pipe and one idle thread per followed child; a stat 
 from __future__ import annotations
 
 import _thread
+import contextlib
 import json
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -95,7 +100,9 @@ def ending() -> dict:
 
 
 # -- SIGTERM in a followed child ------------------------------------------------------------------
-_WAKEUP: list[int] = []  # this process's wakeup pipe's write end, while a Terminator has it
+_WAKEUP: list[int] = []  # this process's wakeup pipe (pid, read end, write end), while a Terminator has it
+_DISPLACED: list[bool] = []  # [True] while the program's own wakeup fd stands in for the Terminator's
+_REAL_SET_WAKEUP = signal.set_wakeup_fd
 
 
 class Terminator:
@@ -121,16 +128,16 @@ class Terminator:
         read_fd, write_fd = os.pipe()
         os.set_blocking(write_fd, False)
         try:
-            previous = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+            previous = _REAL_SET_WAKEUP(write_fd, warn_on_full_buffer=False)
         except (ValueError, OSError):
             previous = None
         if previous != -1:  # taken by someone else (or unavailable): put theirs back, leave SIGTERM
             if previous is not None:
-                signal.set_wakeup_fd(previous)
+                _REAL_SET_WAKEUP(previous)
             os.close(read_fd)
             os.close(write_fd)
             return False
-        _WAKEUP[:] = [write_fd]
+        _WAKEUP[:] = [os.getpid(), read_fd, write_fd]
         signal.signal(signal.SIGTERM, self.on_signal)
         _thread.start_new_thread(self.watch, (read_fd,))  # a bare thread: not in threading.enumerate()
         return True
@@ -142,7 +149,9 @@ class Terminator:
                 data = os.read(read_fd, 64)
             except OSError:
                 return
-            if not data:
+            if not data:  # the write end was closed (drop_inherited_sigterm): the pipe is done with
+                with contextlib.suppress(OSError):
+                    os.close(read_fd)
                 return
             if signal.SIGTERM in data and _WAKEUP and signal.getsignal(signal.SIGTERM) == self.on_signal:
                 # (a handler the child set since is its own way of ending: then this one stays out)
@@ -176,6 +185,33 @@ class Terminator:
             self.done.release()
 
 
+def install_wakeup_guard(patcher) -> None:
+    """``signal.set_wakeup_fd`` as the program sees it while a Terminator holds the wakeup fd: the
+    program's own fd (asyncio's ``loop.add_signal_handler``) replaces it, and taking that off again
+    (-1: the loop closed) puts the Terminator's back, so SIGTERM still wakes the watcher afterwards.
+    Where the Terminator's is set, the program is told none is (-1), as it would be without tfdiag."""
+
+    def make(real):
+        def set_wakeup_fd(fd, /, *, warn_on_full_buffer=True):
+            ours = _WAKEUP[2] if _WAKEUP and _WAKEUP[0] == os.getpid() else None
+            if ours is None or threading.current_thread() is not threading.main_thread():
+                return real(fd, warn_on_full_buffer=warn_on_full_buffer)  # (in a thread: its ValueError)
+            if fd != -1:
+                previous = real(fd, warn_on_full_buffer=warn_on_full_buffer)
+                if previous != ours:
+                    return previous
+                _DISPLACED[:] = [True]
+                return -1
+            if not _DISPLACED:
+                return -1  # only the Terminator's is set: it stays
+            _DISPLACED.clear()
+            return real(ours, warn_on_full_buffer=False)
+
+        return set_wakeup_fd
+
+    patcher.patch(signal, "set_wakeup_fd", make)
+
+
 def inherited(handler) -> bool:
     """The runner's SIGTERM handler, or a followed parent's own (``Terminator.on_signal``)."""
     return getattr(handler, "__module__", "") in ("tfdiag.runner", __name__)
@@ -184,22 +220,31 @@ def inherited(handler) -> bool:
 def drop_inherited_sigterm() -> None:
     """In a child forked from ``tfdiag analyze`` or from a followed child, or where a followed
     child's run steps aside: SIGTERM kills it again, as it would without tfdiag, and the
-    wakeup fd a Terminator set is taken off (its watcher thread did not come through a fork)."""
+    wakeup fd a Terminator set is taken off and its pipe closed (its watcher thread, where there
+    is one, ends on the closed pipe; none came through a fork)."""
     if threading.current_thread() is not threading.main_thread():
         return
     if inherited(signal.getsignal(signal.SIGTERM)):
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if _WAKEUP:
-        ours = _WAKEUP.pop()
-        previous = signal.set_wakeup_fd(-1)
-        if previous != ours:
-            signal.set_wakeup_fd(previous)
+        pid, read_fd, write_fd = _WAKEUP
+        _WAKEUP.clear()
+        _DISPLACED.clear()
+        previous = _REAL_SET_WAKEUP(-1)
+        if previous != write_fd:
+            _REAL_SET_WAKEUP(previous)
+        with contextlib.suppress(OSError):
+            os.close(write_fd)  # the watcher, where there is one, reads the end of the pipe and closes its end
+        if pid != os.getpid():  # forked: no watcher came through the fork
+            with contextlib.suppress(OSError):
+                os.close(read_fd)
 
 
 # -- the status of reaped children ------------------------------------------------------------------
 def install_reaper(patcher, folder: str) -> None:
-    """``os.waitpid`` (subprocess's ``wait()``, multiprocessing's ``join()``, a script's own) notes
-    the status of a followed child of this run it reaps in ``folder/<pid>/exit.json``."""
+    """``os.waitpid`` (subprocess's ``wait()``, multiprocessing's ``join()``, a script's own) and
+    ``subprocess.Popen.poll()`` note the status of a followed child of this run they reap in
+    ``folder/<pid>/exit.json``."""
 
     def make(real):
         def waitpid(pid, options):
@@ -211,6 +256,18 @@ def install_reaper(patcher, folder: str) -> None:
         return waitpid
 
     patcher.patch(os, "waitpid", make)
+
+    def make_handler(real):  # Popen.poll() reaps with the os.waitpid it bound at import: seen here instead
+        def _handle_exitstatus(self, sts, *rest, **kwargs):
+            try:
+                note_exit(folder, self.pid, sts)
+            except Exception:  # (also called from __del__: never let a note break it)
+                pass
+            return real(self, sts, *rest, **kwargs)
+
+        return _handle_exitstatus
+
+    patcher.patch(subprocess.Popen, "_handle_exitstatus", make_handler)
 
 
 def note_exit(folder: str, pid: int, status: int) -> None:

@@ -271,12 +271,14 @@ def install_exec_hook(patcher, me: Child) -> None:
         patcher.patch(os, name, make)
 
 
-def install_child_exits(finish: Callable[[dict], bool], finishing: Callable[[], bool]) -> None:
+def install_child_exits(patcher, finish: Callable[[dict], bool], finishing: Callable[[], bool]) -> None:
     """A child's ways out, each finishing its run once with how it ended: interpreter exit
-    (atexit: ``process_exits.ending``), SIGTERM (``process_exits.Terminator``), and ``os._exit``
+    (atexit: ``process_exits.ending``), SIGTERM (``process_exits.Terminator``, its wakeup fd kept
+    through the program's own uses: ``install_wakeup_guard``), and ``os._exit``
     (``process_exits.install_exit_hook``). ``finishing()``: another ending is writing the run."""
     atexit.register(lambda: finish(process_exits.ending()))
-    process_exits.Terminator(finish, finishing).install()
+    if process_exits.Terminator(finish, finishing).install():
+        process_exits.install_wakeup_guard(patcher)
 
 
 # -- the parent's view of its children ------------------------------------------------------
