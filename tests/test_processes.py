@@ -350,29 +350,35 @@ time.sleep(30)
 """
 
 
+def _terminate_blocked_child(code: str) -> tuple[int, int, float]:
+    """Start ``code`` (which prints "ready", then blocks in a C call) as a child in its own session,
+    SIGTERM it once ready: (its pid, its exit status, seconds from SIGTERM to its end)."""
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, start_new_session=True)
+    try:
+        assert child.stdout.readline().strip() == b"ready"
+        time.sleep(0.3)
+        started = time.monotonic()
+        child.terminate()
+        status = child.wait(timeout=60)
+        return child.pid, status, time.monotonic() - started
+    finally:
+        os.killpg(child.pid, signal.SIGKILL)  # the shell's sleep, left behind as it would be without tfdiag
+        child.stdout.close()
+
+
 def test_sigterm_reaches_a_child_blocked_in_c(tmp_path):
     """A followed child stuck in a C call (here libc's system()) still writes its recording and
     dies at once on SIGTERM, instead of when the call returns."""
     code = "import ctypes; print('ready', flush=True); ctypes.CDLL(None).system(b'sleep 30')"
     with tfdiag.diagnose(out=tmp_path / "out", cprofile=False, tf_profiler=False) as d:
-        child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, start_new_session=True)
-        try:
-            assert child.stdout.readline().strip() == b"ready"
-            time.sleep(0.3)
-            started = time.monotonic()
-            child.terminate()
-            status = child.wait(timeout=60)
-            took = time.monotonic() - started
-        finally:
-            os.killpg(child.pid, signal.SIGKILL)  # the shell's sleep, left behind as it would be without tfdiag
-            child.stdout.close()
+        pid, status, took = _terminate_blocked_child(code)
         own = subprocess.Popen([sys.executable, "-c", OWN_SIGTERM], stdout=subprocess.PIPE)
         assert own.stdout.readline().strip() == b"ready"
         own.terminate()
         own_status = own.wait(timeout=60)
         own.stdout.close()
     assert status == 128 + signal.SIGTERM and took < 15, (status, took)  # ended by the watcher, not by sleep's end
-    entry = next(c for c in _children(d.recording) if c["pid"] == child.pid)
+    entry = next(c for c in _children(d.recording) if c["pid"] == pid)
     assert entry["status"] == "recorded" and entry["ended_by"] == "terminated", entry
     assert own_status == 3  # a handler the child set itself decides how it ends
 
@@ -391,17 +397,7 @@ ASYNC_THEN_C = """if True:
 
 def test_sigterm_reaches_a_child_blocked_in_c_after_asyncio_used_the_wakeup_fd(tmp_path):
     with tfdiag.diagnose(out=tmp_path / "out", cprofile=False, tf_profiler=False):
-        child = subprocess.Popen([sys.executable, "-c", ASYNC_THEN_C], stdout=subprocess.PIPE, start_new_session=True)
-        try:
-            assert child.stdout.readline().strip() == b"ready"
-            time.sleep(0.3)
-            started = time.monotonic()
-            child.terminate()
-            status = child.wait(timeout=60)
-            took = time.monotonic() - started
-        finally:
-            os.killpg(child.pid, signal.SIGKILL)
-            child.stdout.close()
+        _, status, took = _terminate_blocked_child(ASYNC_THEN_C)
     assert status == 128 + signal.SIGTERM and took < 15, (status, took)
 
 
