@@ -264,6 +264,23 @@ def _shift(split, seconds: float) -> None:
         split["data_adapter"] = split.get("data_adapter", 0.0) + seconds
 
 
+def _moves(calls: list[dict], sites: list[dict], key: str):
+    """(call, its split under ``key``, seconds of its kernel time to move) for each call entry at
+    a profiled call site (``sites``) whose graph functions spent time on tf.data: the site's share
+    of the split's kernel time, never leaving less than the least time they ran besides."""
+    for site in sites:
+        share = _share(site)
+        if share is None:
+            continue
+        for call in calls:
+            split = call.get(key)
+            if (call.get("api"), call.get("call_site")) != (site.get("api"), site.get("call_site")) \
+                    or not isinstance(split, dict) or not split:
+                continue
+            kernel = split.get("kernel_execution", 0.0)
+            yield call, split, max(0.0, min(share[0] * kernel, kernel - share[1]))
+
+
 def move_step_tf_data(calls: list[dict], totals: dict, sites: list[dict]) -> None:
     """``move_graph_tf_data`` for fit()/evaluate() steps (``sites``: step_profiler.py's
     ``step_sites``, one row per call site, its "calls" being the profiled steps): Keras's train and
@@ -272,22 +289,13 @@ def move_step_tf_data(calls: list[dict], totals: dict, sites: list[dict]) -> Non
     and the run's ``totals``; ``graph_tf_data_s_per_step`` on the call entry says how much moved
     per step. A call whose batches a timed producer made (a PyDataset, a generator: steps.py
     moves their production time already) is left alone."""
-    for site in sites:
-        share = _share(site)
-        if share is None:
+    for call, steady, moved in _moves(calls, sites, "step_phases"):
+        if (call.get("data_producer") or {}).get("seconds"):
             continue
-        for call in calls:
-            steady = call.get("step_phases")
-            producer = call.get("data_producer") or {}
-            if ((call.get("api"), call.get("call_site")) != (site.get("api"), site.get("call_site"))
-                    or not isinstance(steady, dict) or producer.get("seconds")):
-                continue
-            kernel = steady.get("kernel_execution", 0.0)
-            moved = max(0.0, min(share[0] * kernel, kernel - share[1]))
-            later = max(0, int(call.get("steps") or 0) - int(call.get("count") or 0)) * moved
-            for split, shift in ((steady, moved), (call.get("phases"), later), (totals, later)):
-                _shift(split, shift)
-            call["graph_tf_data_s_per_step"] = moved
+        later = max(0, int(call.get("steps") or 0) - int(call.get("count") or 0)) * moved
+        for split, shift in ((steady, moved), (call.get("phases"), later), (totals, later)):
+            _shift(split, shift)
+        call["graph_tf_data_s_per_step"] = moved
 
 
 def move_graph_tf_data(calls: list[dict], totals: dict, sites: list[dict]) -> None:
@@ -306,24 +314,16 @@ def move_graph_tf_data(calls: list[dict], totals: dict, sites: list[dict]) -> No
     the later calls' kernel time moves in the call site's ``phases`` totals and in the run's
     ``totals``; ``graph_tf_data_s`` on the call entry says how much moved per call. The first
     call keeps its own split."""
-    for site in sites:
-        share = _share(site)
-        if share is None:
-            continue
-        for call in calls:
-            steady = call.get("steady_phases")
-            if (call.get("api"), call.get("call_site")) != (site.get("api"), site.get("call_site")) or not steady:
-                continue
-            kernel = steady.get("kernel_execution", 0.0)
-            moved = max(0.0, min(share[0] * kernel, kernel - share[1]))
-            # The same fraction of the later calls' kernel time in the call site's totals (which
-            # hold the profiled calls too) and in the run's.
-            fraction = moved / kernel if kernel > 0 else 0.0
-            whole = call.get("phases") if isinstance(call.get("phases"), dict) else {}
-            later = whole.get("kernel_execution", 0.0) - (call.get("first_phases") or {}).get("kernel_execution", 0.0)
-            for split, shift in ((steady, moved), (whole, fraction * later), (totals, fraction * later)):
-                _shift(split, shift)
-            call["graph_tf_data_s"] = moved
+    for call, steady, moved in _moves(calls, sites, "steady_phases"):
+        # The same fraction of the later calls' kernel time in the call site's totals (which
+        # hold the profiled calls too) and in the run's.
+        kernel = steady.get("kernel_execution", 0.0)
+        fraction = moved / kernel if kernel > 0 else 0.0
+        whole = call.get("phases") if isinstance(call.get("phases"), dict) else {}
+        later = whole.get("kernel_execution", 0.0) - (call.get("first_phases") or {}).get("kernel_execution", 0.0)
+        for split, shift in ((steady, moved), (whole, fraction * later), (totals, fraction * later)):
+            _shift(split, shift)
+        call["graph_tf_data_s"] = moved
 
 
 # -- xprof's tool tables (tf_profiler.read_trace) ----------------------------------------------
