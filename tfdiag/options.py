@@ -71,10 +71,9 @@ def validate(options: Options, flags: bool = False) -> Options:
         for field in ("verify", "phase_every"):
             if getattr(options, field) not in (None, False):
                 raise OptionsError(f"{name(field)} needs call timing; it cannot be combined with {name('timing')}")
-    if not isinstance(options.memory, bool):
-        raise OptionsError(f"{name('memory')} takes True or False (got {options.memory!r})")
-    if not isinstance(options.follow, bool):
-        raise OptionsError(f"{name('follow')} takes True or False (got {options.follow!r})")
+    for field in ("memory", "follow"):
+        if not isinstance(getattr(options, field), bool):
+            raise OptionsError(f"{name(field)} takes True or False (got {getattr(options, field)!r})")
     every = options.phase_every
     if every is not None and (not _whole(every) or every < 1):
         raise OptionsError(f"{name('phase_every')} takes a number of calls, 1 or more (got {every!r})")
