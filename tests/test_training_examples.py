@@ -12,6 +12,7 @@ import sys
 import pytest
 
 from tfdiag import cli
+from tfdiag.analysis import training, training_findings
 from tfdiag.recording import load
 
 from .conftest import EXAMPLES
@@ -66,6 +67,21 @@ def _finding(recording, code: str) -> dict:
     return matches[0]
 
 
+def _skip_unless_overhead_bound_here(recording) -> None:
+    """small_model_overhead.py's steps are overhead-bound only by tfdiag's rule of thumb (a steady
+    step under SMALL_STEP_S, or fixed cost at least OVERHEAD_SHARE of the split): without the TF
+    Profiler, capture counts the graph call's dispatch as kernel time, so on a machine slow enough
+    that a step takes longer and the split says kernels, the rule does not apply, by design (the rule
+    itself is tested on saved recordings in test_training_analysis.py)."""
+    (fit,) = _fit_calls(recording)
+    split = training.step_split(fit)
+    step = sum(split.values())
+    fixed = step - split["kernel_execution"] - split["data_adapter"]
+    if fit["step_median_s"] >= training_findings.SMALL_STEP_S and fixed / step < training_findings.OVERHEAD_SHARE:
+        pytest.skip(f"a {fit['step_median_s'] * 1e3:.2f} ms step, {100 * fixed / step:.0f}% fixed by the split: "
+                    "too slow a machine for the rule of thumb")
+
+
 def _fit_calls(recording) -> list[dict]:
     calls = [c for c in recording.calls if c["api"] == "fit"]
     assert calls, [(c["api"], c["target"]) for c in recording.calls]
@@ -115,6 +131,7 @@ def test_small_model_overhead_suggests_steps_per_execution(analyzed):
     assert (fit["steps"], fit["epochs"], fit["steps_per_epoch"]) == (512, 2, [256, 256])
     assert fit["steps_per_execution"] == 1 and fit["step_median_s"] > 0
     assert fit["step_timeline"]["epoch_starts"] == [0, 256]
+    _skip_unless_overhead_bound_here(recording)
     finding = _finding(recording, "step-overhead")
     assert "steps_per_execution" in finding["fix"]["code"]
     assert finding["call_site"].rsplit("/", 1)[-1] in (_site("small_model_overhead.py", "model.compile("),
@@ -152,6 +169,9 @@ def test_models_in_a_loop_counts_the_models_and_points_at_the_users_line(analyze
 def test_each_example_gets_only_its_own_training_finding(analyzed, script):
     recording, _ = analyzed(script)
     codes = {f["code"] for f in recording.findings} & TRAINING_CODES
+    assert codes <= {EXPECTED[script]}, [(f["code"], f["title"]) for f in recording.findings]
+    if script == "small_model_overhead.py":
+        _skip_unless_overhead_bound_here(recording)
     assert codes == {EXPECTED[script]}, [(f["code"], f["title"]) for f in recording.findings]
 
 
@@ -185,5 +205,7 @@ def tf_keras_recordings(tmp_path_factory):
 def test_tf_keras(tf_keras_recordings, script):
     recording = tf_keras_recordings[script]
     assert recording.environment["keras_flavor"] == "tf-keras"
+    if script == "small_model_overhead.py":
+        _skip_unless_overhead_bound_here(recording)
     finding = _finding(recording, EXPECTED[script])
     assert NAMED[script] in _text(finding) + finding["function"], finding
