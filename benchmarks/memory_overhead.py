@@ -2,7 +2,7 @@
 and off (``diagnose(memory=False)``, the CLI's ``--no-memory``), interleaved in one run; then
 the one-off costs when growth is suspected (the forced collection, the tracemalloc window).
 
-    python benchmarks/memory_overhead.py [--rounds 15] [--predict-calls 30] [--call-calls 1000]
+    python benchmarks/memory_overhead.py [--rounds 41] [--predict-calls 30] [--call-calls 300]
                                          [--fit-calls 3] [--fit-steps 32] [--train-steps 200]
                                          [--only predict,call,fit,train] [--window-calls 300]
 
@@ -10,7 +10,8 @@ Each round times, per workload, three blocks in shuffled order, each a whole
 ``tfdiag.diagnose(cprofile=False, tf_profiler=False)``: memory on, memory off, and memory off
 again (its ratio to "memory off" is this machine's noise alone). Printed per workload: the
 median over rounds of each mode's mean time per call and the median of the paired per-round
-ratio memory on / memory off, with its quartiles. Target (issue 15): memory capture keeps the
+ratio memory on / memory off [its quartiles; the 95% interval of that median] (rounds.py: why
+short blocks, many rounds; each block's first calls are untimed). Target (issue 15): memory capture keeps the
 default capture within the overhead budget (on/off of overhead.py <= 1.03), so its own ratio
 should be indistinguishable from the noise.
 
@@ -23,9 +24,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
-import statistics
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -33,18 +31,12 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import tfdiag  # noqa: E402
-from overhead import quartiles, workloads  # noqa: E402  (the same loops, benchmarks/overhead.py)
+from overhead import workloads  # noqa: E402  (the same loops, benchmarks/overhead.py)
+from rounds import per_call, ratio_row, run  # noqa: E402  (benchmarks/rounds.py)
 
-MODES = ("memory off", "memory off again", "memory on")
-
-
-def block(fn, calls: int, memory: bool) -> float:
-    """Mean seconds per call over a block of calls inside one diagnosis."""
-    with tfdiag.diagnose(cprofile=False, tf_profiler=False, memory=memory):
-        start = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        return (time.perf_counter() - start) / calls
+MODES = {"memory off": dict(cprofile=False, tf_profiler=False, memory=False),
+         "memory off again": dict(cprofile=False, tf_profiler=False, memory=False),
+         "memory on": dict(cprofile=False, tf_profiler=False)}
 
 
 def window_costs(calls: int) -> None:
@@ -78,9 +70,9 @@ def window_costs(calls: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--rounds", type=int, default=41)
     parser.add_argument("--predict-calls", type=int, default=30)
-    parser.add_argument("--call-calls", type=int, default=1000)
+    parser.add_argument("--call-calls", type=int, default=300)
     parser.add_argument("--fit-calls", type=int, default=3)
     parser.add_argument("--fit-steps", type=int, default=32)
     parser.add_argument("--train-steps", type=int, default=200)
@@ -92,28 +84,18 @@ def main() -> None:
     chosen = workloads(args)
     if args.only:
         chosen = {name: chosen[name] for name in args.only.split(",")}
-    for _, fn, _ in chosen.values():  # warm up: first traces out of the measurement
-        for memory in (True, False):
-            block(fn, 5, memory)
-    order_rng = random.Random(args.seed)
-    results = {name: {mode: [] for mode in MODES} for name in chosen}
-    for _ in range(args.rounds):
-        for name, (_, fn, calls) in chosen.items():
-            order = list(MODES)
-            order_rng.shuffle(order)
-            for mode in order:
-                results[name][mode].append(block(fn, calls, mode == "memory on"))
+    loops = {label: (fn, calls, warm) for label, fn, calls, warm in chosen.values()}
+    run(loops, MODES, 1, args.seed)  # warm up: first traces out of the measurement
+    results = run(loops, MODES, args.rounds, args.seed)
 
     print(f"memory capture's cost, {args.rounds} rounds, each block a whole diagnosis "
           f"(cprofile and TF Profiler off); TF {tf.__version__}")
-    print("  ratios: median over rounds of the paired per-round ratio [quartiles]")
+    print("  per call: median over rounds; ratio: median over rounds of the paired per-round ratio")
     for name, modes in results.items():
         off = modes["memory off"]
-        on = quartiles([a / b for a, b in zip(modes["memory on"], off)])
-        noise = quartiles([a / b for a, b in zip(modes["memory off again"], off)])
-        print(f"  {chosen[name][0]:16s} memory off {statistics.median(off) * 1e3:8.3f} ms   on "
-              f"{statistics.median(modes['memory on']) * 1e3:8.3f} ms   on/off {on[1]:.3f} [{on[0]:.3f}-{on[2]:.3f}]"
-              f"   noise {noise[1]:.3f} [{noise[0]:.3f}-{noise[2]:.3f}]")
+        print(f"  {name:16s} memory off {per_call(off) * 1e3:8.3f} ms   on {per_call(modes['memory on']) * 1e3:8.3f} ms"
+              f"   on/off {ratio_row(modes['memory on'], off)}")
+        print(f"  {'':16s} noise (off again/off) {ratio_row(modes['memory off again'], off)}")
     if args.window_calls:
         window_costs(args.window_calls)
 

@@ -1,6 +1,6 @@
 """tfdiag's cost on the question's loops: default capture on vs off, interleaved in one run.
 
-    python benchmarks/overhead.py [--rounds 21] [--predict-calls 30] [--call-calls 1000]
+    python benchmarks/overhead.py [--rounds 41] [--predict-calls 30] [--call-calls 300]
                                   [--fit-calls 3] [--fit-steps 32] [--train-steps 200] [--only fit,train]
     TF_USE_LEGACY_KERAS=1 python benchmarks/overhead.py   # the same on tf-keras
 
@@ -10,23 +10,22 @@ own ``tfdiag.diagnose(cprofile=False, tf_profiler=False)`` ("on") and two withou
 (batch 32), an eager ``model(x)`` loop on the same model, ``fit()`` of the same model (``--fit-steps``
 batches of 32 per epoch, one epoch per call, verbose 0, so each step runs the callbacks' batch hooks),
 and a custom training loop: a ``@tf.function`` step with a ``GradientTape`` and
-``optimizer.apply_gradients``, called once per step. Each "on" block is a whole
-diagnosis, so it includes the first calls that are always measured in full (sampling.py).
+``optimizer.apply_gradients``, called once per step. Each block first makes a few untimed calls
+(a diagnosis measures each call site's first calls in full: their one-off cost is printed on
+its own as "first calls"), then times its calls (rounds.py: why short blocks, many rounds).
 
 Printed per workload: the median over rounds of each mode's mean time per call, and the median
-over rounds of the paired ratio on/off (with its quartiles). The "off again"/off ratio is the same measurement with tfdiag off in
-both blocks: it shows how far this machine's noise alone moves the ratio. Target (issue 4):
-on/off <= 1.03 (issue 14: also on the fit() and the custom training loop).
+over rounds of the paired ratio on/off [its quartiles; the 95% interval of that median]. The
+"off again"/off ratio is the same measurement with tfdiag off in both blocks: how far this
+machine's noise alone moves the ratio. Target (issue 4): on/off <= 1.03 (issue 14: also on the
+fit() and the custom training loop).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import random
-import statistics
 import sys
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -34,25 +33,14 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import tfdiag  # noqa: E402
+from rounds import block, first_calls_row, per_call, ratio_row, run  # noqa: E402  (benchmarks/rounds.py)
 
-MODES = ("off", "off again", "on")
-
-
-def block(fn, calls: int) -> float:
-    """Mean seconds per call over a block of calls: the loop's own time, sampled calls included."""
-    start = time.perf_counter()
-    for _ in range(calls):
-        fn()
-    return (time.perf_counter() - start) / calls
-
-
-def quartiles(values: list) -> tuple[float, float, float]:
-    q1, q2, q3 = statistics.quantiles(values, n=4)
-    return q1, q2, q3
+MODES = {"off": None, "off again": None, "on": dict(cprofile=False, tf_profiler=False)}
 
 
 def workloads(args) -> dict:
-    """The loops, by short name: (label, one call, calls per block). memory_overhead.py times the same."""
+    """The loops, by short name: (label, one call, timed calls per block, calls before them).
+    memory_overhead.py times the same."""
     keras = tf.keras
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2), keras.layers.Dense(1)])
     x = np.ones((32, 4), np.float32)
@@ -75,21 +63,21 @@ def workloads(args) -> dict:
         return loss
 
     return {
-        "predict": ("predict() loop", lambda: model.predict(x, verbose=0), args.predict_calls),
-        "call": ("model(x) loop", lambda: model(x), args.call_calls),
-        "fit": ("fit()", lambda: fit_model.fit(fit_x, fit_y, batch_size=32, epochs=1, verbose=0), args.fit_calls),
-        "train": ("train-step loop", lambda: train_step(loop_x, loop_y), args.train_steps),
+        "predict": ("predict() loop", lambda: model.predict(x, verbose=0), args.predict_calls, 3),
+        "call": ("model(x) loop", lambda: model(x), args.call_calls, 50),
+        "fit": ("fit()", lambda: fit_model.fit(fit_x, fit_y, batch_size=32, epochs=1, verbose=0), args.fit_calls, 1),
+        "train": ("train-step loop", lambda: train_step(loop_x, loop_y), args.train_steps, 20),
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--rounds", type=int, default=21)
-    parser.add_argument("--predict-calls", type=int, default=30, help="calls per predict() block")
-    parser.add_argument("--call-calls", type=int, default=1000, help="calls per model(x) block")
-    parser.add_argument("--fit-calls", type=int, default=3, help="fit() calls (one epoch each) per block")
+    parser.add_argument("--rounds", type=int, default=41)
+    parser.add_argument("--predict-calls", type=int, default=30, help="timed calls per predict() block")
+    parser.add_argument("--call-calls", type=int, default=300, help="timed calls per model(x) block")
+    parser.add_argument("--fit-calls", type=int, default=3, help="timed fit() calls (one epoch each) per block")
     parser.add_argument("--fit-steps", type=int, default=32, help="batches of 32 per fit() epoch")
-    parser.add_argument("--train-steps", type=int, default=200, help="steps per custom training loop block")
+    parser.add_argument("--train-steps", type=int, default=200, help="timed steps per custom training loop block")
     parser.add_argument("--only", default="", help="comma-separated workloads to run: predict, call, fit, train")
     parser.add_argument("--seed", type=int, default=0, help="seed of the block order")
     args = parser.parse_args()
@@ -97,41 +85,27 @@ def main() -> None:
     chosen = workloads(args)
     if args.only:
         chosen = {name: chosen[name] for name in args.only.split(",")}
-    workloads_by_label = {label: (fn, calls) for label, fn, calls in chosen.values()}
-    for fn, _ in workloads_by_label.values():  # warm up: first traces out of the measurement
+    loops = {label: (fn, calls, warm) for label, fn, calls, warm in chosen.values()}
+    for fn, _, _ in loops.values():  # warm up: first traces out of the measurement
         block(fn, 5)
         with tfdiag.diagnose(cprofile=False, tf_profiler=False):
             block(fn, 5)
-
-    order_rng = random.Random(args.seed)
-    results = {name: {mode: [] for mode in MODES} for name in workloads_by_label}
-    for _ in range(args.rounds):
-        for name, (fn, calls) in workloads_by_label.items():
-            order = list(MODES)
-            order_rng.shuffle(order)
-            for mode in order:
-                if mode == "on":
-                    with tfdiag.diagnose(cprofile=False, tf_profiler=False):
-                        results[name][mode].append(block(fn, calls))
-                else:
-                    results[name][mode].append(block(fn, calls))
+    results = run(loops, MODES, args.rounds, args.seed)
 
     keras = tf.keras
     model_module = type(keras.Sequential()).__module__
     package = sys.modules.get(model_module.split(".")[0])
     version = getattr(keras, "__version__", None) or getattr(package, "__version__", "?")
     flavour = "tf-keras" if "tf_keras" in model_module else "Keras"
-    print(f"tfdiag overhead, {args.rounds} rounds; calls per block: predict() {args.predict_calls}, "
+    print(f"tfdiag overhead, {args.rounds} rounds; timed calls per block: predict() {args.predict_calls}, "
           f"model(x) {args.call_calls}, fit() {args.fit_calls} x {args.fit_steps} steps, "
           f"train step {args.train_steps}; {flavour} {version}")
-    print("  ratios: median over rounds of the paired per-round ratio [quartiles]")
+    print("  per call: median over rounds; ratio: median over rounds of the paired per-round ratio")
     for name, modes in results.items():
         off = modes["off"]
-        on_ratio = quartiles([a / b for a, b in zip(modes["on"], off)])
-        noise = quartiles([a / b for a, b in zip(modes["off again"], off)])
-        print(f"  {name:16s} off {statistics.median(off) * 1e3:8.3f} ms   on {statistics.median(modes['on']) * 1e3:8.3f} ms"
-              f"   on/off {on_ratio[1]:.3f} [{on_ratio[0]:.3f}-{on_ratio[2]:.3f}]"
-              f"   noise (off again/off) {noise[1]:.3f} [{noise[0]:.3f}-{noise[2]:.3f}]")
+        print(f"  {name:16s} off {per_call(off) * 1e3:8.3f} ms   on {per_call(modes['on']) * 1e3:8.3f} ms"
+              f"   on/off {ratio_row(modes['on'], off)}   {first_calls_row(modes['on'], off)}")
+        print(f"  {'':16s} noise (off again/off) {ratio_row(modes['off again'], off)}")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,8 @@ import pytest
 
 import tfdiag
 from tfdiag import cli
-from tfdiag.capture.collector import MAX_CALL_SAMPLES, RESERVOIR_SIZE
+from tfdiag.capture.call_stats import RESERVOIR_SIZE
+from tfdiag.capture.collector import MAX_CALL_SAMPLES
 from tfdiag.recording import load
 
 from .conftest import DATA

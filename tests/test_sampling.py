@@ -7,7 +7,8 @@ import types
 import pytest
 
 from tfdiag.capture import patching
-from tfdiag.capture.collector import CallStats, Collector
+from tfdiag.capture.call_stats import CallStats
+from tfdiag.capture.collector import Collector
 from tfdiag.capture.phase_tracker import PhaseTracker
 from tfdiag.capture.sampling import PhaseSampler
 from tfdiag.recording import PHASES

@@ -255,8 +255,9 @@ def test_buffered_calls_hold_nothing_the_garbage_collector_tracks_and_keep_their
 
 def test_unsampled_calls_at_a_known_call_site_are_kept_in_place_with_everything_measured():
     """Most calls (unsampled, unprofiled, at a call site the collector has) make no record: their
-    count, time, maximum, durations and timeline entries go in place, a retrace in one is still
-    that call's graph creation, and a timed call inside one is part of it."""
+    count, time, maximum, durations and timeline entries go in place, a batch at a time, a call
+    that retraced is a record of its own with its graph creation, and a timed call inside one is
+    part of it."""
     import time
 
     collector = Collector()
@@ -281,7 +282,10 @@ def test_unsampled_calls_at_a_known_call_site_are_kept_in_place_with_everything_
     loop(0, 100)
     (state,) = tracker.sampler.sites.values()
     assert state[2] is next(iter(collector.calls.values()))  # linked: the calls after the sampled ones go in place
-    assert len(log.local.entry[1]) == 0  # flushed when linked; nothing buffered since
+    buffer = log.local.entry[1]  # flushed when linked; since then, only the call that retraced
+    assert len(buffer) == timed_calls.FIELDS and buffer[9]["graph_creation"] >= 0.003
+    # the 94 after the sampled ones, less the one that retraced: one batch added, the rest wait in place
+    assert len(state[2].light) == 3 * (94 - 1 - timed_calls.LIGHT_EVERY)
     other = threading.Thread(target=loop, args=(100, 130), name="other")
     other.start()
     other.join()

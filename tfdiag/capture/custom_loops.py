@@ -23,7 +23,8 @@ from typing import Callable
 
 from ..recording import PHASES
 from . import callsite
-from .collector import RESERVOIR_SIZE, Collector
+from .call_stats import RESERVOIR_SIZE
+from .collector import Collector
 from .patching import Patcher, guarded
 from .phase_tracker import PhaseTracker
 from .sampling import Reservoir

@@ -105,15 +105,18 @@ def describe_arguments(args: tuple, kwargs: dict) -> tuple[str, None]:
     every call: cached on a key made of cheap per-argument keys (a plain Python value's type;
     an array's type, shape tuple and dtype enum or dtype identity; keyword names), as
     ``describe_call_input`` does for one array. Arguments of other kinds (lists, dicts, objects)
-    are described uncached."""
+    are described uncached. An EagerTensor's shape is read as ``value.shape._dims``: the
+    TensorShape the tensor caches, which TensorFlow makes anyway on every tf.function call (the
+    argument's tracing type), where ``_shape_tuple()`` builds a new tuple on every call. (Where
+    ``_dims`` is not a tuple, EagerTensors take the general path.)"""
     if not kwargs and len(args) == 1:
         value = args[0]
         kind = type(value)
-        if kind is _EAGER[0]:  # the common case, inline: an EagerTensor's shape and dtype, read in C
-            known = _ONE_ARGUMENT.get((kind, value._shape_tuple(), value._datatype_enum()))
+        if kind is _EAGER[0]:  # the common case, inline: an EagerTensor's cached shape, its dtype's enum
+            known = _ONE_ARGUMENT.get((kind, value.shape._dims, value._datatype_enum()))
             if known is not None:
                 return known
-        elif _EAGER[0] is None and kind.__name__ == "EagerTensor":
+        elif _EAGER[0] is None and kind.__name__ == "EagerTensor" and _cached_dims(value):
             _EAGER[0] = kind
         fast = getattr(value, "_shape_tuple", None)
         enum = getattr(value, "_datatype_enum", None)
@@ -127,8 +130,8 @@ def describe_arguments(args: tuple, kwargs: dict) -> tuple[str, None]:
     if len(args) == 2 and not kwargs:  # (features, labels): a training step's, inline as above
         first, second = args
         if type(first) is eager and type(second) is eager:
-            known = _ARGUMENT_SIGNATURES.get(((eager, first._shape_tuple(), first._datatype_enum()),
-                                              (eager, second._shape_tuple(), second._datatype_enum())))
+            known = _ARGUMENT_SIGNATURES.get(((eager, first.shape._dims, first._datatype_enum()),
+                                              (eager, second.shape._dims, second._datatype_enum())))
             if known is not None:
                 return known[0]
     parts = []
@@ -136,7 +139,7 @@ def describe_arguments(args: tuple, kwargs: dict) -> tuple[str, None]:
     for value in (args if not kwargs else (*args, *kwargs.values())):
         kind = type(value)
         if kind is eager:
-            parts.append((kind, value._shape_tuple(), value._datatype_enum()))
+            parts.append((kind, value.shape._dims, value._datatype_enum()))
             continue
         if kind in _PLAIN:
             parts.append(kind)
@@ -145,7 +148,7 @@ def describe_arguments(args: tuple, kwargs: dict) -> tuple[str, None]:
         enum = getattr(value, "_datatype_enum", None)
         if fast is not None and enum is not None:
             parts.append((kind, fast(), enum()))
-            if eager is None and kind.__name__ == "EagerTensor":
+            if eager is None and kind.__name__ == "EagerTensor" and _cached_dims(value):
                 eager = _EAGER[0] = kind
             continue
         dtype = getattr(value, "dtype", None)
@@ -169,6 +172,16 @@ def describe_arguments(args: tuple, kwargs: dict) -> tuple[str, None]:
             _ARGUMENT_SIGNATURES.clear()
         known = _ARGUMENT_SIGNATURES[key] = ((_describe_arguments(args, kwargs), None), held)
     return known[0]
+
+
+def _cached_dims(value) -> bool:
+    """An EagerTensor's cached shape is a tuple of its dimensions, equal to ``_shape_tuple()``
+    (TensorFlow 2.x's TensorShape; a list in old versions: those keep ``_shape_tuple()``)."""
+    try:
+        dims = value.shape._dims
+        return type(dims) is tuple and dims == value._shape_tuple()
+    except Exception:
+        return False
 
 
 def _describe_arguments(args: tuple, kwargs: dict) -> str:

@@ -45,7 +45,8 @@ import tracemalloc
 import weakref
 
 from ..growth import growth_stopped, theil_sen
-from .collector import CallStats, Collector
+from .call_stats import CallStats
+from .collector import Collector
 from .memory_lines import user_lines
 from .patching import Patcher, guarded
 
@@ -432,10 +433,10 @@ class _Window:
 
 def _calls_done(state: list, new: bool) -> int:
     """Calls made at the call site of sampler ``state`` before the one starting now: those its
-    CallStats has (in place and flushed) plus its sampled calls still in a thread's buffer; before
+    CallStats has (flushed, and kept in place: its ``light`` list) plus its sampled calls still in a thread's buffer; before
     the collector has its first call, 0 at that first call (``new``), else it and the sampled
     calls after it (every call until then is sampled)."""
     stats = state[2]
     if isinstance(stats, CallStats):
-        return stats.count + max(0, state[1] - stats.splits.seen)
+        return stats.count + len(stats.light) // 3 + max(0, state[1] - stats.splits.seen)
     return 0 if new else state[1] + 1

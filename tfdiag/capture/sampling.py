@@ -138,15 +138,19 @@ class Reservoir:
         self.extend((item,))
 
     def extend(self, items) -> None:
-        """Offer each of ``items`` (a batch: one call for all). Items that are not kept cost
-        nothing: the reservoir fills by slices, then goes straight to the next item to keep
-        (the collector offers every call of the diagnosis through here)."""
+        """Offer each of ``items`` (a batch: one call for all)."""
         if not isinstance(items, (list, tuple)):
             items = list(items)
-        kept, count = self.items, len(items)
+        self.extend_made(len(items), items.__getitem__)
+
+    def extend_made(self, count: int, make) -> None:
+        """Offer ``count`` items, item ``i`` being ``make(i)``, made only if it is kept. Items that
+        are not kept cost nothing: the reservoir fills by slices, then goes straight to the next
+        item to keep (the collector offers every call of the diagnosis through here)."""
+        kept = self.items
         start = min(max(self.size - len(kept), 0), count)
         if start:
-            kept.extend(items[:start])
+            kept.extend(map(make, range(start)))
             self.seen += start
         while start < count:
             index = start + self.next - self.seen - 1  # item number ``next``, if this batch has it
@@ -154,7 +158,7 @@ class Reservoir:
                 self.seen += count - start
                 return
             self.seen = self.next
-            self.keep(items[index])
+            self.keep(make(index))
             start = index + 1
 
     def keep(self, item) -> None:

@@ -14,13 +14,14 @@ at a time.
 
 Most calls go shorter still: an unsampled, unprofiled call at a call site whose first call
 the collector has (linked at flush time: the sampler state's third item) makes no record.
-It pushes a ``LightFrame`` (no Python call to make; nesting and graph creation work on it as
-on a CallFrame) and, under the collector's lock, adds itself to its call site's count, total,
-maximum and graph creation, offers its duration to the call site's reservoir and its entry to
-the timeline (both draw ahead: a call they do not keep costs a count and a comparison). On a
-tf.function loop (TF 2.21, Python 3.11) the default capture went from about 600 opcodes per
-call to about 480 with this; the rest is finding the call site (about 200, most of it the
-signature and the caller) and the bookkeeping that every call needs.
+It pushes its thread's spare ``LightFrame`` (nesting and graph creation work on it as on a
+CallFrame; reused while calls leave it untouched) and, unless it traced, appends its start, duration and thread to its call
+site's ``light`` list (one ``extend``, no lock); every LIGHT_EVERY calls, and at the end,
+``CallStats.add_light`` adds them to the count, total and maximum, offers them to the
+reservoir and the timeline, a batch at a time. In place, under the collector's lock and
+call by call, that bookkeeping was about 120 of the 510 opcodes such a call cost on a
+tf.function loop (TF 2.21, Python 3.11), and each of them costs far more there than in a
+micro-benchmark (see below).
 
 Three costs that do not show in the wrapper's own lines, measured on a tf.function loop (about
 120 us per call, Python 3.11): a buffered call must hold no object the garbage collector tracks
@@ -48,6 +49,7 @@ from ..recording import PHASES
 from .phase_tracker import CallFrame, LightFrame, PhaseTracker
 
 FLUSH_EVERY = 256
+LIGHT_EVERY = 64  # calls kept in place at a call site between two ``CallLog.settle``
 MAX_THREAD_BUFFERS = 256
 # Values per call in a thread's buffer, in this order (see ``_flush``): api, signature, batch,
 # caller's code, its bytecode offset, training, target name, start, duration, phase totals,
@@ -116,6 +118,15 @@ class CallLog:
         if state[2] is None:
             state[2] = False
         return state[2]
+
+    def settle(self, stats) -> None:
+        """A call site's calls kept in place into its statistics (from the wrapper; never raises)."""
+        collector = self.collector
+        try:
+            with collector.lock:
+                stats.add_light(collector.timeline)
+        except Exception as exc:
+            collector.warn(f"could not record calls: {exc.__class__.__name__}: {exc}")
 
     def observe(self, observers, api: str, target, args: tuple, kwargs: dict) -> None:
         for observer in observers:
@@ -204,10 +215,9 @@ def timed_call_wrapper(original: Callable, api: str, capture, skip: Callable, tr
     code_is_library = callsite.CODE_IS_LIBRARY
     get_frame = sys._getframe
     flush_size = FLUSH_EVERY * FIELDS
-    lock = log.collector.lock
-    timeline = log.collector.timeline
-    fromkeys = dict.fromkeys
-    current_thread = threading.current_thread  # a thread with no buffer yet names itself
+    light_size = LIGHT_EVERY * 3
+    untouched = dict.fromkeys(PHASES, 0.0)  # a light frame's totals and stack, as made and as left
+    at_rest = ["other"]
 
     # The rare paths, out of the wrapper's body: TensorFlow captures the Python stack on each
     # op it runs, and the line of each frame costs in proportion to the code before it.
@@ -218,11 +228,15 @@ def timed_call_wrapper(original: Callable, api: str, capture, skip: Callable, tr
     # A capture whose targets keep their names and refusals (``fixed_names``: tf.functions) has the
     # last target named remembered: a loop calls one target, and naming it is a call of ~40 opcodes.
     fixed_names = getattr(capture, "fixed_names", False)
-    last = [(lambda: None, None)]
+    last = (lambda: None, None)  # (a weak reference to the last target named, its name)
+    # The last calling code found to be the user's (a loop calls from one line): its frame is the
+    # call site, with no lookup.
+    user_code = None
 
     def remember(target, name):
+        nonlocal last
         try:
-            last[0] = (weakref.ref(target), name)
+            last = (weakref.ref(target), name)  # one tuple: a thread reads both or neither
         except TypeError:  # a target with no weak references is named on every call
             pass
 
@@ -246,6 +260,7 @@ def timed_call_wrapper(original: Callable, api: str, capture, skip: Callable, tr
             return None
 
     def timed_call(target, *args, **kwargs):
+        nonlocal user_code
         # The calls of ``original`` come first in the bytecode, the preparation after them (the
         # loop runs it first): TensorFlow reads the line of each frame on the stack for each op it
         # runs, walking the line table up to the frame's call, and this way that walk is short.
@@ -254,13 +269,17 @@ def timed_call_wrapper(original: Callable, api: str, capture, skip: Callable, tr
             if weight == -1:
                 return original(target, *args, **kwargs)
             if weight == 2:
-                # An unsampled, unprofiled call at a call site the collector has (most calls): a
-                # light frame on the stack (nesting; graph creation, charged by the tracing hook
-                # and the graph_creation points), and its call site's statistics kept in place
-                # (``CallStats.add`` and ``Reservoir.offer``, inline): no record, no buffer.
-                frame = LightFrame()
-                frame.totals = fromkeys(PHASES, 0.0)
-                frame.stack = ["other"]
+                # An unsampled, unprofiled call at a call site the collector has (most calls): the
+                # thread's spare light frame on the stack (nesting; graph creation, charged by the
+                # tracing hook and the graph_creation points), and, unless it traced, its start,
+                # duration and thread appended to its call site's statistics' ``light`` list,
+                # added to them a batch at a time (``CallStats.add_light``): no record, no buffer,
+                # no lock, no allocation but the appended tuple.
+                frame = frames.spare  # taken while in use: a call that comes in meanwhile makes its own
+                if frame is None:
+                    frame = LightFrame()
+                else:
+                    frames.spare = None
                 frame.target = target
                 frame.last = frame.start = start = clock()
                 frames.append(frame)
@@ -268,40 +287,18 @@ def timed_call_wrapper(original: Callable, api: str, capture, skip: Callable, tr
                     return original(target, *args, **kwargs)
                 finally:
                     now = clock()
-                    totals = frame.totals
                     if frames[-1] is frame:
                         frames.pop()
                     elif frame in frames:
                         frames.remove(frame)
                     frame.target = None
-                    if frame.extra is None:
-                        duration = now - start
-                        graph = totals["graph_creation"]
-                        if frame.stack[-1] == "graph_creation":  # still open (the hooks close it first)
-                            graph += now - frame.last
-                        with lock:
-                            sink.count += 1
-                            sink.total_s += duration
-                            if graph:
-                                sink.graph_s += graph
-                            if duration > sink.max_s:
-                                sink.max_s = duration
-                            kept = sink.durations
-                            kept.seen += 1
-                            if kept.seen >= kept.next:  # full (``next`` is past ``size`` until then), and kept
-                                kept.keep(duration)
-                            elif len(kept.items) < kept.size:
-                                kept.items.append(duration)
-                            timeline.seen += 1
-                            if len(timeline.items) < timeline.size:
-                                thread = (getattr(log_local, "entry", None) or (current_thread().name,))[0]
-                                timeline.items.append((api, name, sink.call_site, frame.start, duration, thread,
-                                                       False, totals, 0, 0.0))
-                            elif timeline.seen >= timeline.next:
-                                thread = (getattr(log_local, "entry", None) or (current_thread().name,))[0]
-                                timeline.keep((api, name, sink.call_site, frame.start, duration, thread,
-                                               False, totals, 0, 0.0))
-                    else:  # a hook gave the call a record of its own (a training call's steps)
+                    totals = frame.totals
+                    if frame.extra is None and totals == untouched and frame.stack == at_rest:
+                        light.extend((start, now - start, frames))  # CallStats.add_light adds them
+                        frames.spare = frame
+                        if len(light) >= light_size:
+                            log.settle(sink)
+                    else:  # it traced, or a hook gave it a record of its own: a record, and a new spare
                         totals[frame.stack[-1]] += now - frame.last
                         frame.last = now
                         log.buffer((api, signature, batch, code, offset, training, name, frame.start,
@@ -355,7 +352,7 @@ def timed_call_wrapper(original: Callable, api: str, capture, skip: Callable, tr
                 frames = None
             if frames:
                 continue
-            known = last[0]  # (a weak reference to the last target named, its name): fixed names only
+            known = last  # fixed names only
             if known[0]() is target:
                 name = known[1]
             else:
@@ -372,12 +369,14 @@ def timed_call_wrapper(original: Callable, api: str, capture, skip: Callable, tr
                     signature, batch = undescribed(api, args, exc)
                 caller = get_frame(1)  # this wrapper's caller: most often the user's own line
                 code = caller.f_code
+                if code is not user_code:
+                    known = code_is_library.get(id(code))
+                    if known is None or known[0] is not code or known[1]:
+                        caller = first_user_frame(caller)
+                        code = None if caller is None else caller.f_code
+                    else:
+                        user_code = code
                 code_id = id(code)
-                known = code_is_library.get(code_id)
-                if known is None or known[0] is not code or known[1]:
-                    caller = first_user_frame(caller)
-                    code = None if caller is None else caller.f_code
-                    code_id = id(code)
                 # A training call: ``training=True`` (by keyword, or by position where the API
                 # takes it), or under a recording gradient tape.
                 training = ((kwargs and kwargs.get("training") is True) or not tape_is_empty()
@@ -414,6 +413,7 @@ def timed_call_wrapper(original: Callable, api: str, capture, skip: Callable, tr
                     if sink is None:
                         sink = log.link(state)
                     if sink and frames is not None and sink.target == name:  # (an id reused by another target: not)
+                        light = sink.light
                         weight = 2
                 else:
                     weight = sampled(state)

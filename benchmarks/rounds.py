@@ -1,0 +1,90 @@
+"""Paired, interleaved timing rounds: what the overhead benchmarks share.
+
+Why this shape. On a shared 2-core machine the speed of the same loop drifts by 10-15% over
+tenths of a second to seconds, more than the overhead being measured. Two long blocks timed a
+second apart then differ by more than tfdiag's cost, and a few rounds give a median ratio whose
+quartiles span 0.9-1.15 with tfdiag off in both blocks. Short blocks, each mode once per round
+in shuffled order, pair every mode with the others under the same conditions, and many rounds
+give the median of the paired ratios a narrow interval: ``median_interval`` prints it.
+
+What a block measures. A mode is tfdiag off (None) or a whole ``tfdiag.diagnose(**options)``.
+Inside it, ``warm`` calls come first, untimed for the ratio and timed on their own: a diagnosis
+measures each call site's first calls in full (sampling.py), a one-off per call site printed as
+"first calls" (their extra seconds over the same calls with tfdiag off), not spread over however
+many calls a block happens to have. Then ``calls`` calls are timed: the steady cost per call.
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+import time
+
+import tfdiag
+
+
+def block(fn, calls: int) -> float:
+    """Seconds for ``calls`` calls of ``fn``."""
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    return time.perf_counter() - start
+
+
+def quartiles(values: list) -> tuple[float, float, float]:
+    q1, q2, q3 = statistics.quantiles(values, n=4)
+    return q1, q2, q3
+
+
+def median_interval(values: list, resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """A bootstrap 95% interval of the median of ``values`` (seeded: the same run prints the same)."""
+    draw = random.Random(seed).choices
+    medians = sorted(statistics.median(draw(values, k=len(values))) for _ in range(resamples))
+    return medians[int(0.025 * resamples)], medians[int(0.975 * resamples) - 1]
+
+
+def timed_block(fn, calls: int, warm: int, options: dict | None) -> tuple[float, float]:
+    """(mean seconds per call over ``calls`` calls, seconds of the ``warm`` calls before them),
+    with tfdiag off (``options`` None) or inside one diagnosis."""
+    if options is None:
+        first = block(fn, warm) if warm else 0.0
+        return block(fn, calls) / calls, first
+    with tfdiag.diagnose(**options):
+        first = block(fn, warm) if warm else 0.0
+        return block(fn, calls) / calls, first
+
+
+def run(workloads: dict, modes: dict, rounds: int, seed: int = 0) -> dict:
+    """``workloads``: name -> (fn, calls, warm); ``modes``: name -> diagnose options or None (off).
+    Each round times each workload once in each mode, the modes in shuffled order. Returns
+    name -> mode -> list of (seconds per call, seconds of the warm calls), one per round. The
+    warm calls of an "off" block run before its timed ones, as in the diagnosed blocks."""
+    order_rng = random.Random(seed)
+    results = {name: {mode: [] for mode in modes} for name in workloads}
+    for _ in range(rounds):
+        for name, (fn, calls, warm) in workloads.items():
+            order = list(modes)
+            order_rng.shuffle(order)
+            for mode in order:
+                results[name][mode].append(timed_block(fn, calls, warm, modes[mode]))
+    return results
+
+
+def ratio_row(timings: list, baseline: list) -> str:
+    """The median paired ratio of ``timings`` to ``baseline`` (per call), its quartiles and the
+    95% interval of that median."""
+    ratios = [a[0] / b[0] for a, b in zip(timings, baseline)]
+    low, middle, high = quartiles(ratios)
+    lo, hi = median_interval(ratios)
+    return f"ratio {middle:.3f} [quartiles {low:.3f}-{high:.3f}; median within {lo:.3f}-{hi:.3f}]"
+
+
+def first_calls_row(timings: list, baseline: list) -> str:
+    """The median over rounds of the warm calls' extra seconds over tfdiag off."""
+    extra = statistics.median(a[1] - b[1] for a, b in zip(timings, baseline))
+    return f"first calls +{extra * 1e3:.2f} ms"
+
+
+def per_call(timings: list) -> float:
+    """The median over rounds of seconds per call."""
+    return statistics.median(t[0] for t in timings)
