@@ -30,6 +30,9 @@ from .sampling import Reservoir, kept_samples
 from .steps import percentile as _percentile
 
 RESERVOIR_SIZE = 512
+# The phases of a timeline entry for a call kept in place (``add_light``): none measured, no graph
+# creation. Shared by all such entries and never changed (the export reads its graph_creation).
+NO_PHASES = dict.fromkeys(PHASES, 0.0)
 
 
 def _basis(samples: list) -> tuple[dict, float, float]:
@@ -148,8 +151,7 @@ class CallStats:
         api, target, site = self.api, self.target, self.call_site
 
         def entry(index: int) -> tuple:
-            return (api, target, site, starts[index], durations[index], stacks[index].thread, False,
-                    dict.fromkeys(PHASES, 0.0), 0, 0.0)
+            return api, target, site, starts[index], durations[index], stacks[index].thread, False, NO_PHASES, 0, 0.0
 
         timeline.extend_made(count, entry)
 

@@ -135,7 +135,11 @@ class Reservoir:
         self._random = rng.random
 
     def offer(self, item) -> None:
-        self.extend((item,))
+        self.seen += 1
+        if len(self.items) < self.size:
+            self.items.append(item)
+        elif self.seen >= self.next:
+            self.keep(item)
 
     def extend(self, items) -> None:
         """Offer each of ``items`` (a batch: one call for all)."""
