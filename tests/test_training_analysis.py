@@ -282,23 +282,45 @@ def test_training_without_optional_fields_is_quiet_not_broken():
     assert row["split"] is None and row["timeline"] is None and row["callbacks"] == []
 
 
-def test_a_very_short_step_is_overhead_even_when_the_split_says_kernels():
+def test_the_tf_profilers_op_time_decides_when_the_split_says_kernels():
+    """Capture sees the graph call from outside: its kernel_execution holds the call's dispatch.
+    Where the TF Profiler measured the model's op time on the call site's steps, that decides, not
+    the split and not the step's size (which depends on the machine)."""
     raw = data("training_overhead")
     fit = raw["calls"][0]
     fit["step_phases"] = {"kernel_execution": 0.00032, "callbacks": 0.00001, "other": 0.00018}
     fit["step_median_s"] = 0.00045
     fit["callbacks"] = []
     del raw["alternatives"]
+    assert findings(raw, "step-overhead") == []  # no profiler figure: the split says kernels (64%)
+    row = {"api": "fit", "call_site": fit["call_site"], "measure": "op_self_time", "calls_profiled": 3,
+           "model_op_s_per_call": 0.00005, "step_s_per_call": 0.0009}
+    raw.setdefault("tf_profiler", {})["step_sites"] = [row]
     finding = one(raw, "step-overhead")
-    assert any("0.45 ms step" in e for e in finding["evidence"]) and finding["severity"] in ("low", "medium")
-    assert "steps of 0.45 ms, one graph call each" in finding["title"]
+    assert "90% of each 0.51 ms step on fixed per-step overhead, 0.05 ms on the model's ops" in finding["title"]
+    assert any("the TF Profiler measured 0.05 ms of the model's op time per step on 3 steady steps" in e
+               for e in finding["evidence"])
+    assert any("graph call dispatch 0.27 ms" in e for e in finding["evidence"])
+    assert finding["severity"] in ("low", "medium") and finding["fix"]["verified"] is False
+    # a step twice as long, the same shares: the same finding (no rule keyed to this machine's speed)
+    slow = data("training_overhead")
+    slow["calls"][0].update(step_phases={p: 2 * v for p, v in fit["step_phases"].items()}, step_median_s=0.0009,
+                            callbacks=[])
+    del slow["alternatives"]
+    slow["tf_profiler"] = {"step_sites": [dict(row, model_op_s_per_call=0.0001)]}
+    assert "90% of each 1.02 ms step" in one(slow, "step-overhead")["title"]
+    # the model's ops are most of the step: no finding
+    row["model_op_s_per_call"] = 0.0003
+    assert findings(raw, "step-overhead") == []
     # measured by --verify with no gain from steps_per_execution: no finding
+    row["model_op_s_per_call"] = 0.00005
     raw["alternatives"] = [
         {"kind": "training", "target": "tiny", "path": p, "median_s": 0.00045, "speedup": 1.0, "equivalent": True,
          "max_abs_diff": 0.0, "steps_timed": 64} for p in ("train:as_written", "train:steps_per_execution=32")]
     assert findings(raw, "step-overhead") == []
-    fit["step_median_s"] = 0.0012  # neither short nor overhead-bound by its split
+    # steps the profiler timed only from outside (eager ops: host compute) are no op-time figure
     del raw["alternatives"]
+    row["measure"] = "host_compute"
     assert findings(raw, "step-overhead") == []
 
 

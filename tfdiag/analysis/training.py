@@ -117,6 +117,22 @@ def callbacks(call: dict) -> list[dict]:
     return out
 
 
+def profiled_steps(recording: Recording, call: dict) -> tuple[float, int] | None:
+    """(the model's op time per step, steps profiled) that the TF Profiler measured on a few steady
+    steps of this call's call site (``tf_profiler.step_sites``: the self time of the graph's ops,
+    tf.data's left out), or None where it did not (no profiler window, or steps it could only
+    time from outside)."""
+    section = recording.extra.get("tf_profiler")
+    sites = section.get("step_sites") if isinstance(section, dict) else None
+    for site in sites if isinstance(sites, list) else []:
+        if (isinstance(site, dict) and site.get("measure") == "op_self_time"
+                and (site.get("api"), site.get("call_site")) == (call.get("api"), call.get("call_site"))):
+            seconds = number(site.get("model_op_s_per_call"))
+            if seconds is not None and seconds >= 0:
+                return seconds, count(site.get("calls_profiled")) or 0
+    return None
+
+
 def compile_line(recording: Recording, target: str) -> str | None:
     """The user's line that compiled model ``target`` (last seen), else the line that created it."""
     compiled, created = None, None

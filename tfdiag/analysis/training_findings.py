@@ -21,11 +21,8 @@ from .findings import GUIDES, SEVERITY_RANK, Finding, at_most, severity_for, sho
 from .units import duration
 
 CALLBACK_SHARE, CALLBACK_HIGH = 0.10, 0.20  # one callback taking this share of the step (high from the second)
-OVERHEAD_SHARE = 0.5  # fixed cost (all but kernels and input) at least half the step ...
+OVERHEAD_SHARE = 0.5  # fixed cost (all but the model's ops and input) at least half the step ...
 OVERHEAD_STEPS = 100  # ... over at least this many steps
-# A steady step shorter than this is taken as overhead-bound even when the split says kernels: capture counts
-# the graph call's own dispatch in kernel_execution, and a step this short is mostly that and Keras's loop.
-SMALL_STEP_S = 0.001
 NEGLIGIBLE_S = 0.01  # below this in the whole run, a finding is a low note whatever its share
 UNVERIFIED = "medium"  # the most an unmeasured fix may claim
 ESTIMATE = 0.5  # unmeasured: assume the fix removes half of the cost it targets
@@ -147,6 +144,11 @@ SPE_PATHS = ("train:as_written", "train:steps_per_execution=8", "train:steps_per
 
 
 def step_overhead(recording: Recording, call: dict) -> Finding | None:
+    """Steps whose fixed cost (all but the model's ops, the wait for input and callbacks named in
+    their own finding) is at least half of each step. The model's ops are what the TF Profiler
+    measured on the call site's profiled steps where it did: capture sees the graph call only
+    from outside, so its kernel_execution also holds the call's own dispatch, most of a small
+    step. Without the profiler's figure, the split's kernel_execution stands for them."""
     split = training.step_split(call)
     if (call.get("api") not in training.MULTI_STEP_APIS or split is None or call.get("steps_per_execution") != 1
             or call.get("run_eagerly") is True or training.steady_steps(call) < OVERHEAD_STEPS):
@@ -154,11 +156,11 @@ def step_overhead(recording: Recording, call: dict) -> Finding | None:
     step = sum(split.values())
     # callbacks a callback-bound finding names are its to fix (one finding, one saving per cost)
     claimed = sum(c["per_step_s"] for c in training.callbacks(call) if c["share"] >= CALLBACK_SHARE)
-    fixed = step - split["kernel_execution"] - split["data_adapter"] - claimed
-    median = number(call.get("step_median_s")) or 0.0
-    median = median if median > 0 else step
-    small = median < SMALL_STEP_S
-    if fixed / step < OVERHEAD_SHARE and not small:
+    profiled = training.profiled_steps(recording, call)
+    measured = None if profiled is None else profiled[0]
+    model = split["kernel_execution"] if measured is None else min(measured, split["kernel_execution"])
+    fixed = step - model - split["data_adapter"] - claimed
+    if fixed / step < OVERHEAD_SHARE:
         return None
     target, steps = str(call.get("target") or ""), training.steady_steps(call)
     compile_at = training.compile_line(recording, target)
@@ -166,8 +168,8 @@ def step_overhead(recording: Recording, call: dict) -> Finding | None:
     entries = [e for e in alternatives.entries_for(recording, target) if e.get("path") in SPE_PATHS]
     choice = alternatives.choose_training(entries)
     timed = [e for e in entries if e.get("path") != "train:as_written" and alternatives.has_timing(e)]
-    if choice is None and timed and fixed / step < OVERHEAD_SHARE:
-        return None  # only the step's size spoke for it, and --verify measured no gain
+    if choice is None and timed:
+        return None  # --verify measured steps_per_execution on a clone, and it did not help
     spe = int(str(choice["entry"]["path"]).rsplit("=", 1)[-1]) if choice else SPE
     fix = {"text": (f"Run {spe} steps per call of the compiled train function: `steps_per_execution={spe}` in "
                     f"your compile() {where}. The fixed cost of a step (Python, callbacks, dispatch) is then paid "
@@ -186,19 +188,23 @@ def step_overhead(recording: Recording, call: dict) -> Finding | None:
         savings = steps * fixed * ESTIMATE
     fix["verified"] = choice is not None
     parts = {p: v for p, v in split.items() if p not in ("kernel_execution", "data_adapter")}
+    if measured is not None:  # the graph call's dispatch: kernel_execution less the model's ops
+        parts["kernel_execution"] = max(0.0, split["kernel_execution"] - model)
     head = f"{training.api_text(call)} at {short_site(call.get('call_site', ''))}"
     title = (f"{head} spends {100 * fixed / step:.0f}% of each {duration(step)} step on fixed per-step overhead, "
-             f"{duration(split['kernel_execution'])} on the model's kernels" if fixed / step >= OVERHEAD_SHARE else
-             f"{head} runs {call.get('steps')} steps of {duration(median)}, one graph call each: a step this short "
-             "is mostly fixed per-step cost")
+             f"{duration(model)} on the model's ops")
+    median = number(call.get("step_median_s"))
     return make_finding(
         "step-overhead", call, title,
-        [f"{call.get('steps')} steps with steps_per_execution=1, steady step {duration(step)} (median "
-         f"{duration(median)})",
-         f"fixed cost per step {duration(fixed)}: " + split_text(parts, step),
-         *([f"a {duration(median)} step: at this size most of kernel_execution is the graph call's own fixed cost "
-            "(capture counts its dispatch there), not the model's math"] if small and fixed / step < OVERHEAD_SHARE else []),
-         f"kernels {duration(split['kernel_execution'])}, waiting for input {duration(split['data_adapter'])}"
+        [f"{call.get('steps')} steps with steps_per_execution=1, steady step {duration(step)}"
+         + (f" (median {duration(median)})" if median else ""),
+         *([f"the TF Profiler measured {duration(measured)} of the model's op time per step on "
+            f"{profiled[1]} steady steps; capture's kernel_execution, "
+            f"{duration(split['kernel_execution'])}, also holds the graph call's own dispatch"]
+           if measured is not None else []),
+         f"fixed cost per step {duration(fixed)}: " + split_text(
+             {("graph call dispatch" if p == "kernel_execution" else p): v for p, v in parts.items()}, step),
+         f"the model's ops {duration(model)}, waiting for input {duration(split['data_adapter'])}"
          + (f", callbacks named in their own finding {duration(claimed)}" if claimed else "")],
         savings, fix, severity(savings, choice is not None), compile_line=compile_at)
 
