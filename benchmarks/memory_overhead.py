@@ -32,7 +32,7 @@ import tensorflow as tf  # noqa: E402
 
 import tfdiag  # noqa: E402
 from overhead import workloads  # noqa: E402  (the same loops, benchmarks/overhead.py)
-from rounds import per_call, ratio_row, run  # noqa: E402  (benchmarks/rounds.py)
+from rounds import per_call, pin, ratio_row, run  # noqa: E402  (benchmarks/rounds.py)
 
 MODES = {"memory off": dict(cprofile=False, tf_profiler=False, memory=False),
          "memory off again": dict(cprofile=False, tf_profiler=False, memory=False),
@@ -78,8 +78,10 @@ def main() -> None:
     parser.add_argument("--train-steps", type=int, default=200)
     parser.add_argument("--only", default="", help="comma-separated: predict, call, fit, train")
     parser.add_argument("--window-calls", type=int, default=300, help="calls of the growing loop (0: skip it)")
+    parser.add_argument("--all-cpus", action="store_true", help="do not pin the process to one CPU (rounds.py)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    where = pin(args.all_cpus)
 
     chosen = workloads(args)
     if args.only:
@@ -89,7 +91,7 @@ def main() -> None:
     results = run(loops, MODES, args.rounds, args.seed)
 
     print(f"memory capture's cost, {args.rounds} rounds, each block a whole diagnosis "
-          f"(cprofile and TF Profiler off); TF {tf.__version__}")
+          f"(cprofile and TF Profiler off); TF {tf.__version__}; {where}")
     print("  per call: median over rounds; ratio: median over rounds of the paired per-round ratio")
     for name, modes in results.items():
         off = modes["memory off"]

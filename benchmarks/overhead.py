@@ -33,7 +33,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import tfdiag  # noqa: E402
-from rounds import block, first_calls_row, per_call, ratio_row, run  # noqa: E402  (benchmarks/rounds.py)
+from rounds import block, first_calls_row, per_call, pin, ratio_row, run  # noqa: E402  (benchmarks/rounds.py)
 
 MODES = {"off": None, "off again": None, "on": dict(cprofile=False, tf_profiler=False)}
 
@@ -79,8 +79,10 @@ def main() -> None:
     parser.add_argument("--fit-steps", type=int, default=32, help="batches of 32 per fit() epoch")
     parser.add_argument("--train-steps", type=int, default=200, help="timed steps per custom training loop block")
     parser.add_argument("--only", default="", help="comma-separated workloads to run: predict, call, fit, train")
+    parser.add_argument("--all-cpus", action="store_true", help="do not pin the process to one CPU (rounds.py)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the block order")
     args = parser.parse_args()
+    where = pin(args.all_cpus)
 
     chosen = workloads(args)
     if args.only:
@@ -99,7 +101,7 @@ def main() -> None:
     flavour = "tf-keras" if "tf_keras" in model_module else "Keras"
     print(f"tfdiag overhead, {args.rounds} rounds; timed calls per block: predict() {args.predict_calls}, "
           f"model(x) {args.call_calls}, fit() {args.fit_calls} x {args.fit_steps} steps, "
-          f"train step {args.train_steps}; {flavour} {version}")
+          f"train step {args.train_steps}; {flavour} {version}; {where}")
     print("  per call: median over rounds; ratio: median over rounds of the paired per-round ratio")
     for name, modes in results.items():
         off = modes["off"]

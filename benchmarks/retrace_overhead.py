@@ -25,7 +25,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import tensorflow as tf  # noqa: E402
 
 import tfdiag  # noqa: E402
-from rounds import first_calls_row, per_call, ratio_row, run  # noqa: E402  (benchmarks/rounds.py)
+from rounds import first_calls_row, per_call, pin, ratio_row, run  # noqa: E402  (benchmarks/rounds.py)
 
 MODES = {"off": None, "off again": None,
          "trace hooks (timing=False)": dict(timing=False),
@@ -47,8 +47,10 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=300, help="timed calls per block")
     parser.add_argument("--warm", type=int, default=50, help="calls per block before the timed ones")
     parser.add_argument("--rounds", type=int, default=100)
+    parser.add_argument("--all-cpus", action="store_true", help="do not pin the process to one CPU (rounds.py)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the block order")
     args = parser.parse_args()
+    where = pin(args.all_cpus)
     x, y = tf.ones((8, 8)), tf.ones((8, 8))
     calls = {"step(x)": lambda: step(x), "step3(x, y, 2.0)": lambda: step3(x, y, 2.0)}
     for fn in calls.values():
@@ -58,8 +60,8 @@ def main() -> None:
         traces = sum(f["trace_count"] for f in d.recording.functions if f["origin"] == "user")
         assert traces == 0, "the measured calls must not trace"
     results = run({name: (fn, args.calls, args.warm) for name, fn in calls.items()}, MODES, args.rounds, args.seed)
-    print(f"tf.functions traced once; {args.rounds} rounds of shuffled blocks of {args.warm} + {args.calls} calls; "
-          f"median per call, paired ratio to off")
+    print(f"tf.functions traced once; {args.rounds} rounds of shuffled blocks of {args.warm} + {args.calls} calls, "
+          f"{where}; median per call, paired ratio to off")
     for name, modes in results.items():
         print(f"  {name}")
         off = modes["off"]

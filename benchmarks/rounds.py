@@ -7,6 +7,14 @@ quartiles span 0.9-1.15 with tfdiag off in both blocks. Short blocks, each mode 
 in shuffled order, pair every mode with the others under the same conditions, and many rounds
 give the median of the paired ratios a narrow interval: ``median_interval`` prints it.
 
+One CPU. By default ``pin`` runs the whole process (every thread TensorFlow has started, and so
+the ones it starts later) on one CPU. On the 2-core machine these figures come from, a small
+tf.function call took 180-280 us across both cores and 88 us on one (TensorFlow's executor hands
+the call to its thread pool, and waking a thread on the other core is slow there), and the "off
+again" row's quartiles narrowed from 0.91-1.09 to 0.99-1.01. One CPU makes TensorFlow's own
+time per call smaller, so the same microseconds of tfdiag read as a larger ratio: the pinned
+ratio is the stricter one. ``--all-cpus`` measures without it.
+
 What a block measures. A mode is tfdiag off (None) or a whole ``tfdiag.diagnose(**options)``.
 Inside it, ``warm`` calls come first, untimed for the ratio and timed on their own: a diagnosis
 measures each call site's first calls in full (sampling.py), a one-off per call site printed as
@@ -16,11 +24,26 @@ many calls a block happens to have. Then ``calls`` calls are timed: the steady c
 
 from __future__ import annotations
 
+import os
 import random
 import statistics
 import time
 
 import tfdiag
+
+
+def pin(all_cpus: bool = False) -> str:
+    """Every thread of this process on one CPU (the last this process may use), unless
+    ``all_cpus``; says where the benchmark runs."""
+    if all_cpus or not hasattr(os, "sched_setaffinity"):
+        return "on all CPUs"
+    cpu = max(os.sched_getaffinity(0))
+    for task in os.listdir("/proc/self/task"):  # threads TensorFlow started already
+        try:
+            os.sched_setaffinity(int(task), {cpu})
+        except OSError:  # a thread that ended meanwhile
+            pass
+    return f"pinned to CPU {cpu}"
 
 
 def block(fn, calls: int) -> float:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from itertools import repeat
 
 from ..recording import PHASES
 from . import steps as training_steps
@@ -149,11 +150,16 @@ class CallStats:
         self.durations.extend(durations)
         starts, stacks = pending[0::3], pending[2::3]
         api, target, site = self.api, self.target, self.call_site
+        if len(timeline.items) < timeline.size:  # filling: every entry is kept, made in C
+            timeline.extend(list(zip(repeat(api), repeat(target), repeat(site), starts, durations,
+                                     [stack.thread for stack in stacks], repeat(False), repeat(NO_PHASES),
+                                     repeat(0), repeat(0.0))))
+            return
 
         def entry(index: int) -> tuple:
             return api, target, site, starts[index], durations[index], stacks[index].thread, False, NO_PHASES, 0, 0.0
 
-        timeline.extend_made(count, entry)
+        timeline.extend_made(count, entry)  # full: only the few it keeps are made
 
     def _first(self, duration: float, graph: float, phases: dict, sampled, teardown_s: float, profiled: bool) -> bool:
         """The call site's first call, apart; True if a profiler took it (it is then not in the percentiles)."""
