@@ -376,3 +376,46 @@ def test_a_keras_callback_without_a_per_epoch_setting_is_not_promised_one():
     (finding,) = [f for f in findings(recording, "callback-bound") if "TerminateOnNaN" in f["title"]]
     text = finding["fix"]["text"]
     assert "Where it has a per-epoch setting" in text and "otherwise it costs this much" in text
+
+
+def _fit_loop(api: str = "fit", calls: int = 30, steps: int = 30, median: float = 0.061) -> dict:
+    """training_overhead.json's fit() entry as a loop of ``calls`` calls of ``steps`` steps in all."""
+    raw = data("training_overhead")
+    entry = raw["calls"][0]
+    entry.update(api=api, count=calls, steps=steps, epochs=calls, median_s=median, step_median_s=0.0008,
+                 total_s=calls * median, steps_per_epoch=[steps // calls] * min(calls, 10), callbacks=[])
+    raw["calls"] = [entry]
+    raw.pop("alternatives", None)
+    return raw
+
+
+@pytest.mark.parametrize("api,single", [("fit", "train_on_batch"), ("evaluate", "test_on_batch")])
+def test_fit_or_evaluate_in_a_loop_for_one_step_each_is_call_overhead(api, single):
+    """The DQN pattern (fit() on one sample per step) and evaluate() in a loop: each call's setup
+    is most of it; the fix is the single-batch API, unverified, at most medium."""
+    finding = one(_fit_loop(api), "call-overhead")
+    assert finding["title"].startswith(f"{api}() at small.py:40 is called 30 times for 1 step each: 61 ms per call")
+    assert finding["fix"]["code"].startswith(f"logs = model.{single}(x, y, return_dict=True)")
+    assert f"instead of model.{api}(x, y, ...) at small.py:40" in finding["fix"]["code"]
+    assert finding["fix"]["verified"] is False and "Unverified" in finding["fix"]["text"]
+    assert SEVERITY_RANK[finding["severity"]] >= SEVERITY_RANK["medium"]  # never above medium unmeasured
+    assert any("30 steps in 30 calls (1 per call" in e and "60 ms of each call is outside its steps" in e
+               for e in finding["evidence"])
+    # half of what the calls spent outside their steps
+    assert finding["estimated_savings_s"] == pytest.approx(30 * (0.061 - 0.0008) * 0.5)
+    assert findings(_fit_loop(api), "step-overhead") == []
+
+
+def test_fit_calls_with_many_steps_or_mostly_steps_are_not_call_overhead():
+    assert findings(_fit_loop(calls=30, steps=300), "call-overhead") == []  # 10 steps per call
+    assert findings(_fit_loop(median=0.0015), "call-overhead") == []  # under 2 ms a call
+    assert findings(_fit_loop(calls=2, steps=2), "call-overhead") == []  # not a loop
+    # 4 steps a call, but the steps are most of it
+    assert findings(_fit_loop(calls=30, steps=120, median=0.004), "call-overhead") == []
+
+
+def test_verdict_of_a_fit_loop_counts_its_calls_not_epochs():
+    from tfdiag.analysis import verdict
+    recording = Recording.from_dict(_fit_loop())
+    text = verdict.training_verdict(recording, [])
+    assert "ran 30 steps in 30 calls (1 per call)" in text and "epochs" not in text

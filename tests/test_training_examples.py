@@ -20,10 +20,10 @@ from .conftest import EXAMPLES
 pytestmark = pytest.mark.tf
 
 TRAINING = EXAMPLES / "training"
-TRAINING_CODES = {"input-bound", "callback-bound", "step-overhead", "eager-training", "model-rebuilt"}
+TRAINING_CODES = {"input-bound", "callback-bound", "step-overhead", "eager-training", "model-rebuilt", "call-overhead"}
 EXPECTED = {"input_bound_generator.py": "input-bound", "slow_callback.py": "callback-bound",
             "small_model_overhead.py": "step-overhead", "eager_step.py": "eager-training",
-            "models_in_a_loop.py": "model-rebuilt"}
+            "models_in_a_loop.py": "model-rebuilt", "fit_loop.py": "call-overhead"}
 
 
 def _line(script: str, text: str) -> int:
@@ -155,6 +155,17 @@ def test_models_in_a_loop_counts_the_models_and_points_at_the_users_line(analyze
     assert "model-rebuilt" in page
 
 
+def test_fit_in_a_loop_for_one_step_each_suggests_train_on_batch(analyzed):
+    recording, page = analyzed("fit_loop.py")
+    (fit,) = _fit_calls(recording)
+    assert (fit["count"], fit["steps"]) == (30, 30)
+    finding = _finding(recording, "call-overhead")
+    assert finding["call_site"].endswith(_site("fit_loop.py", "model.fit("))
+    assert finding["fix"]["code"].startswith("logs = model.train_on_batch(x, y, return_dict=True)")
+    assert "ran 30 steps in 30 calls (1 per call)" in page
+    assert "call-overhead" in page
+
+
 @pytest.mark.parametrize("script", sorted(EXPECTED))
 def test_each_example_gets_only_its_own_training_finding(analyzed, script):
     recording, _ = analyzed(script)
@@ -166,7 +177,8 @@ def test_each_example_gets_only_its_own_training_finding(analyzed, script):
 # What each finding must name on tf-keras too (models_in_a_loop's model-rebuilt is tested on tf-keras
 # by test_retracing_examples; left out here to keep this file under a minute).
 NAMED = {"input_bound_generator.py": "parse_batches", "slow_callback.py": "WeightStats",
-         "small_model_overhead.py": "steps_per_execution", "eager_step.py": "train_step"}
+         "small_model_overhead.py": "steps_per_execution", "eager_step.py": "train_step",
+         "fit_loop.py": "train_on_batch"}
 
 # One fresh process (the flavour is fixed when TensorFlow is imported) analyses every example in turn
 # (with the TF Profiler: its op time per step is what makes small_model_overhead's steps overhead).

@@ -15,18 +15,24 @@ the call sites it covers (``covered_sites``): one finding and one saving per cal
 another finding claims (Keras's functions rebuilt or grown at the same call site) is left out of
 the predict-overhead saving, so no second counts it. A model call made inside a custom loop's eager
 step (a ``train_step`` entry) gets no eager-loop finding: ``eager-training`` speaks for that step.
+``fit()``/``evaluate()`` called in a loop for a few steps each (``call-overhead``) pay their setup
+(data adapter, pipeline, callbacks' begin and end) per call: the fix is the single-batch API
+(``train_on_batch``/``test_on_batch``) or one call over all the data; it is unverified.
 """
 
 from __future__ import annotations
 
 from ..recording import Recording
 from . import alternatives, retracing, training
-from .findings import GUIDES, Finding, severity_for, short_site
+from .fields import count as whole, number
+from .findings import GUIDES, Finding, at_most, severity_for, short_site
 from .phases import call_phase_split
 from .units import duration
 
 SMALL_BATCH = 256        # predict-overhead: per-call cost matters on batches up to this size
 EAGER_LOOP_CALLS = 20    # eager-loop: a hot loop has at least this many calls
+LOOP_STEPS = 4           # call-overhead: fit()/evaluate() calls of at most this many steps each ...
+FIXED_SHARE = 0.5        # ... whose cost is at least this much outside their steps
 OVERHEAD_PHASES = ("data_adapter", "graph_creation", "other", "input_processing", "output_processing")
 
 
@@ -70,7 +76,8 @@ def covered_sites(recording: Recording) -> set[str]:
 
 
 def _kind(call: dict) -> str | None:
-    """``predict-overhead``, ``eager-loop`` or None for one call site."""
+    """``predict-overhead``, ``eager-loop``, ``call-overhead`` (fit()/evaluate() in a loop, a few steps
+    per call) or None for one call site."""
     count, median = call.get("count", 0), call.get("median_s", 0.0)
     if count < 3 or not median or median <= 0:
         return None
@@ -84,7 +91,24 @@ def _kind(call: dict) -> str | None:
     if (call.get("api") == "__call__" and count >= EAGER_LOOP_CALLS
             and shares.get("other", 0.0) + shares.get("input_processing", 0.0) >= 0.5):
         return "eager-loop"
+    if call.get("api") in training.MULTI_STEP_APIS and median >= 0.002:
+        steps = _steps_per_call(call)
+        if steps is not None and steps <= LOOP_STEPS and _outside_steps(call) >= FIXED_SHARE * median:
+            return "call-overhead"
     return None
+
+
+def _steps_per_call(call: dict) -> float | None:
+    steps, calls = whole(call.get("steps")), whole(call.get("count"))
+    return steps / calls if steps is not None and calls else None
+
+
+def _outside_steps(call: dict) -> float:
+    """Seconds of a median fit()/evaluate() call spent outside its steps (building the data adapter
+    and its pipeline, the callbacks' begin and end, the steps' first-call setup)."""
+    median = number(call.get("median_s")) or 0.0
+    step = number(call.get("step_median_s")) or 0.0
+    return max(0.0, median - (_steps_per_call(call) or 0.0) * step)
 
 
 def _caller_key(call: dict) -> tuple:
@@ -105,6 +129,8 @@ def _savings(kind: str, call: dict) -> float:
     if kind == "predict-overhead":
         fixed = sum(split.get(p, 0.0) for p in OVERHEAD_PHASES)
         return fixed * count if fixed > 0 else max(0.0, median - split.get("kernel_execution", 0.0)) * count * 0.5
+    if kind == "call-overhead":  # unmeasured: half of what the calls spent outside their steps
+        return _outside_steps(call) * count * 0.5
     return (split.get("other", 0.0) + split.get("input_processing", 0.0)) * count * 0.5
 
 
@@ -133,7 +159,8 @@ def _finding(recording: Recording, kind: str, calls: list[dict], explained: dict
     where = short_site(sites[0]) + (f" and {len(sites) - 1} more call site(s)" if len(sites) > 1 else "")
     api = call.get("api", "")
     target_entries = alternatives.entries_for(recording, call.get("target", ""))
-    choice = alternatives.choose(target_entries, api, training=training)
+    # --verify's inference paths are no alternative to a fit()/evaluate() loop
+    choice = None if kind == "call-overhead" else alternatives.choose(target_entries, api, training=training)
     if choice is not None:
         suffix = ""
     elif training:
@@ -157,6 +184,15 @@ def _finding(recording: Recording, kind: str, calls: list[dict], explained: dict
         title = f"{api}() at {where} costs {duration(median)} per call × {count} calls, mostly fixed per-call overhead"
         fix = _unmeasured_fix(call, recording.environment.get("keras_flavor"))
         fix["text"] += suffix
+    elif kind == "call-overhead":
+        per_call = _steps_per_call(call) or 0.0
+        evidence.append(f"{call.get('steps')} steps in {count} calls ({per_call:.3g} per call, median step "
+                        f"{duration(number(call.get('step_median_s')) or 0.0)}): {duration(_outside_steps(call))} "
+                        "of each call is outside its steps")
+        title = (f"{api}() at {where} is called {count} times for {per_call:.3g} step{'' if per_call == 1 else 's'} "
+                 f"each: {duration(median)} per call, mostly its own setup")
+        fix = _loop_fix(call)
+        fix["text"] += " Unverified on your model: --verify times inference paths and fit()'s settings only."
     else:
         evidence.append(f"per call: Python/Keras overhead {duration(split.get('other', 0.0))} and input conversion "
                         f"{duration(split.get('input_processing', 0.0))} vs kernels {duration(split.get('kernel_execution', 0.0))}")
@@ -183,7 +219,27 @@ def _finding(recording: Recording, kind: str, calls: list[dict], explained: dict
                                     "(a rebuilt model or new input shapes): counted in that finding, not here")
         finding.estimated_savings_s = max(0.0, sum(_savings(kind, c) for c in calls) - sum(claimed.values()))
     finding.severity = severity_for(finding.estimated_savings_s, 0)
+    if kind == "call-overhead":  # an estimate: never above medium until measured
+        finding.severity = at_most(finding.severity, "medium")
     return finding
+
+
+def _loop_fix(call: dict) -> dict:
+    """fit()/evaluate() called in a loop for a batch at a time: the single-batch API runs the same
+    compiled step on the batch, without building a data adapter, its tf.data pipeline and the
+    callbacks each call."""
+    api, site = call.get("api"), short_site(call.get("call_site", ""))
+    single = "train_on_batch" if api == "fit" else "test_on_batch"
+    one = (_steps_per_call(call) or 0.0) <= 1.0
+    how = (f"`model.{single}(x, y)` runs the same compiled step on your batch directly" if one else
+           f"split each call's data into batches and call `model.{single}(x_batch, y_batch)` on each: it runs the "
+           "same compiled step on a batch directly")
+    return {"text": (f"Each {api}() call at {site} builds a data adapter and its tf.data pipeline and runs the "
+                     f"callbacks' begin and end hooks before its few steps. {how[0].upper()}{how[1:]}, and returns "
+                     "the loss and metrics (no callbacks, no History object). Or gather the data and make one "
+                     f"{api}() call over all of it."),
+            "code": (f"logs = model.{single}(x, y, return_dict=True)  # instead of model.{api}(x, y, ...) at {site}"),
+            "guide": GUIDES["fit"]}
 
 
 def api_text(call: dict) -> str:

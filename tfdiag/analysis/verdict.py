@@ -94,6 +94,9 @@ def training_verdict(recording: Recording, found: list[dict]) -> str:
         if row["steps"] is not None and isinstance(per, int) and per > 1:  # a step is one execution
             steps += f" (each {per} batches, steps_per_execution={per})"
         epochs = f" over {row['epochs']} epoch{'s' if row['epochs'] != 1 else ''}" if row["epochs"] else ""
+        calls = row["count"] or 0
+        if calls > 1 and row["steps"] is not None:  # a loop of calls: their epochs are each call's own
+            epochs = f" in {calls} calls ({row['steps'] / calls:.3g} per call)"
         what = f"`{row['api']}()` of `{row['target']}` at `{site}` ran {steps}{epochs}"
     kind = "Evaluation" if row.get("api") in ("evaluate", "test_on_batch") else "Training"
     text = f"{kind} dominates this run: {what}"

@@ -301,6 +301,9 @@ class SiteSteps:
                 self.producer = dict(log.producer)
             if sampled and log.batches:
                 self.producer["seconds"] = (self.producer["seconds"] or 0.0) + log.produced_s
+                # of them, the producer thread's CPU seconds (little: it waited on I/O, a sleep, a
+                # lock-free NumPy/TF op or a worker queue; most: pure Python holding the GIL)
+                self.producer["cpu_seconds"] = (self.producer.get("cpu_seconds") or 0.0) + log.produced_cpu
                 self.producer["batches"] = (self.producer["batches"] or 0) + log.batches
         if not sampled:
             return
