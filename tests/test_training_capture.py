@@ -212,7 +212,9 @@ def test_tf_data_producer_names_the_map_function(tmp_path):
     recording, script = _run(tmp_path, body)
     producer = next(c for c in recording.calls if c["api"] == "fit")["data_producer"]
     assert producer["kind"] == "tf.data" and producer["seconds"] is None
-    assert producer["map_functions"] == [{"name": "parse", "defined_at": f"{script}:{_line(body, 'def parse')}"}]
+    assert producer["map_functions"] == [{"name": "parse", "defined_at": f"{script}:{_line(body, 'def parse')}",
+                                          "parallel": False}]  # no num_parallel_calls
+    assert producer["prefetched"] is False
 
 
 def test_a_callback_working_once_per_epoch_costs_nothing_per_step(tmp_path):

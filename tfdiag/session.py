@@ -27,6 +27,7 @@ from .capture.tf_profiler import DEFAULT_CALLS as TF_PROFILER_CALLS, TfProfilerG
 from .capture.custom_loops import CustomLoopCapture
 from .capture.function_calls import FunctionCallCapture
 from .capture.keras_calls import KerasCallCapture
+from .capture.loop_inputs import LoopInputs
 from .capture.memory import MemoryProbe
 from .capture.patching import Patcher, guarded
 from .capture.phase_tracker import PhaseTracker
@@ -121,6 +122,7 @@ class Diagnoser(contextlib.ContextDecorator):
         self.collector = Collector()
         self.call_log: CallLog | None = None
         self.memory: MemoryProbe | None = None
+        self.loop_inputs: LoopInputs | None = None
         self.tracker = PhaseTracker(self.clock, sampling.PhaseSampler(self.phase_every))
         self.gate = ProfileGate(self.collector, self.cprofile_calls, clock=self.clock) if self.cprofile else None
         self.tf_gate = (TfProfilerGate(self.collector, self.tf_profiler_calls, clock=self.clock)
@@ -146,6 +148,8 @@ class Diagnoser(contextlib.ContextDecorator):
                 self._started = self.clock()
                 return self
             phase_points.install(self._patcher, self.tracker, self.collector)
+            self.loop_inputs = LoopInputs(self.collector, self.tracker)  # batches a loop takes between calls
+            self.loop_inputs.install(self._patcher)
             gc.callbacks.append(self.tracker.collection)  # full collections are ``other`` time
             self.call_log = CallLog(self.collector)
             function_calls = FunctionCallCapture(self.collector, self.tracker, self.call_log)
@@ -265,6 +269,8 @@ class Diagnoser(contextlib.ContextDecorator):
         built = assemble.recording(self.collector, self.command, self.outcome, self.call_log, self.gate, self.tf_gate)
         if self.memory is not None:  # after the call log's flush: each series knows its call site
             built.extra["memory"] = self.memory.section()
+        if self.loop_inputs is not None and self.loop_inputs.sites:
+            built.extra["loop_inputs"] = self.loop_inputs.section()
         if self.worker is not None:
             built.extra["worker"] = self.worker
         built.run["pid"] = os.getpid()

@@ -11,12 +11,13 @@ from .call_findings import call_findings
 from .findings import SEVERITY_RANK, Finding
 from .input_bound import input_bound_findings, training_input_findings
 from .library_findings import library_findings, tfdata_findings
+from .loop_input import loop_input_findings
 from .memory_findings import memory_findings
 from .retrace_findings import retrace_findings
 from .training_findings import training_findings
 
 RULES = (retrace_findings, library_findings, tfdata_findings, call_findings, input_bound_findings,
-         training_input_findings, training_findings, memory_findings)
+         training_input_findings, loop_input_findings, training_findings, memory_findings)
 
 
 def run_rules(recording: Recording, explained: dict | None = None) -> list[dict]:

@@ -80,7 +80,7 @@ def describe_producer(x, workers=None, use_multiprocessing=None) -> dict | None:
         code = x.gi_code
         out.update(kind="generator", name=getattr(code, "co_qualname", code.co_name), defined_at=_user_site(code))
     elif cls.__module__.startswith("tensorflow.python.data"):
-        out.update(kind="tf.data", map_functions=_map_functions(x))
+        out.update(kind="tf.data", map_functions=_map_functions(x), prefetched=_prefetched(x))
     return out
 
 
@@ -98,6 +98,22 @@ def _map_functions(dataset, limit: int = 32) -> list:
         code = callsite.code_of(getattr(wrapper, "_func", None))
         site = _user_site(code)
         if site is not None:
-            found.append({"name": getattr(code, "co_qualname", code.co_name), "defined_at": site})
+            found.append({"name": getattr(code, "co_qualname", code.co_name), "defined_at": site,
+                          # a map given num_parallel_calls is a ParallelMapDataset
+                          "parallel": "Parallel" in type(dataset).__name__})
         dataset = getattr(dataset, "_input_dataset", None)
     return found[::-1]
+
+
+def _prefetched(dataset, limit: int = 32) -> bool:
+    """Whether the pipeline ends with ``prefetch`` (its outermost stages, past options and the like)."""
+    for _ in range(limit):
+        if dataset is None:
+            return False
+        name = type(dataset).__name__
+        if "Prefetch" in name:
+            return True
+        if "Options" not in name and "Unbatch" not in name:  # the first real stage decides
+            return False
+        dataset = getattr(dataset, "_input_dataset", None)
+    return False

@@ -1,0 +1,106 @@
+"""A custom training loop's wait for its batches, taken outside any timed call (capture/loop_inputs.py,
+analysis/loop_input.py): real TensorFlow for the capture, a saved recording for the rule."""
+
+import copy
+import time
+
+import pytest
+
+from tfdiag.analysis import analyze
+from tfdiag.recording import Recording
+
+SLEEP_S = 0.004  # per element, in the map's py_function
+ELEMENTS, BATCH = 32, 4
+
+
+@pytest.fixture(scope="module")
+def loop_run():
+    """A loop over a tf.data pipeline whose map sleeps, stepping a tf.function that applies
+    gradients; and a fit() over the same pipeline (its batches are taken inside the call)."""
+    import numpy as np
+    import tensorflow as tf
+
+    import tfdiag
+
+    keras = tf.keras
+
+    def slow(i):
+        time.sleep(SLEEP_S)
+        return np.float32(i) * np.ones(4, np.float32)
+
+    def load(i):
+        x = tf.py_function(slow, [i], tf.float32)
+        x.set_shape([4])
+        return x, tf.ones([1])
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    optimizer = keras.optimizers.SGD(0.01)
+
+    @tf.function
+    def train_step(x, y):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(model(x, training=True) - y))
+        optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
+        return loss
+
+    ds = tf.data.Dataset.range(ELEMENTS).map(load).batch(BATCH)
+    with tfdiag.diagnose(cprofile=False, tf_profiler=False) as d:
+        for x, y in ds:
+            train_step(x, y)
+    model.compile(optimizer="sgd", loss="mse")
+    with tfdiag.diagnose(cprofile=False, tf_profiler=False) as fitted:
+        model.fit(ds, epochs=1, verbose=0)
+    return d.recording, fitted.recording
+
+
+def test_the_loop_line_gets_its_wait_and_its_pipeline(loop_run):
+    recording, _ = loop_run
+    (entry,) = recording.extra["loop_inputs"]
+    assert entry["call_site"].endswith("test_loop_input.py:48")  # the ``for x, y in ds`` line
+    # every batch, and the StopIteration that ends the loop
+    assert entry["count"] == ELEMENTS // BATCH + 1
+    assert entry["total_s"] >= 0.8 * ELEMENTS * SLEEP_S
+    assert entry["median_s"] >= 0.8 * BATCH * SLEEP_S
+    producer = entry["producer"]
+    assert producer["kind"] == "tf.data"
+    assert [m["name"] for m in producer["map_functions"]] == ["loop_run.<locals>.load"]
+
+
+def test_the_loop_is_input_bound_naming_its_map(loop_run):
+    recording, _ = loop_run
+    (finding,) = [f for f in analyze(recording).findings if f["code"] == "input-bound"]
+    assert finding["title"].startswith("the training loop at test_loop_input.py:48 is input-bound: ")
+    assert "`loop_run.<locals>.load`" in finding["title"]
+    assert finding["function"] == "train_step" and finding["details"]["loop"] is True
+    assert "num_parallel_calls=tf.data.AUTOTUNE" in finding["fix"]["code"]
+    assert finding["fix"]["verified"] is False and finding["severity"] in ("medium", "low")
+    assert finding["details"]["share"] > 0.5
+
+
+def test_batches_taken_inside_a_timed_call_are_not_a_loops(loop_run):
+    _, fitted = loop_run
+    assert "loop_inputs" not in fitted.extra
+
+
+def _recording(wait_s: float, step_file: str = "/home/ana/loop.py") -> Recording:
+    return Recording.from_dict({
+        "schema_version": 1, "environment": {}, "run": {"wall_s": 10.0}, "functions": [], "call_samples": [],
+        "phases": {}, "findings": [], "warnings": [],
+        "calls": [{"api": "tf.function", "target": "train_step", "call_site": f"{step_file}:24", "count": 100,
+                   "total_s": 1.0, "median_s": 0.01, "p95_s": 0.01, "first_s": 0.2, "training_step": True,
+                   "training": True, "phases": {}, "input_signature": "float32[32, 4]", "phase_calls": 0}],
+        "loop_inputs": [{"call_site": "/home/ana/loop.py:23", "count": 101, "total_s": wait_s, "max_s": 0.1,
+                         "median_s": wait_s / 101, "producer": {"kind": "tf.data", "map_functions": []}}]})
+
+
+def test_the_rule_on_a_saved_recording():
+    found = [f for f in analyze(_recording(0.5)).findings if f["code"] == "input-bound"]
+    assert len(found) == 1 and "33% of its time" in found[0]["title"]
+    assert found[0]["estimated_savings_s"] == pytest.approx(0.25)  # half the wait: an estimate
+    assert not [f for f in analyze(_recording(0.04)).findings if f["code"] == "input-bound"]  # under 5%
+    # the steps are in another file: not this loop's
+    assert not [f for f in analyze(_recording(0.5, "/home/ana/other.py")).findings if f["code"] == "input-bound"]
+    untouched = _recording(0.5)
+    before = copy.deepcopy(untouched.to_dict())
+    analyze(untouched)
+    assert untouched.to_dict() == before  # analysis never writes into the recording
