@@ -117,3 +117,35 @@ def test_the_trace_conversion_logs_nothing_to_the_terminal_but_the_script_still_
     # xprof's lines while converting the trace (multi_xplanes_to_op_stats.cc, xplane_to_op_stats.cc, ...).
     assert "ConvertMultiXSpacesToCombinedOpStats" not in done.stderr
     assert "xplane_to_tools_data" not in done.stderr and "serving tool:" not in done.stderr
+
+
+class _Warnings:
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+
+    def warn(self, message: str) -> None:
+        self.messages.append(message)
+
+
+class _FailingConverter:
+    """An xprof whose conversion logs (C++ style, straight to file descriptor 2) and then fails,
+    while something else (another thread's print, say) writes a plain line to file descriptor 2."""
+
+    @staticmethod
+    def xspace_to_tool_data(paths, tool, options):
+        os.write(2, b"I0000 00:00:1796172917.664741   11408 xplane_to_op_stats.cc:623] converting\n")
+        os.write(2, b"a plain line from elsewhere\n")
+        os.write(2, b"E0000 00:00:1796172917.700000   11408 xplane_to_op_stats.cc:700] cannot read the XSpace\n")
+        raise RuntimeError("no tables")
+
+
+def test_a_failed_conversion_keeps_xprofs_log_in_its_warning_and_lets_other_output_through(capfd):
+    from tfdiag.capture import tf_profiler
+
+    warnings = _Warnings()
+    assert tf_profiler._tool_json(_FailingConverter, "xprof", ["x.xplane.pb"], "overview_page", warnings) is None
+    out, err = capfd.readouterr()
+    assert err == "a plain line from elsewhere\n"  # only the C++ log lines were kept off stderr
+    (message,) = warnings.messages
+    assert "could not convert the trace to overview_page: RuntimeError: no tables" in message
+    assert "xplane_to_op_stats.cc:700] cannot read the XSpace" in message and "] converting" in message

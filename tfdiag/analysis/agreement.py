@@ -22,6 +22,14 @@ the raw one everywhere:
   ``slowdown_unprofiled_median_s``); ``profiler_model_op_s`` is the result.
 A disagreement reaches the Analysis's warnings (``warning_entries``, marked ``source:
 "kernel_check"`` so a re-analysed recording.json derives them again instead of repeating them).
+
+A call site whose calls mostly traced gets no row (``retraced``): more than half of its calls after
+the first made a trace of a function that is not tf.data's (``traced_calls``, from the traces the
+``functions`` entries keep with their call site; tf.data's functions are left out, as Keras's
+predict() traces them on every call by design). Such a site has no steady state: each call runs a
+new graph for the first time, and that one-off setup is booked as kernel_execution, so tfdiag's
+figure is far above the profiler's and the warning would only be about tfdiag's bookkeeping (the
+retrace findings say what to change).
 """
 
 from __future__ import annotations
@@ -48,8 +56,30 @@ def _site_calls(recording: Recording, api, call_site) -> list[dict]:
             and c.get("call_site") == call_site and (c.get("count") or 0) > 0]
 
 
+def traced_calls(recording: Recording, call_site) -> int:
+    """How many traces of functions that are not tf.data's were made at ``call_site``: those kept in
+    full there, plus each function's dropped traces in the share its kept ones have at that site."""
+    total = 0.0
+    for function in recording.functions:
+        if not isinstance(function, dict) or function.get("origin") == "tf.data":
+            continue
+        kept = [t for t in function.get("traces") or [] if isinstance(t, dict)]
+        here = sum(1 for t in kept if t.get("call_site") == call_site)
+        dropped = int(function.get("traces_dropped") or 0)
+        total += here + (dropped * here / len(kept) if kept else 0.0)
+    return round(total)
+
+
+def retraced(recording: Recording, call_site, count: int) -> bool:
+    """True when more than half of the ``count`` calls at ``call_site`` after the first traced (the
+    first call is taken to be one of those that traced, so a single trace never counts)."""
+    after_first = max(0, min(traced_calls(recording, call_site), count) - 1)
+    return 2 * after_first > count - 1
+
+
 def kernel_rows(recording: Recording) -> list[dict]:
-    """One row per call site the TF Profiler measured: both kernel times per call and whether they agree.
+    """One row per call site the TF Profiler measured (but those whose calls mostly traced): both
+    kernel times per call and whether they agree.
 
     A call site may hold several call entries (models or input shapes): tfdiag's figure is their
     steady-state kernel time per call, weighted by their call counts, as the profiled calls are
@@ -64,6 +94,8 @@ def kernel_rows(recording: Recording) -> list[dict]:
         calls = _site_calls(recording, site.get("api"), site.get("call_site"))
         if measured_s is None or not calls:
             continue
+        if retraced(recording, site.get("call_site"), sum(int(c.get("count") or 0) for c in calls)):
+            continue  # no steady state to compare (see the module's docstring)
         # An eager call's host compute holds the profiler's own per-op instrumentation: take the
         # slowdown the profiled calls showed against the unprofiled ones at the same site out of it.
         # (Graph ops' self time is timed around the kernel alone, so it stays as measured.)

@@ -11,15 +11,19 @@ logdir and ``copy_to`` puts it under ``<out>/tensorboard/`` in the layout Tensor
 with xprof's converter, and ``call_sites`` into the model's op time per profiled call site
 (trace_ops.py), the independent check on tfdiag's kernel_execution (assemble.py takes the
 tf.data time the trace shows inside graph functions out of kernel_execution). A TF Profiler
-the user's code already runs is left alone.
+the user's code already runs is left alone. xprof logs about 30 lines of C++ per conversion to
+stderr: ``quiet_stderr`` keeps them off the terminal (and in the warning when a conversion fails).
 """
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
+import re
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -310,12 +314,55 @@ class TfProfilerGate:
 
 
 # -- reading the trace back ------------------------------------------------------------------
+# A C++ log line (absl/glog: "I0000 00:00:1796172917.664741   11408 file.cc:214] ...") or absl's notice.
+LOG_LINE = re.compile(rb"[IWEF]\d{4} \d\d:\d\d:[\d.]+ +\d+ \S+:\d+\] |WARNING: All log messages before absl::")
+_STDERR = threading.RLock()  # one redirection of file descriptor 2 at a time (re-entrant)
+
+
+@contextlib.contextmanager
+def quiet_stderr(captured: list):
+    """File descriptor 2 goes to a temporary file while xprof converts tfdiag's own trace: its C++
+    logging is tfdiag's, not the script's. The redirection is process-wide (one at a time: a lock),
+    so whatever else reaches the file meanwhile (another thread's print, a traceback) is written back
+    to stderr afterwards; only C++ log lines (``LOG_LINE``) stay out, added to ``captured``."""
+    with _STDERR, tempfile.TemporaryFile() as sink:
+        with contextlib.suppress(Exception):
+            sys.stderr.flush()  # what Python holds for stderr goes out before, not into the file
+        try:
+            saved = os.dup(2)
+        except OSError:  # no file descriptor 2: nothing reaches a terminal to keep quiet
+            saved = None
+        try:
+            if saved is not None:
+                os.dup2(sink.fileno(), 2)
+            yield
+        finally:
+            if saved is not None:
+                with contextlib.suppress(Exception):
+                    sys.stderr.flush()
+                os.dup2(saved, 2)
+                os.close(saved)
+                sink.seek(0)
+                lines = sink.read().splitlines(keepends=True)
+                captured.extend(line.decode("utf-8", "replace").rstrip() for line in lines if LOG_LINE.match(line))
+                others = b"".join(line for line in lines if not LOG_LINE.match(line))
+                with contextlib.suppress(OSError):
+                    while others:
+                        others = others[os.write(2, others):]
+
+
+def _logged(captured: list) -> str:
+    """xprof's last log lines, for a warning (it says why a conversion failed)."""
+    return f"; xprof logged: {' | '.join(captured[-8:])}" if captured else ""
+
+
 def _converter(collector: Collector):
     import importlib
 
     for name in CONVERTER_MODULES:
         try:
-            module = importlib.import_module(name)
+            with quiet_stderr([]):  # loading xprof's library logs absl's notice
+                module = importlib.import_module(name)
         except ImportError:
             continue
         if hasattr(module, "xspace_to_tool_data"):
@@ -328,17 +375,20 @@ def _converter(collector: Collector):
 def _tool_json(module, name: str, paths: list[str], tool: str, collector: Collector, options: dict | None = None):
     """One xprof tool's output as parsed JSON, or None with a warning (``options``: xprof's tool
     options, e.g. ``{"use_saved_result": False}`` not to reuse tables it cached beside the files)."""
+    captured: list[str] = []
     try:
-        result = module.xspace_to_tool_data(paths, tool, dict(options or {}))
+        with quiet_stderr(captured):
+            result = module.xspace_to_tool_data(paths, tool, dict(options or {}))
         data = result[0] if isinstance(result, tuple) else result
         if data is None:
-            collector.warn(f"xprof ({name}) produced no {tool} data for the TF Profiler trace")
+            collector.warn(f"xprof ({name}) produced no {tool} data for the TF Profiler trace{_logged(captured)}")
             return None
         if isinstance(data, bytes):
             data = data.decode("utf-8")
         return json.loads(data)
     except Exception as exc:  # converter API or output format differs in this version
-        collector.warn(f"xprof ({name}) could not convert the trace to {tool}: {exc.__class__.__name__}: {exc}")
+        collector.warn(f"xprof ({name}) could not convert the trace to {tool}: {exc.__class__.__name__}: {exc}"
+                       f"{_logged(captured)}")
         return None
 
 
