@@ -104,3 +104,19 @@ def test_the_rule_on_a_saved_recording():
     before = copy.deepcopy(untouched.to_dict())
     analyze(untouched)
     assert untouched.to_dict() == before  # analysis never writes into the recording
+
+
+def test_the_tf_data_fix_changes_only_what_the_pipeline_does_not_do_yet():
+    from tfdiag.analysis.tfdata_fix import tfdata_fix
+
+    parse = {"name": "parse", "defined_at": "/home/ana/loop.py:8"}
+    serial = tfdata_fix({"map_functions": [dict(parse, parallel=False)], "prefetched": True})
+    assert serial["code"].splitlines()[0] == "ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE)  # parse at loop.py:8"
+    assert "prefetch(" not in serial["code"] and "it already prefetches" in serial["text"]
+    assert "runs `parse` one element at a time" in serial["text"]
+    parallel = tfdata_fix({"map_functions": [dict(parse, parallel=True)], "prefetched": False})
+    assert "num_parallel_calls" not in parallel["code"] and "ds = ds.prefetch(tf.data.AUTOTUNE)" in parallel["code"]
+    assert "already run in parallel" in parallel["text"]
+    old = tfdata_fix({"map_functions": [parse]})  # a recording from before those fields
+    assert "if it does not already" in old["text"] and "num_parallel_calls" in old["code"] and "prefetch(" in old["code"]
+    assert "prefetch(" in tfdata_fix({"map_functions": []})["code"]

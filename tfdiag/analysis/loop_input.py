@@ -17,7 +17,7 @@ from ..recording import Recording
 from . import training
 from .fields import count, number
 from .findings import Finding, short_site
-from .input_bound import INPUT_BOUND_SHARE, INPUT_MEDIUM, _input_fix as input_fix  # TODO public name
+from .input_bound import INPUT_BOUND_SHARE, INPUT_MEDIUM, input_fix
 from .training_findings import ESTIMATE, NEGLIGIBLE_S, make_finding, severity
 from .units import duration
 

@@ -39,7 +39,7 @@ def collect(command: list[str] | None = None) -> dict:
         "tf_use_legacy_keras": os.environ.get("TF_USE_LEGACY_KERAS"),
         "tensorflow_imported": "tensorflow" in sys.modules,
         "devices": [],
-        "cpu_count": os.cpu_count(),
+        "cpu_count": _usable_cpus(),
     }
     tf = sys.modules.get("tensorflow")
     if tf is not None:
@@ -48,3 +48,12 @@ def collect(command: list[str] | None = None) -> dict:
         except Exception as exc:  # a half-imported or broken TF: report, don't fail
             env["devices_error"] = f"{exc.__class__.__name__}: {exc}"
     return env
+
+
+def _usable_cpus() -> int | None:
+    """The CPUs this process may run on (``taskset``, a container's cpuset), which is what advice
+    about workers needs; the machine's count where the platform cannot say."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count()

@@ -1,0 +1,46 @@
+"""The fix for a tf.data pipeline on the step's critical path, from what capture saw of it.
+
+Capture describes a pipeline (``producers.describe_producer``): the user's ``Dataset.map``
+functions up the pipeline, whether each already runs in parallel (``num_parallel_calls``), and
+whether the pipeline ends with ``prefetch``. The fix changes only what the pipeline does not do
+yet: a map already parallel is not told to be, a prefetched pipeline is not told to prefetch.
+Recordings from before those fields say "if it does not already".
+
+Cost: a few string operations; no TensorFlow.
+"""
+
+from __future__ import annotations
+
+from .findings import GUIDES, short_site
+
+
+def tfdata_fix(data: dict) -> dict:
+    maps = [m for m in data.get("map_functions") or [] if isinstance(m, dict) and m.get("name")]
+    prefetched = data.get("prefetched")
+    serial = [m for m in maps if m.get("parallel") is not True]
+    known = all("parallel" in m for m in maps)
+    code, said = [], []
+    if serial:
+        first = serial[0]
+        where = f"  # {first['name']} at {short_site(first['defined_at'])}" if first.get("defined_at") else ""
+        code.append(f"ds = ds.map({first['name']}, num_parallel_calls=tf.data.AUTOTUNE){where}")
+        names = ", ".join(f"`{m['name']}`" for m in serial[:3])
+        said.append(f"Your tf.data pipeline runs {names} one element at a time" if known else
+                    f"Run {names} in parallel (`num_parallel_calls`) if it does not already")
+    elif maps:
+        said.append("Your pipeline's maps already run in parallel: a vectorised map, batching before the map so it "
+                    "parses a whole batch at once, and `cache()` are what is left")
+    code.append("ds = ds.cache()  # if it fits in memory and does not change per epoch")
+    if prefetched is not True:
+        code.append("ds = ds.prefetch(tf.data.AUTOTUNE)  # the pipeline's last step")
+    rest = ("`cache()` what does not change between epochs"
+            + (", and end with `prefetch` so batches are ready before the step" if prefetched is not True else
+               " (it already prefetches)"))
+    if serial:
+        text = (f"{said[0]} on the step's critical path. Run the map in parallel (`num_parallel_calls`), {rest}; "
+                "batching before the map lets a vectorised map parse a whole batch at once.")
+    elif maps:
+        text = f"{said[0]}; {rest}."
+    else:
+        text = f"Your tf.data pipeline is on the step's critical path: {rest}."
+    return {"text": text, "code": "\n".join(code), "guide": GUIDES["tfdata"]}
