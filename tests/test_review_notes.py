@@ -149,3 +149,24 @@ def test_a_failed_conversion_keeps_xprofs_log_in_its_warning_and_lets_other_outp
     (message,) = warnings.messages
     assert "could not convert the trace to overview_page: RuntimeError: no tables" in message
     assert "xplane_to_op_stats.cc:700] cannot read the XSpace" in message and "] converting" in message
+
+
+def test_a_varying_dimension_is_said_once_across_a_findings_retraces():
+    """Each retrace of an argument used to repeat "dimension 1 varies (…)" on its own evidence line."""
+    from tfdiag.analysis import analyze
+    from tfdiag.recording import Recording
+
+    site = "/home/ana/encode.py"
+    traces = [{"call_site": f"{site}:10", "duration_s": 0.006, "object_index": 1, "new_object": False,
+               "created_at": f"{site}:3", "thread": "MainThread", "variable_creation": False, "index": i + 1,
+               "args": [{"kind": "tensor", "shape": [4, n, 8], "dtype": "float32", "name": "tokens"}]}
+              for i, n in enumerate((29, 31, 7, 21, 37))]
+    recording = Recording.from_dict({
+        "schema_version": 1, "environment": {}, "run": {"wall_s": 1.0}, "calls": [], "call_samples": [],
+        "phases": {}, "findings": [], "warnings": [],
+        "functions": [{"name": "encode", "qualname": "encode", "origin": "user", "defined_at": f"{site}:3",
+                       "trace_count": 5, "trace_s": 0.03, "object_count": 1, "traces": traces, "traces_dropped": 0}]})
+    (finding,) = [f for f in analyze(recording).findings if f["code"] == "retrace-shape"]
+    lines = [e for e in finding["evidence"] if e.startswith("tokens: shape")]
+    assert len(lines) == 4 and "dimension 1 varies (29, 31, 7, …)" in lines[0]
+    assert not any("varies" in line for line in lines[1:]), lines

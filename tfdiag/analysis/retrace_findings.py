@@ -129,6 +129,17 @@ def _changed(explanations: list, cause: str, attribute: str) -> list[str]:
     return values
 
 
+def _said_once(lines: list[str]) -> list[str]:
+    """Each line's clauses after its first ("; dimension 1 varies (29, 31, 7, …)": the same for every
+    retrace of an argument) only where they are first said."""
+    out, said = [], set()
+    for line in lines:
+        head, *clauses = line.split("; ")
+        out.append("; ".join([head, *(c for c in clauses if c not in said)]))
+        said.update(clauses)
+    return out
+
+
 def retrace_findings(recording: Recording, explained: dict) -> list[Finding]:
     """The user's tf.functions traced again: one finding per function and cause."""
     findings: list[Finding] = []
@@ -145,7 +156,7 @@ def retrace_findings(recording: Recording, explained: dict) -> list[Finding]:
             if dropped and explanations:  # traces past the kept ones cost about the same each
                 seconds += dropped * seconds / len(explanations) * (len(explanations) / max(1, len(traces) - 1))
             arguments = _changed(explanations, cause, "argument")
-            examples = _changed(explanations, cause, "text")
+            examples = _said_once(_changed(explanations, cause, "text"))
             name = function.get("name", "?")
             count = len(explanations) + (dropped if len(by_cause) == 1 else 0)
             call_site = next((t.get("call_site") for t in traces if t.get("index") == explanations[0].index), "")
