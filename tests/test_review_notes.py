@@ -1,6 +1,6 @@
 """Three notes of a review: no kernel-time cross-check where every call traced (analysis/agreement.py);
 the TF Profiler note names the fit() steps it profiled (templates/_profilers.html.j2); xprof's C++
-logging while tfdiag reads its own trace stays off the terminal (capture/tf_profiler.py)."""
+logging while tfdiag reads its own trace stays off the terminal (capture/xprof_read.py)."""
 
 import json
 import os
@@ -140,10 +140,10 @@ class _FailingConverter:
 
 
 def test_a_failed_conversion_keeps_xprofs_log_in_its_warning_and_lets_other_output_through(capfd):
-    from tfdiag.capture import tf_profiler
+    from tfdiag.capture import xprof_read
 
     warnings = _Warnings()
-    assert tf_profiler._tool_json(_FailingConverter, "xprof", ["x.xplane.pb"], "overview_page", warnings) is None
+    assert xprof_read._tool_json(_FailingConverter, "xprof", ["x.xplane.pb"], "overview_page", warnings) is None
     out, err = capfd.readouterr()
     assert err == "a plain line from elsewhere\n"  # only the C++ log lines were kept off stderr
     (message,) = warnings.messages

@@ -5,7 +5,7 @@ TensorFlow runs in each worker (``tfdiag analyze --profiler-port P``, or the use
 ``tf.profiler.experimental.server.start(P)``). ``tf.profiler.experimental.client.trace`` asks every
 worker at once for the same window and writes one ``<host>_<port>.xplane.pb`` per worker into a
 TensorBoard logdir (``DIR/tensorboard/plugins/profile/<run>/``); each host's file is then read with
-xprof as the single-process TF Profiler section reads its own (capture/tf_profiler.read_trace):
+xprof as the single-process TF Profiler section reads its own (capture/xprof_read.read_trace):
 op time by self time, host and device. ``capture.json`` holds that summary. ``tfdiag merge`` reads
 each worker's own step traces the same way (``collective_seconds``): how long its collective ops
 (the all-reduce) ran per step, the measured side of the straggler finding's "waiting" evidence.
@@ -23,7 +23,7 @@ import shutil
 import socket
 import tempfile
 
-from .capture.tf_profiler import read_ops, read_trace
+from .capture.xprof_read import read_ops, read_trace
 
 TENSORBOARD = "tensorboard"
 TOP_OPS = 10
