@@ -155,12 +155,18 @@ def test_measured_fix_shows_the_threads_verify_timed(cpu):
 
 
 def test_threshold_sits_between_waiting_and_computing():
+    """Under WAITING_SHARE: waiting (threads); from CPU_BOUND_SHARE: pure Python (processes); between,
+    the share cannot tell (a pure-Python producer also waits for the GIL and a core): both explained."""
     raw = data("training_callbacks")
-    shares = {}
-    for cpu in (0.69, 0.70, 0.71):
+    said = {}
+    for cpu in (0.34, 0.36, 0.69, 0.70, 0.71):
         finding = input_bound_finding(producer_made(raw, 1.40, cpu))
-        shares[cpu] = "use_multiprocessing=True" in finding["fix"]["code"]
-    assert input_bound.CPU_BOUND_SHARE == 0.5 and shares == {0.69: False, 0.70: True, 0.71: True}
+        code = finding["fix"]["code"]
+        line = next(e for e in finding["evidence"] if "to make" in e)
+        said[cpu] = ("processes" if "workers=2, use_multiprocessing=True" in code else
+                     "threads" if "(it waits)" in code else "both" if "between waiting and computing" in line else "?")
+    assert (input_bound.WAITING_SHARE, input_bound.CPU_BOUND_SHARE) == (0.25, 0.5)
+    assert said == {0.34: "threads", 0.36: "both", 0.69: "both", 0.70: "processes", 0.71: "processes"}, said
 
 
 # -- capture records the producer's CPU seconds -----------------------------------------------------

@@ -57,8 +57,7 @@ def test_the_loop_line_gets_its_wait_and_its_pipeline(loop_run):
     recording, _ = loop_run
     (entry,) = recording.extra["loop_inputs"]
     assert entry["call_site"].endswith("test_loop_input.py:48")  # the ``for x, y in ds`` line
-    # every batch, and the StopIteration that ends the loop
-    assert entry["count"] == ELEMENTS // BATCH + 1
+    assert entry["count"] == ELEMENTS // BATCH  # every batch (the StopIteration that ends the loop is none)
     assert entry["total_s"] >= 0.8 * ELEMENTS * SLEEP_S
     assert entry["median_s"] >= 0.8 * BATCH * SLEEP_S
     producer = entry["producer"]
@@ -120,3 +119,14 @@ def test_the_tf_data_fix_changes_only_what_the_pipeline_does_not_do_yet():
     old = tfdata_fix({"map_functions": [parse]})  # a recording from before those fields
     assert "if it does not already" in old["text"] and "num_parallel_calls" in old["code"] and "prefetch(" in old["code"]
     assert "prefetch(" in tfdata_fix({"map_functions": []})["code"]
+
+
+def test_an_eager_steps_time_already_holds_the_loops_wait():
+    """An eager step's time runs from one optimizer update to the next (custom_loops.py), so the
+    batch the loop waited for is inside it: the share is the wait over the loop's time, not over
+    the wait plus the steps."""
+    raw = _recording(0.5).to_dict()
+    raw["calls"][0].update(api="train_step", training_step=False)
+    found = [f for f in analyze(Recording.from_dict(raw)).findings
+             if f["code"] == "input-bound" and (f.get("details") or {}).get("loop")]
+    assert len(found) == 1 and "50% of its time" in found[0]["title"], [f["title"] for f in found]

@@ -421,3 +421,31 @@ def test_verdict_of_a_fit_loop_counts_its_calls_not_epochs():
     recording = Recording.from_dict(_fit_loop())
     text = verdict.training_verdict(recording, [])
     assert "ran 30 steps in 30 calls (1 per call)" in text and "epochs" not in text
+
+
+def test_step_overhead_leaves_the_profilers_host_op_time_alone_on_a_gpu():
+    """On a GPU the profiler's host planes hold kernel launches, not the model's op time: the split decides."""
+    raw = data("training_overhead")
+    fit = raw["calls"][0]
+    fit.update(step_phases={"kernel_execution": 0.00032, "callbacks": 0.00001, "other": 0.00018},
+               step_median_s=0.00045, callbacks=[])
+    del raw["alternatives"]
+    raw["tf_profiler"] = {"step_sites": [{"api": "fit", "call_site": fit["call_site"], "measure": "op_self_time",
+                                          "calls_profiled": 3, "model_op_s_per_call": 0.00005}]}
+    assert len(findings(raw, "step-overhead")) == 1
+    raw["environment"]["devices"] = ["CPU:/physical_device:CPU:0", "GPU:/physical_device:GPU:0"]
+    assert findings(raw, "step-overhead") == []
+
+
+def test_one_step_fit_calls_of_a_heavy_model_are_not_call_overhead():
+    """With one step a call there is no step median (each call's first step is left out): the steady
+    split's kernel share stands for the step, and a call that is mostly its step is no loop overhead."""
+    raw = _fit_loop(calls=8, steps=8, median=0.242)
+    entry = raw["calls"][0]
+    entry["step_median_s"] = None
+    entry["steady_phases"] = {"kernel_execution": 0.236, "data_adapter": 0.004, "other": 0.002}
+    assert findings(raw, "call-overhead") == []
+    entry["steady_phases"] = {"kernel_execution": 0.002, "data_adapter": 0.030, "graph_creation": 0.020, "other": 0.008}
+    entry["median_s"] = 0.060
+    finding = one(raw, "call-overhead")
+    assert any("each call's only step is its first" in e and "0.00 ms" not in e for e in finding["evidence"])

@@ -105,10 +105,16 @@ def _steps_per_call(call: dict) -> float | None:
 
 def _outside_steps(call: dict) -> float:
     """Seconds of a median fit()/evaluate() call spent outside its steps (building the data adapter
-    and its pipeline, the callbacks' begin and end, the steps' first-call setup)."""
+    and its pipeline, the callbacks' begin and end, the steps' first-call setup). Each call's first
+    step is left out of the step median (steps.py): with one step a call there is none, and the
+    steady split's kernel share stands for the step."""
     median = number(call.get("median_s")) or 0.0
-    step = number(call.get("step_median_s")) or 0.0
-    return max(0.0, median - (_steps_per_call(call) or 0.0) * step)
+    step = number(call.get("step_median_s"))
+    if step is not None and step > 0:
+        return max(0.0, median - (_steps_per_call(call) or 0.0) * step)
+    split = call_phase_split(call)
+    total = sum(split.values())
+    return max(0.0, median * (1.0 - split.get("kernel_execution", 0.0) / total)) if total > 0 else 0.0
 
 
 def _caller_key(call: dict) -> tuple:
@@ -186,9 +192,11 @@ def _finding(recording: Recording, kind: str, calls: list[dict], explained: dict
         fix["text"] += suffix
     elif kind == "call-overhead":
         per_call = _steps_per_call(call) or 0.0
-        evidence.append(f"{call.get('steps')} steps in {count} calls ({per_call:.3g} per call, median step "
-                        f"{duration(number(call.get('step_median_s')) or 0.0)}): {duration(_outside_steps(call))} "
-                        "of each call is outside its steps")
+        step = number(call.get("step_median_s"))
+        measure = (f"median step {duration(step)}" if step else
+                   "each call's only step is its first: the steps are the calls' kernel time")
+        evidence.append(f"{call.get('steps')} steps in {count} calls ({per_call:.3g} per call, {measure}): "
+                        f"{duration(_outside_steps(call))} of each call is outside its steps")
         title = (f"{api}() at {where} is called {count} times for {per_call:.3g} step{'' if per_call == 1 else 's'} "
                  f"each: {duration(median)} per call, mostly its own setup")
         fix = _loop_fix(call)

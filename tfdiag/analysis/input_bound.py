@@ -105,6 +105,9 @@ def input_bound_findings(recording: Recording, explained: dict) -> list[Finding]
 
 # -- training steps ------------------------------------------------------------------------------
 CPU_BOUND_SHARE = 0.5  # the producer thread's CPU seconds over its wall seconds: from here pure Python
+# ... and under this, waiting. Between the two the share cannot tell: a pure-Python producer that waits
+# for the GIL or for a core TensorFlow's threads hold runs at 0.3-0.5 of its wall time.
+WAITING_SHARE = 0.25
 # Unmeasured savings of a workers fix (a PyDataset's, a Sequence's, a generator moved into one). N
 # workers overlap batch making at best N-fold, so the wait per step falls to no less than wait/N: the
 # saving is at most wait * (1 - 1/N), N counted up to the CPUs for processes (pure-Python work runs on
@@ -133,7 +136,8 @@ def _making(recording: Recording, call: dict, measured: int | None = None) -> di
     share = min(1.0, max(0.0, cpu / seconds)) if seconds and cpu is not None and not queued else None
     cpus = count(recording.environment.get("cpu_count"))
     workers = max(2, min(8, cpus)) if cpus is not None else 4
-    mode = None if share is None else "processes" if share >= CPU_BOUND_SHARE else "threads"
+    mode = (None if share is None else "processes" if share >= CPU_BOUND_SHARE
+            else "threads" if share < WAITING_SHARE else None)
     if mode == "threads":
         workers = max(workers, WAITING_THREADS)  # waiting threads need no core each
     if now > 1:
@@ -166,6 +170,9 @@ def _making_text(making: dict) -> str | None:
         why = ("on Keras's worker threads or processes, whose CPU time tfdiag does not see" if making["queued"]
                else "this recording has no CPU time for them (recorded by newer tfdiag)")
         return f"{batches} took {duration(seconds)} to make; how much of it was CPU work is unknown: {why}"
+    if making["mode"] is None:
+        return (f"{batches} took {duration(seconds)} to make, {duration(cpu)} of it on the CPU ({100 * share:.0f}%): "
+                "between waiting and computing (a pure-Python producer also waits for the GIL and for a core)")
     verdict = ("waiting (I/O, sleeps, NumPy/TF ops that release the GIL), not computing" if making["mode"] == "threads"
                else "pure-Python work, which holds the GIL")
     return (f"{batches} took {duration(seconds)} to make, {duration(cpu)} of it on the CPU "

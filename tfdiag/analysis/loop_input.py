@@ -46,7 +46,11 @@ def loop_input_findings(recording: Recording, explained: dict) -> list[Finding]:
         waited = number(entry.get("total_s")) or 0.0
         if not steps or waited < NEGLIGIBLE_S:
             continue
-        stepped = sum(number(c.get("total_s")) or 0.0 for c in steps)
+        # An eager step's time is from one optimizer update to the next (custom_loops.py): the loop's
+        # wait for the batch is inside it already.
+        eager = sum(number(c.get("total_s")) or 0.0 for c in steps if c.get("api") == training.CUSTOM_STEP)
+        graph = sum(number(c.get("total_s")) or 0.0 for c in steps if c.get("api") != training.CUSTOM_STEP)
+        stepped = graph + max(0.0, eager - waited)
         share = waited / (waited + stepped)
         if share >= INPUT_MEDIUM:
             found.append(_finding(recording, entry, steps, waited, stepped, share))

@@ -156,7 +156,8 @@ def step_overhead(recording: Recording, call: dict) -> Finding | None:
     step = sum(split.values())
     # callbacks a callback-bound finding names are its to fix (one finding, one saving per cost)
     claimed = sum(c["per_step_s"] for c in training.callbacks(call) if c["share"] >= CALLBACK_SHARE)
-    profiled = training.profiled_steps(recording, call)
+    # The profiler's host planes hold CPU op time; on a GPU they hold the kernels' launches
+    profiled = None if _gpus(recording) else training.profiled_steps(recording, call)
     measured = None if profiled is None else profiled[0]
     model = split["kernel_execution"] if measured is None else min(measured, split["kernel_execution"])
     fixed = step - model - split["data_adapter"] - claimed
@@ -207,6 +208,13 @@ def step_overhead(recording: Recording, call: dict) -> Finding | None:
          f"the model's ops {duration(model)}, waiting for input {duration(split['data_adapter'])}"
          + (f", callbacks named in their own finding {duration(claimed)}" if claimed else "")],
         savings, fix, severity(savings, choice is not None), compile_line=compile_at)
+
+
+def _gpus(recording: Recording) -> bool:
+    """Whether the run had an accelerator (``devices``: "GPU:/physical_device:GPU:0", ...)."""
+    environment = recording.environment if isinstance(recording.environment, dict) else {}
+    devices = environment.get("devices") if isinstance(environment.get("devices"), list) else []
+    return any(str(d).split(":", 1)[0] in ("GPU", "TPU") for d in devices)
 
 
 # -- eager-training -------------------------------------------------------------------------------

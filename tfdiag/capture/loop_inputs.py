@@ -61,9 +61,12 @@ class LoopInputs:
         def __next__(iterator):
             if getattr(local, "frames", None):  # inside a timed call: the phase points' business
                 return original(iterator)
-            start = clock()
+            start, batch = clock(), 1
             try:
                 return original(iterator)
+            except StopIteration:  # the end of a pass: its wait counts, no batch
+                batch = 0
+                raise
             finally:
                 seconds = clock() - start
                 user = first_user_frame(get_frame(1))
@@ -72,19 +75,19 @@ class LoopInputs:
                     with lock:
                         site = sites.get(key)
                         if site is not None and site.code is user.f_code:
-                            site.count += 1
+                            site.count += batch
                             site.total_s += seconds
                             if seconds > site.max_s:
                                 site.max_s = seconds
                             site.durations.offer(seconds)
                             user = None
                     if user is not None:
-                        self._first(key, user, iterator, seconds)
+                        self._first(key, user, iterator, seconds, batch)
 
         __next__.__wrapped__ = original
         return __next__
 
-    def _first(self, key: tuple, user, iterator, seconds: float) -> None:
+    def _first(self, key: tuple, user, iterator, seconds: float, batch: int) -> None:
         """The first batch asked for at a line: the line, and its pipeline described (never raises)."""
         try:
             producer = describe_producer(getattr(iterator, "_dataset", None))
@@ -92,7 +95,7 @@ class LoopInputs:
             self.collector.warn(f"could not describe a loop's input: {exc.__class__.__name__}: {exc}")
             producer = None
         site = _Site(user.f_code, user.f_lasti, producer)
-        site.count, site.total_s, site.max_s = 1, seconds, seconds
+        site.count, site.total_s, site.max_s = batch, seconds, seconds
         site.durations.offer(seconds)
         with self.collector.lock:
             if key not in self.sites and len(self.sites) < MAX_SITES:

@@ -97,14 +97,16 @@ class CallLog:
         except Exception as exc:
             self.collector.warn(f"could not record calls: {exc.__class__.__name__}: {exc}")
 
-    def buffer(self, values: tuple) -> None:
-        """One finished call's FIELDS values into this thread's buffer (the wrapper's rare paths)."""
+    def buffer(self, values: tuple, now: bool = False) -> None:
+        """One finished call's FIELDS values into this thread's buffer (the wrapper's rare paths);
+        ``now``: and into the collector at once (a call kept in place that traced: its call site's
+        count stays current for the memory probe, which reads it at sampled calls)."""
         try:
             entry = self.local.entry
         except AttributeError:
             entry = self.new_buffer()
         entry[1].extend(values)
-        if len(entry[1]) >= FLUSH_EVERY * FIELDS:
+        if now or len(entry[1]) >= FLUSH_EVERY * FIELDS:
             self.flush_full(entry)
 
     def link(self, state: list):
@@ -303,7 +305,7 @@ def timed_call_wrapper(original: Callable, api: str, capture, skip: Callable, tr
                         frame.last = now
                         log.buffer((api, signature, batch, code, offset, training, name, frame.start,
                                     frame.last - frame.start, totals, False, 0, frame.teardown_s, None, None,
-                                    frame.extra))
+                                    frame.extra), now=True)
                     if observers:
                         log.observe(observers, api, target, args, kwargs)
             if weight is not None:

@@ -35,7 +35,12 @@ def quiet_stderr(captured: list):
     logging is tfdiag's, not the script's. The redirection is process-wide (one at a time: a lock),
     so whatever else reaches the file meanwhile (another thread's print, a traceback) is written back
     to stderr afterwards; only C++ log lines (``LOG_LINE``) stay out, added to ``captured``."""
-    with _STDERR, tempfile.TemporaryFile() as sink:
+    try:
+        sink = tempfile.TemporaryFile()
+    except OSError:  # no room for the file: the conversion runs with its logging, rather than not at all
+        yield
+        return
+    with _STDERR, sink:
         with contextlib.suppress(Exception):
             sys.stderr.flush()  # what Python holds for stderr goes out before, not into the file
         try:
