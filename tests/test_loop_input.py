@@ -130,3 +130,16 @@ def test_an_eager_steps_time_already_holds_the_loops_wait():
     found = [f for f in analyze(Recording.from_dict(raw)).findings
              if f["code"] == "input-bound" and (f.get("details") or {}).get("loop")]
     assert len(found) == 1 and "50% of its time" in found[0]["title"], [f["title"] for f in found]
+
+
+def test_a_parallel_prefetched_pipeline_is_a_low_note_with_only_cache_left():
+    """The user's pipeline already maps in parallel and prefetches: the fix repeats neither, and the
+    finding is a note (cache() is all that is left, and it helps only data that fits and does not change)."""
+    raw = _recording(0.5).to_dict()
+    raw["loop_inputs"][0]["producer"] = {"kind": "tf.data", "prefetched": True, "map_functions": [
+        {"name": "preprocess", "defined_at": "/home/ana/loop.py:8", "parallel": True}]}
+    (finding,) = [f for f in analyze(Recording.from_dict(raw)).findings if f["code"] == "input-bound"]
+    assert finding["severity"] == "low" and "settled" not in finding["fix"]
+    assert "num_parallel_calls" not in finding["fix"]["code"] and "prefetch(" not in finding["fix"]["code"]
+    assert finding["fix"]["code"].startswith("ds = ds.cache()")
+    assert "already run in parallel" in finding["fix"]["text"] and "it already prefetches" in finding["fix"]["text"]

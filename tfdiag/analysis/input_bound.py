@@ -306,10 +306,11 @@ def training_input(recording: Recording, call: dict) -> Finding | None:
         savings = split["data_adapter"] * steps * (workers_estimate(making) if making is not None else ESTIMATE)
     fix["verified"] = verified
     floor = "high" if share >= INPUT_BOUND_SHARE else "medium"
+    settled = fix.pop("settled", False) and not verified  # parallel maps, prefetched: little left to change
     return make_finding("input-bound", call,
                     f"{training.api_text(call)} at {short_site(call.get('call_site', ''))} is input-bound: "
                     f"{100 * share:.0f}% of each step waits for the {what}{named}",
-                    evidence, savings, fix, severity(savings, verified, floor),
+                    evidence, savings, fix, "low" if settled else severity(savings, verified, floor),
                     share=share, producer=data or None,
                     **({"cpu_share": making["share"], "workers": making["workers"]} if making is not None else {}))
 

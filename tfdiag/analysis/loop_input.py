@@ -80,9 +80,10 @@ def _finding(recording: Recording, entry: dict, steps: list[dict], waited: float
     fix["verified"] = False
     savings = waited * ESTIMATE
     floor = "high" if share >= INPUT_BOUND_SHARE else "medium"
+    level = "low" if fix.pop("settled", False) else severity(savings, False, floor)  # little left to change
     return make_finding(
         "input-bound", step,
         f"the training loop at {loop} is input-bound: {100 * share:.0f}% of its time waits for the next batch "
         f"of its tf.data pipeline{named}",
-        evidence, savings, fix, severity(savings, False, floor), site=entry["call_site"], share=share,
+        evidence, savings, fix, level, site=entry["call_site"], share=share,
         producer=producer or None, loop=True)

@@ -24,7 +24,8 @@ warm-up ends there and the slope is refit on the tail.
 
 Growth is reported (``growing``) only when all of: the slope is at least ``MIN_SLOPE_MB``, the
 25% pairwise slope is above zero (the interval is clear of zero), the steady growth over the
-observed calls is at least ``MIN_GROWTH_MB``, and growth did not stop: memory that levels off
+observed calls is at least ``MIN_GROWTH_MB``, the steady window spans at least ``MIN_STEADY_CALLS``
+calls, and growth did not stop: memory that levels off
 after warm-up stays quiet.
 """
 
@@ -38,6 +39,9 @@ from ..growth import MAX_PAIRS, MB, MIN_COUNT_GROWTH, growth_stopped, last_high,
 MIN_POINTS = 6  # a steady window needs this many points
 MIN_SLOPE_MB = 1.0  # MB per 1000 calls
 MIN_GROWTH_MB = 4.0  # over the steady window
+# ... which spans at least this many calls: a rate per 1000 calls drawn from a few calls (a loop of nine
+# fit() calls, each one's warm-up still settling) is an extrapolation, not a measurement
+MIN_STEADY_CALLS = 32
 CUTS = 16
 CORRELATED = 0.8  # a count "tracks" memory when their correlation over the steady window is at least this
 
@@ -157,7 +161,7 @@ def analyze_site(site: dict, pauses: list | None = None) -> dict | None:
     out["last_high_call"] = int(steady[last_high(steady)][0])
     out["stopped"] = stopped is not None
     out["growing"] = bool(out["slope_mb_per_1000_calls"] >= MIN_SLOPE_MB and low > 0 and growth_mb >= MIN_GROWTH_MB
-                          and not out["stopped"])
+                          and span >= MIN_STEADY_CALLS and not out["stopped"])
     out["calls_per_s"] = _rate(steady, excluded)
     ys = [p[1] for p in steady]
     for index, name in ((2, "traces"), (3, "models"), (4, "iterators")):

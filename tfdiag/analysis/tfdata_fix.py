@@ -4,7 +4,9 @@ Capture describes a pipeline (``producers.describe_producer``): the user's ``Dat
 functions up the pipeline, whether each already runs in parallel (``num_parallel_calls``), and
 whether the pipeline ends with ``prefetch``. The fix changes only what the pipeline does not do
 yet: a map already parallel is not told to be, a prefetched pipeline is not told to prefetch.
-Recordings from before those fields say "if it does not already".
+Recordings from before those fields say "if it does not already". A pipeline whose maps already run
+in parallel and that prefetches has little left to change (``settled``: its finding is a low note):
+``cache()`` helps only data that fits in memory and does not change between epochs.
 
 Cost: a few string operations; no TensorFlow.
 """
@@ -43,4 +45,5 @@ def tfdata_fix(data: dict) -> dict:
         text = f"{said[0]}; {rest}."
     else:
         text = f"Your tf.data pipeline is on the step's critical path: {rest}."
-    return {"text": text, "code": "\n".join(code), "guide": GUIDES["tfdata"]}
+    return {"text": text, "code": "\n".join(code), "guide": GUIDES["tfdata"],
+            "settled": not serial and prefetched is True}

@@ -86,13 +86,16 @@ def producer(call: dict) -> dict | None:
     value = call.get("data_producer")
     if not isinstance(value, dict):
         return None
-    maps = [{"name": m["name"], "defined_at": _text(m.get("defined_at"))} for m in value.get("map_functions") or []
-            if isinstance(m, dict) and _text(m.get("name"))]
-    multi = value.get("use_multiprocessing")
+    maps = [{"name": m["name"], "defined_at": _text(m.get("defined_at")),
+             **({"parallel": m["parallel"]} if isinstance(m.get("parallel"), bool) else {})}
+            for m in value.get("map_functions") or [] if isinstance(m, dict) and _text(m.get("name"))]
+    multi, prefetched = value.get("use_multiprocessing"), value.get("prefetched")
     return {"kind": _text(value.get("kind")), "name": _text(value.get("name")),
             "defined_at": _text(value.get("defined_at")), "seconds": number(value.get("seconds")),
+            "cpu_seconds": number(value.get("cpu_seconds")),
             "batches": count(value.get("batches")), "workers": count(value.get("workers")),
             "use_multiprocessing": multi if isinstance(multi, bool) else None, "map_functions": maps,
+            "prefetched": prefetched if isinstance(prefetched, bool) else None,
             "batch_spec": value.get("batch_spec") if isinstance(value.get("batch_spec"), (dict, list)) else None}
 
 
