@@ -312,3 +312,20 @@ def test_a_leak_in_steps_is_growth_not_a_level_off():
     flat = memory.analyze_site({"points": [[c, 6e8 + 2 * MB * (min(c, 1000) // 200), 5, 1, 0]
                                            for c in range(0, 1600, 8)]})
     assert not flat["growing"] and flat["warmup_calls"] >= 1000
+
+
+def test_interleaved_call_sites_growing_in_step_are_named_together_and_none_blamed():
+    """Resident memory is the process's: a loop that calls model(x) and fit() in turn shows the same
+    growth at both call sites. With no cause that points at one, the finding names both."""
+    data = json.loads((DATA / "memory_user_objects.json").read_text())
+    data["memory"]["tracemalloc"] = None
+    other = copy.deepcopy(data["memory"]["sites"][0])
+    other.update(api="fit", target="sequential", call_site="examples/memory/kept_predictions.py:30", calls=299)
+    data["memory"]["sites"].append(other)
+    [finding] = growth(Recording.from_dict(data))
+    assert finding["details"]["cause"] == "unknown"
+    assert "of a loop that calls `predict_on_batch sequential` at kept_predictions.py:23, `fit sequential` at " \
+           "kept_predictions.py:30" in finding["title"]
+    assert finding["evidence"][0].startswith("2 call sites saw this growth in step")
+    assert sorted(finding["details"]["call_sites"]) == ["examples/memory/kept_predictions.py:23",
+                                                         "examples/memory/kept_predictions.py:30"]

@@ -102,6 +102,7 @@ def memory_findings(recording: Recording, explained: dict) -> list[Finding]:
         return []
     window = memory.clean_window(section.get("tracemalloc"))
     chosen: dict[tuple, tuple] = {}
+    sites: dict[tuple, list] = {}  # the growing call sites of each (cause, subject)
     for analysis in memory.site_analyses(recording):
         if not analysis["growing"]:
             continue
@@ -119,9 +120,30 @@ def memory_findings(recording: Recording, explained: dict) -> list[Finding]:
             own = False
         rank = (own, analysis["calls"])
         key = (cause, subject)
+        sites.setdefault(key, []).append(analysis)
         if key not in chosen or rank > chosen[key][0]:
             chosen[key] = (rank, analysis, cause, subject, details, fix)
-    return [_finding(recording, *entry[1:], window) for entry in chosen.values()]
+    found = []
+    for key, entry in chosen.items():
+        finding = _finding(recording, *entry[1:], window)
+        others = [a for a in sites[key] if a is not entry[1]]
+        if others and not key[1]:  # nothing points at one of them: say so, blame none
+            _shared(finding, entry[1], others)
+        found.append(finding)
+    return found
+
+
+def _shared(finding: Finding, analysis: dict, others: list[dict]) -> None:
+    """Resident memory is the process's: call sites interleaved in one loop all see its growth.
+    With no cause that points at one of them, the finding names them all and blames none."""
+    every = [analysis, *others]
+    names = ", ".join(f"`{a['api']} {a['target']}` at {short_site(a['call_site'])}" for a in every[:4])
+    finding.title = finding.title.replace(
+        f"of `{analysis['api']} {analysis['target']}` at {short_site(analysis['call_site'])}",
+        f"of a loop that calls {names}")
+    finding.evidence.insert(0, f"{len(every)} call sites saw this growth in step: memory is the process's, so "
+                               "tfdiag cannot tell which of them holds it (the figures are the busiest one's)")
+    finding.details["call_sites"] = [a["call_site"] for a in every]
 
 
 def _finding(recording: Recording, analysis: dict, cause: str, subject: str, details: dict, fix: dict,
