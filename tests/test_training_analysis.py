@@ -245,7 +245,8 @@ def test_training_verdict_names_the_step_and_the_top_finding(name):
 def test_verdict_says_which_phase_dominates_the_step():
     verdict = analyze(load(DATA / "training_generator.json")).verdict
     assert "`fit()` of `sequential` at `train_gen.py:31` ran 150 steps over 3 epochs" in verdict
-    assert "each step is mostly waiting for the next batch (62%), then kernel execution (26%)" in verdict
+    assert ("each step is mostly waiting for the next batch (62%), then kernel execution (the model's ops and "
+            "their dispatch) (26%)") in verdict
 
 
 def test_predict_runs_keep_their_verdict_and_old_recordings_load():

@@ -20,7 +20,10 @@ PHASE_LABELS = {
     "callbacks": "callbacks / progress bar",
     "other": "other Python overhead",
 }
-STEP_LABELS = dict(PHASE_LABELS, data_adapter="waiting for the next batch")
+# A step's kernel_execution is its graph call seen from outside: the model's ops and the call's own
+# dispatch (step-overhead tells them apart with the TF Profiler's op time).
+STEP_LABELS = dict(PHASE_LABELS, data_adapter="waiting for the next batch",
+                   kernel_execution="kernel execution (the model's ops and their dispatch)")
 
 
 def _batch_text(call: dict) -> str:
