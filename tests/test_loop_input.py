@@ -62,7 +62,8 @@ def test_the_loop_line_gets_its_wait_and_its_pipeline(loop_run):
     assert entry["median_s"] >= 0.8 * BATCH * SLEEP_S
     producer = entry["producer"]
     assert producer["kind"] == "tf.data"
-    assert [m["name"] for m in producer["map_functions"]] == ["loop_run.<locals>.load"]
+    assert [(m["name"], m["parallel"], m["py_function"]) for m in producer["map_functions"]] == [
+        ("loop_run.<locals>.load", False, True)]
 
 
 def test_the_loop_is_input_bound_naming_its_map(loop_run):
@@ -71,7 +72,8 @@ def test_the_loop_is_input_bound_naming_its_map(loop_run):
     assert finding["title"].startswith("the training loop at test_loop_input.py:48 is input-bound: ")
     assert "`loop_run.<locals>.load`" in finding["title"]
     assert finding["function"] == "train_step" and finding["details"]["loop"] is True
-    assert "num_parallel_calls=tf.data.AUTOTUNE" in finding["fix"]["code"]
+    # the map calls tf.py_function: cache its results (parallel calls of Python wait for the GIL)
+    assert finding["fix"]["code"].startswith("ds = ds.map(loop_run.<locals>.load).cache()")
     assert finding["fix"]["verified"] is False and finding["severity"] in ("medium", "low")
     assert finding["details"]["share"] > 0.5
 
@@ -143,3 +145,13 @@ def test_a_parallel_prefetched_pipeline_is_a_low_note_with_only_cache_left():
     assert "num_parallel_calls" not in finding["fix"]["code"] and "prefetch(" not in finding["fix"]["code"]
     assert finding["fix"]["code"].startswith("ds = ds.cache()")
     assert "already run in parallel" in finding["fix"]["text"] and "it already prefetches" in finding["fix"]["text"]
+
+
+def test_a_map_that_runs_python_is_told_to_cache_not_to_run_in_parallel():
+    from tfdiag.analysis.tfdata_fix import tfdata_fix
+
+    fix = tfdata_fix({"map_functions": [{"name": "tf_load", "defined_at": "/home/ana/loop.py:8", "parallel": False,
+                                         "py_function": True}], "prefetched": False})
+    assert fix["code"].splitlines()[0].startswith("ds = ds.map(tf_load).cache()  # tf_load at loop.py:8 runs Python")
+    assert "num_parallel_calls=" not in fix["code"] and "ds = ds.prefetch(tf.data.AUTOTUNE)" in fix["code"]
+    assert "holds the GIL" in fix["text"] and "end the pipeline with `prefetch`" in fix["text"]

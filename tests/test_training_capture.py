@@ -213,7 +213,7 @@ def test_tf_data_producer_names_the_map_function(tmp_path):
     producer = next(c for c in recording.calls if c["api"] == "fit")["data_producer"]
     assert producer["kind"] == "tf.data" and producer["seconds"] is None
     assert producer["map_functions"] == [{"name": "parse", "defined_at": f"{script}:{_line(body, 'def parse')}",
-                                          "parallel": False}]  # no num_parallel_calls
+                                          "parallel": False, "py_function": False}]  # no num_parallel_calls
     assert producer["prefetched"] is False
 
 

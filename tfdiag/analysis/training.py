@@ -87,7 +87,7 @@ def producer(call: dict) -> dict | None:
     if not isinstance(value, dict):
         return None
     maps = [{"name": m["name"], "defined_at": _text(m.get("defined_at")),
-             **({"parallel": m["parallel"]} if isinstance(m.get("parallel"), bool) else {})}
+             **{key: m[key] for key in ("parallel", "py_function") if isinstance(m.get(key), bool)}}
             for m in value.get("map_functions") or [] if isinstance(m, dict) and _text(m.get("name"))]
     multi, prefetched = value.get("use_multiprocessing"), value.get("prefetched")
     return {"kind": _text(value.get("kind")), "name": _text(value.get("name")),

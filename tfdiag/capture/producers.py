@@ -100,9 +100,22 @@ def _map_functions(dataset, limit: int = 32) -> list:
         if site is not None:
             found.append({"name": getattr(code, "co_qualname", code.co_name), "defined_at": site,
                           # a map given num_parallel_calls is a ParallelMapDataset
-                          "parallel": "Parallel" in type(dataset).__name__})
+                          "parallel": "Parallel" in type(dataset).__name__,
+                          "py_function": _calls_python(wrapper)})
         dataset = getattr(dataset, "_input_dataset", None)
     return found[::-1]
+
+
+_PYTHON_OPS = ("EagerPyFunc", "PyFunc", "PyFuncStateless")
+
+
+def _calls_python(wrapper) -> bool | None:
+    """Whether a map's traced function runs Python (``tf.py_function``/``tf.numpy_function``): it
+    holds the GIL, one element at a time, however many parallel calls the map is given."""
+    try:
+        return any(op.type in _PYTHON_OPS for op in wrapper.function.graph.get_operations())
+    except Exception:  # another TensorFlow's wrapper: unknown
+        return None
 
 
 def _prefetched(dataset, limit: int = 32) -> bool:
