@@ -201,3 +201,17 @@ def test_capture_records_the_producer_s_cpu_seconds(tmp_path):
     assert producer["seconds"] >= 6 * 0.03 * 0.9  # six 30 ms sleeps, timed where they ran
     assert isinstance(producer["cpu_seconds"], float) and 0 <= producer["cpu_seconds"]
     assert producer["cpu_seconds"] / producer["seconds"] < 0.5, producer  # sleeping is not computing
+
+
+def test_one_cpu_and_a_pure_python_producer_promise_no_saving_in_the_verdict():
+    """Processes cannot make batches in parallel on one CPU: the saving is 0, the fix says why, and
+    the verdict does not say "fixing it would save about 0.00 ms"."""
+    from tfdiag.analysis import analyze
+    from tfdiag.recording import Recording
+
+    raw = producer_made(data("training_generator"), 1.40, 1.35)
+    raw["environment"]["cpu_count"] = 1
+    result = analyze(Recording.from_dict(raw))
+    (finding,) = [f for f in result.findings if f["code"] == "input-bound"]
+    assert finding["estimated_savings_s"] == 0 and "This machine has 1 CPU" in finding["fix"]["text"]
+    assert "no saving is estimated on this machine" in result.verdict and "0.00 ms" not in result.verdict

@@ -123,6 +123,8 @@ def training_verdict(recording: Recording, found: list[dict]) -> str:
     site_text = short_site(top.get("call_site") or "")
     where = f" (`{site_text}`)" if site_text and site_text not in top["title"] else ""
     lead = "Top finding" if top is found[0] else "Top training finding"
+    if savings <= 0:  # e.g. processes for a pure-Python producer on a machine with one CPU: the fix says why
+        return f"{text}. {lead}: {top['title']}{where}; no saving is estimated on this machine — see the fix below.{tail}"
     return (f"{text}. {lead}: {top['title']}{where}; fixing it would save about {duration(savings)}"
             f"{_run_share(recording, savings)} — see the fix below.{tail}")
 
