@@ -30,7 +30,7 @@ from . import callsite, trace_ops
 from .collector import Collector
 from .gates import FirstCallDeferral
 from .patching import Patcher, guarded
-from .xprof_read import read_trace
+from .xprof_read import quiet_stderr, read_trace
 
 # Where ``tf.profiler.experimental.start`` is looked up (the implementation, tf.* and tf.compat.v2.*).
 PROFILER_START_MODULES = ("tensorflow.python.profiler.profiler_v2", "tensorflow._api.v2.profiler.experimental",
@@ -213,7 +213,8 @@ class TfProfilerGate:
             self.logdir = tempfile.mkdtemp(prefix="tfdiag-tensorboard-")
             self._cleanup = weakref.finalize(self, shutil.rmtree, self.logdir, True)
         try:
-            (self._real_start or tf.profiler.experimental.start)(os.path.join(self.logdir, under or ""))
+            with quiet_stderr([]):  # the session's C++ logging is tfdiag's, not the script's
+                (self._real_start or tf.profiler.experimental.start)(os.path.join(self.logdir, under or ""))
         except errors.AlreadyExistsError:
             return ("another TF Profiler session was already running (started by the diagnosed code); "
                     "tfdiag left it alone")
@@ -235,7 +236,8 @@ class TfProfilerGate:
             from tensorflow.python.framework import errors
 
             try:
-                tf.profiler.experimental.stop()
+                with quiet_stderr([]):  # as at the start
+                    tf.profiler.experimental.stop()
             except errors.UnavailableError:
                 self.collector.warn("the diagnosed code stopped the TF Profiler inside tfdiag's window; "
                                     "its trace may be incomplete")

@@ -4,7 +4,8 @@ Why a module of its own: the single-process TF Profiler gate (tf_profiler.py) an
 capture`` (remote.py) read traces the same way. ``read_trace`` gives the top TF ops by self time
 (host vs device) and the per-step times, ``read_ops`` every op (trace_ops.op_rows and
 overview_rows parse xprof's tables). xprof logs about 30 lines of C++ per conversion to stderr:
-``quiet_stderr`` keeps them off the terminal (and in the warning when a conversion fails).
+``quiet_stderr`` keeps them off the terminal (and in the warning when a conversion fails); the
+profiler session's start and stop (tf_profiler.py) use it too.
 
 Cost: a conversion per tool per trace, once, after the run (about a second for a few calls).
 """
