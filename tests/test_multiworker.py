@@ -34,10 +34,8 @@ def _ports(n: int) -> list[int]:
             s.close()
 
 
-@pytest.fixture(scope="module")
-def job(tmp_path_factory):
-    """Two workers run as `tfdiag analyze -o DIR/worker-N`, then `tfdiag merge`."""
-    root = tmp_path_factory.mktemp("multiworker")
+def _run_workers(root: Path) -> list[int]:
+    """The two workers of one job, each as `tfdiag analyze -o ROOT/worker-N`; their exit statuses."""
     cluster = [f"127.0.0.1:{p}" for p in _ports(2)]
     procs = []
     for index in range(2):
@@ -57,8 +55,25 @@ def job(tmp_path_factory):
                 proc.kill()
                 proc.wait()
             log.close()
-    for index, (proc, _) in enumerate(procs):
-        assert proc.returncode == 0, (root / f"worker-{index}.log").read_text()[-3000:]
+    return [proc.returncode for proc, _ in procs]
+
+
+@pytest.fixture(scope="module")
+def job(tmp_path_factory):
+    """Two workers run as `tfdiag analyze -o DIR/worker-N`, then `tfdiag merge`.
+
+    One rerun when a worker died by a signal: about one job in ten on this 2-core machine (3 of 35), a
+    worker segfaults inside TensorFlow's C++ (no Python frame: PYTHONFAULTHANDLER shows none) while
+    the TF Profiler traces its steps, and the other then fails its all-reduce ("Socket closed"); in 12
+    jobs with --no-tf-profiler none did. A worker that exits with a status of its own is never rerun."""
+    for attempt in range(2):
+        root = tmp_path_factory.mktemp("multiworker")
+        codes = _run_workers(root)
+        if attempt == 0 and any(code < 0 for code in codes):
+            continue
+        break
+    for index, code in enumerate(codes):
+        assert code == 0, (root / f"worker-{index}.log").read_text()[-3000:]
     out = root / "merged"
     status = cli.main(["merge", str(root / "worker-0"), str(root / "worker-1"), "-o", str(out)])
     return root, out, status, str(EXAMPLE)
