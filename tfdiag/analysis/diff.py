@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 from ..recording import PHASES, Recording
 from .fields import number
+from .findings import site_file
 from .phases import call_phase_split
 
 BOOTSTRAP = 2000  # resamples per site
@@ -108,7 +109,7 @@ def _sites(recording: Recording) -> list[dict]:
     for site in grouped.values():
         site["apis"].sort()
         site["durations"] = _durations(recording.call_samples, site)
-    return sorted(grouped.values(), key=lambda s: (_file(s["call_site"]), _line(s["call_site"]), s["target"]))
+    return sorted(grouped.values(), key=lambda s: (site_file(s["call_site"]), _line(s["call_site"]), s["target"]))
 
 
 def match(old_sites: list[dict], new_sites: list[dict]) -> tuple[list[tuple], list[dict], list[dict]]:
@@ -149,10 +150,10 @@ def _candidates(olds: list[dict], news: list[dict]) -> list[tuple[dict, dict]]:
 
 def _shift(old: dict, new: dict) -> tuple[str, int] | None:
     """(file, lines moved) when both sites are in one file with line numbers; None otherwise."""
-    same_file = _file(old["call_site"]) == _file(new["call_site"])
+    same_file = site_file(old["call_site"]) == site_file(new["call_site"])
     if not same_file or not _line(old["call_site"]) or not _line(new["call_site"]):
         return None
-    return _file(old["call_site"]), _line(new["call_site"]) - _line(old["call_site"])
+    return site_file(old["call_site"]), _line(new["call_site"]) - _line(old["call_site"])
 
 
 def _common_shift(olds: list[dict], news: list[dict]) -> tuple[str, int] | None:
@@ -418,10 +419,6 @@ def describe(change: dict, level: float = LEVEL) -> str:
     else:
         head = change["direction"]
     return f"{head} ({text})"
-
-
-def _file(site: str) -> str:
-    return site.rpartition(":")[0] or site
 
 
 def _line(site: str) -> int:

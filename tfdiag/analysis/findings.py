@@ -60,6 +60,11 @@ def at_most(severity: str, cap: str) -> str:
     return severity if SEVERITY_RANK[severity] >= SEVERITY_RANK[cap] else cap
 
 
+def site_file(site: str) -> str:
+    """``dir/file.py:12`` -> ``dir/file.py`` (a site without a line stays as it is)."""
+    return site.rpartition(":")[0] or site
+
+
 def short_site(site: str) -> str:
     """``dir/file.py:12`` -> ``file.py:12`` for titles (the full path stays in call_site)."""
     return os.path.basename(site) if site else site

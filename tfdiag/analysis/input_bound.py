@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from ..recording import Recording
 from . import alternatives, retracing, training
-from .fields import count, number
+from .fields import count
 from .findings import GUIDES, Finding, at_most, severity_for, short_site
 from .phases import call_phase_split
 from .tfdata_fix import tfdata_fix
@@ -129,8 +129,7 @@ def _making(recording: Recording, call: dict, measured: int | None = None) -> di
     whose thread only waited for them). ``workers``: the N a fix suggests (``measured``: the N --verify
     timed, when it did); ``now``: the workers it ran with."""
     data = training.producer(call) or {}
-    raw = call.get("data_producer") if isinstance(call.get("data_producer"), dict) else {}
-    seconds, cpu = data.get("seconds"), number(raw.get("cpu_seconds"))
+    seconds, cpu = data.get("seconds"), data.get("cpu_seconds")
     now = data.get("workers") if (data.get("workers") or 0) > 1 else 1
     queued = now > 1 or data.get("use_multiprocessing") is True
     share = min(1.0, max(0.0, cpu / seconds)) if seconds and cpu is not None and not queued else None

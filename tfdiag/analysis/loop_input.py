@@ -16,33 +16,29 @@ from __future__ import annotations
 from ..recording import Recording
 from . import training
 from .fields import count, number
-from .findings import Finding, short_site
+from .findings import Finding, short_site, site_file
 from .input_bound import INPUT_BOUND_SHARE, INPUT_MEDIUM, input_fix
 from .training_findings import ESTIMATE, NEGLIGIBLE_S, make_finding, severity
 from .units import duration
 
 
-def _file(site: str) -> str:
-    return site.rpartition(":")[0]
-
-
-def _steps_by_file(recording: Recording) -> dict[str, list[dict]]:
+def _steps_bysite_file(recording: Recording) -> dict[str, list[dict]]:
     steps: dict[str, list[dict]] = {}
     for call in recording.calls:
         if isinstance(call, dict) and training.is_step(call):
-            steps.setdefault(_file(str(call.get("call_site") or "")), []).append(call)
+            steps.setdefault(site_file(str(call.get("call_site") or "")), []).append(call)
     return steps
 
 
 def loop_input_findings(recording: Recording, explained: dict) -> list[Finding]:
     """One finding per loop line whose batches its custom training steps waited for."""
     entries = recording.extra.get("loop_inputs")
-    steps_by_file = _steps_by_file(recording)
+    steps_by_file = _steps_bysite_file(recording)
     found = []
     for entry in entries if isinstance(entries, list) else []:
         if not isinstance(entry, dict) or not isinstance(entry.get("call_site"), str):
             continue
-        steps = steps_by_file.get(_file(entry["call_site"]))
+        steps = steps_by_file.get(site_file(entry["call_site"]))
         waited = number(entry.get("total_s")) or 0.0
         if not steps or waited < NEGLIGIBLE_S:
             continue

@@ -121,12 +121,7 @@ class CallStats:
             return
         if duration > self.max_s:
             self.max_s = duration
-        durations = self.durations  # Reservoir.offer, inline: it runs per call
-        durations.seen += 1
-        if len(durations.items) < durations.size:
-            durations.items.append(duration)
-        elif durations.seen >= durations.next:
-            durations.keep(duration)
+        self.durations.offer(duration)
         if sampled:
             self._basis_cache = None
             self.splits.offer((max(0.0, duration - graph), phases, teardown_s))
