@@ -25,11 +25,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import tensorflow as tf  # noqa: E402
 
 import tfdiag  # noqa: E402
-from rounds import first_calls_row, per_call, pin, ratio_row, run  # noqa: E402  (benchmarks/rounds.py)
+from rounds import PURE_PYTHON, first_calls_row, hot_path_row, per_call, pin, ratio_row, run  # noqa: E402  (benchmarks/rounds.py)
 
 MODES = {"off": None, "off again": None,
          "trace hooks (timing=False)": dict(timing=False),
-         "default capture (cprofile/tf_profiler off)": dict(cprofile=False, tf_profiler=False)}
+         "default capture (cprofile/tf_profiler off)": dict(cprofile=False, tf_profiler=False),
+         "  the same, pure-Python wrapper": dict(cprofile=False, tf_profiler=False, **{PURE_PYTHON: True})}
 
 
 @tf.function
@@ -61,7 +62,7 @@ def main() -> None:
         assert traces == 0, "the measured calls must not trace"
     results = run({name: (fn, args.calls, args.warm) for name, fn in calls.items()}, MODES, args.rounds, args.seed)
     print(f"tf.functions traced once; {args.rounds} rounds of shuffled blocks of {args.warm} + {args.calls} calls, "
-          f"{where}; median per call, paired ratio to off")
+          f"{where}; median per call, paired ratio to off; {hot_path_row()}")
     for name, modes in results.items():
         print(f"  {name}")
         off = modes["off"]

@@ -24,12 +24,18 @@ many calls a block happens to have. Then ``calls`` calls are timed: the steady c
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import statistics
 import time
 
 import tfdiag
+from tfdiag.capture import phase_tracker, timed_calls
+
+# A mode's options with this key set run tfdiag without its compiled hot path
+# (tfdiag/capture/_hotpath.c): what a machine that could not build it gets.
+PURE_PYTHON = "pure_python"
 
 
 def pin(all_cpus: bool = False) -> str:
@@ -72,9 +78,27 @@ def timed_block(fn, calls: int, warm: int, options: dict | None) -> tuple[float,
     if options is None:
         first = block(fn, warm) if warm else 0.0
         return block(fn, calls) / calls, first
-    with tfdiag.diagnose(**options):
+    options = dict(options)
+    pure = options.pop(PURE_PYTHON, False)
+    with (without_hot_path() if pure else contextlib.nullcontext()), tfdiag.diagnose(**options):
         first = block(fn, warm) if warm else 0.0
         return block(fn, calls) / calls, first
+
+
+@contextlib.contextmanager
+def without_hot_path():
+    """Diagnoses made inside use the pure-Python wrappers (as where _hotpath.c was not built)."""
+    saved = timed_calls.HotCall, phase_tracker.Gate
+    timed_calls.HotCall = phase_tracker.Gate = None
+    try:
+        yield
+    finally:
+        timed_calls.HotCall, phase_tracker.Gate = saved
+
+
+def hot_path_row() -> str:
+    """Whether this tfdiag has its compiled hot path."""
+    return "compiled hot path: " + ("built" if timed_calls.HotCall is not None else "NOT BUILT (pure Python)")
 
 
 def run(workloads: dict, modes: dict, rounds: int, seed: int = 0) -> dict:

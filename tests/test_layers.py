@@ -265,7 +265,7 @@ def test_function_call_observers_hear_each_user_call_and_whether_it_traced():
     from tfdiag.capture.function_calls import FunctionCallCapture
     from tfdiag.capture.patching import Patcher
     from tfdiag.capture.phase_tracker import PhaseTracker
-    from tfdiag.capture.timed_calls import CallLog
+    from tfdiag.capture.call_log import CallLog
 
     original = polymorphic_function.Function.__call__
 

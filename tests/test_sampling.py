@@ -14,6 +14,41 @@ from tfdiag.capture.sampling import PhaseSampler
 from tfdiag.recording import PHASES
 
 
+def test_fast_call_sites_are_sampled_less_often_unless_the_user_chose_the_rate():
+    from tfdiag.capture import sampling
+
+    def site(typical_s):  # a call site's statistics with calls kept in place of about that duration
+        stats = CallStats("tf.function", "step", "loop.py:3", "(8, 8) float32", False)
+        for index in range(12):
+            stats.light.extend((float(index), typical_s * (1.1 if index % 2 else 0.9), None))
+        return stats
+
+    sampler = PhaseSampler()  # the default: adaptive
+    assert sampler.adaptive and sampler.every == sampling.EVERY
+    budget = sampling.SAMPLED_CALL_S / sampling.BUDGET  # seconds of calls per sampled call
+    assert sampler.site_every(site(0.1)) == sampling.EVERY  # slow calls: one in EVERY
+    assert sampler.site_every(site(budget / 100)) == pytest.approx(100, abs=12)  # ~1% of the site's time
+    assert sampler.site_every(site(1e-7)) == sampling.MAX_EVERY
+    early = CallStats("tf.function", "step", "loop.py:3", "(8, 8) float32", False)  # nothing in place yet
+    early.count, early.total_s, early.first_s = 3, 0.2 + 2 * budget / 300, 0.2
+    assert sampler.site_every(early) == pytest.approx(300, abs=2)  # the calls after the first
+    # Measured: one in ~100 at such a call site, drawn at random.
+    state = [1, sampling.FIRST_CALLS, site(budget / 100)]
+    gaps = []
+    for _ in range(2000):
+        state[0] = 1
+        sampler.sampled(state)
+        gaps.append(state[0])
+    assert 80 < sum(gaps) / len(gaps) < 125
+    chosen = PhaseSampler(every=8)  # the user's rate is kept
+    state = [1, sampling.FIRST_CALLS, site(budget / 100)]
+    means = []
+    for _ in range(2000):
+        chosen.sampled(state)
+        means.append(state[0])
+    assert not chosen.adaptive and 6 < sum(means) / len(means) < 10
+
+
 def test_sampler_takes_the_first_call_and_the_next_unprofiled_calls_then_one_in_every():
     sampler = PhaseSampler(every=4, first=3, seed=1)
     weights = [sampler.weight("site") for _ in range(4004)]

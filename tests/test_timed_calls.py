@@ -4,7 +4,7 @@ import threading
 
 import pytest
 
-from tfdiag.capture import timed_calls
+from tfdiag.capture import call_log, timed_calls
 from tfdiag.capture.collector import Collector
 from tfdiag.capture.keras_calls import positional_training
 from tfdiag.capture.phase_tracker import PhaseTracker
@@ -41,7 +41,7 @@ class Target:
 def _wrapped(skip=lambda target: False):
     collector = Collector()
     tracker = PhaseTracker(sampler=PhaseSampler(every=1, first=0))
-    log = timed_calls.CallLog(collector)
+    log = call_log.CallLog(collector)
     wrapped = timed_calls.timed_call_wrapper(Target.call, "__call__", FakeCapture(), skip, tracker, log)
     return wrapped, collector, log, tracker
 
@@ -74,12 +74,12 @@ def test_skipped_calls_pass_through():
 def test_a_thread_per_call_keeps_every_call_and_a_bounded_log():
     wrapped, collector, log, _ = _wrapped()
     target = Target()
-    count = timed_calls.MAX_THREAD_BUFFERS * 2 + 10
+    count = call_log.MAX_THREAD_BUFFERS * 2 + 10
     for index in range(count):
         thread = threading.Thread(target=wrapped, args=(target, index), name=f"request-{index}")
         thread.start()
         thread.join()
-    assert len(log._buffers) <= timed_calls.MAX_THREAD_BUFFERS + 1
+    assert len(log._buffers) <= call_log.MAX_THREAD_BUFFERS + 1
     log.flush_all()
     calls = collector.sections()["calls"]
     assert sum(c["count"] for c in calls) == count
@@ -88,11 +88,11 @@ def test_a_thread_per_call_keeps_every_call_and_a_bounded_log():
 def test_buffers_flush_every_so_often_and_at_the_end():
     wrapped, collector, log, _ = _wrapped()
     target = Target()
-    for index in range(timed_calls.FLUSH_EVERY + 3):
+    for index in range(call_log.FLUSH_EVERY + 3):
         wrapped(target, index)
-    assert sum(c["count"] for c in collector.sections()["calls"]) == timed_calls.FLUSH_EVERY
+    assert sum(c["count"] for c in collector.sections()["calls"]) == call_log.FLUSH_EVERY
     log.flush_all()
-    assert sum(c["count"] for c in collector.sections()["calls"]) == timed_calls.FLUSH_EVERY + 3
+    assert sum(c["count"] for c in collector.sections()["calls"]) == call_log.FLUSH_EVERY + 3
 
 
 class BrokenGate:
@@ -136,7 +136,7 @@ def test_an_exception_in_the_call_closes_it_and_is_recorded():
 def test_a_threads_first_call_may_be_unsampled():
     collector = Collector()
     tracker = PhaseTracker(sampler=PhaseSampler(every=10**9, first=0))  # no call is sampled
-    log = timed_calls.CallLog(collector)
+    log = call_log.CallLog(collector)
     wrapped = timed_calls.timed_call_wrapper(Target.call, "__call__", FakeCapture(), lambda t: False, tracker, log)
     errors = []
 
@@ -179,7 +179,7 @@ class WindowGate:
 def test_profiled_calls_leave_the_first_call_and_five_unprofiled_calls_to_the_split():
     collector = Collector()
     tracker = PhaseTracker(sampler=PhaseSampler(every=10**9, first=5))  # no random samples
-    log = timed_calls.CallLog(collector)
+    log = call_log.CallLog(collector)
     capture = FakeCapture()
     capture.gates = [WindowGate(range(1, 12))]  # would take calls 1-11 if it could
     wrapped = timed_calls.timed_call_wrapper(Target.call, "predict", capture, lambda t: False, tracker, log)
@@ -206,7 +206,7 @@ def test_profiled_calls_leave_the_first_call_and_five_unprofiled_calls_to_the_sp
 def test_call_sites_are_told_apart_by_line_and_training():
     collector = Collector()
     tracker = PhaseTracker(sampler=PhaseSampler(every=1, first=0))
-    log = timed_calls.CallLog(collector)
+    log = call_log.CallLog(collector)
     capture = FakeCapture()
     taping = [False]
     capture.tape_is_empty = lambda: not taping[0]
@@ -234,7 +234,7 @@ def test_call_sites_are_told_apart_by_line_and_training():
 def test_buffered_calls_hold_nothing_the_garbage_collector_tracks_and_keep_their_lines():
     """A buffer of tracked objects made the collector run every few hundred calls and promote them
     into full collections; the caller's line is kept as a bytecode offset until the flush."""
-    assert timed_calls.FIELDS == 16  # the spec is value 14 of a call
+    assert call_log.FIELDS == 16  # the spec is value 14 of a call
     import gc
 
     wrapped, collector, log, tracker = _wrapped()
@@ -242,7 +242,7 @@ def test_buffered_calls_hold_nothing_the_garbage_collector_tracks_and_keep_their
     for index in range(10):
         wrapped(target, index); line = __import__("sys")._getframe().f_lineno  # noqa: E702
     buffer = log.local.entry[1]
-    assert len(buffer) == 10 * timed_calls.FIELDS
+    assert len(buffer) == 10 * call_log.FIELDS
     tracked = [index for index, value in enumerate(buffer) if gc.is_tracked(value)]
     # only the first call's sampler state (the sampler's own list, not a new object) and input
     # spec (said once per call site)
@@ -262,7 +262,7 @@ def test_unsampled_calls_at_a_known_call_site_are_kept_in_place_with_everything_
 
     collector = Collector()
     tracker = PhaseTracker(sampler=PhaseSampler(every=10**9, first=5))
-    log = timed_calls.CallLog(collector)
+    log = call_log.CallLog(collector)
     traced = tracker.wrap(lambda: time.sleep(0.003), "graph_creation")
     inner = timed_calls.timed_call_wrapper(Target.call, "inner", FakeCapture(), lambda t: False, tracker, log)
 
@@ -284,8 +284,8 @@ def test_unsampled_calls_at_a_known_call_site_are_kept_in_place_with_everything_
     assert state[2] is next(iter(collector.calls.values()))  # linked: the calls after the sampled ones go in place
     # flushed when linked; the call that retraced went to the collector at once (a record of its own)
     assert len(log.local.entry[1]) == 0
-    # the 94 after the sampled ones, less the one that retraced: one batch added, the rest wait in place
-    assert len(state[2].light) == 3 * (94 - 1 - timed_calls.LIGHT_EVERY)
+    # the 94 after the sampled ones, less the one that retraced: whole batches added, the rest wait in place
+    assert len(state[2].light) == 3 * ((94 - 1) % timed_calls.LIGHT_EVERY)
     assert state[2].count + len(state[2].light) // 3 == 100  # every call so far, as the memory probe reads it
     other = threading.Thread(target=loop, args=(100, 130), name="other")
     other.start()

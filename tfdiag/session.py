@@ -31,7 +31,7 @@ from .capture.loop_inputs import LoopInputs
 from .capture.memory import MemoryProbe
 from .capture.patching import Patcher, guarded
 from .capture.phase_tracker import PhaseTracker
-from .capture.timed_calls import CallLog
+from .capture.call_log import CallLog
 from .capture.tracing import TraceCapture
 from .capture.training_calls import TrainingCallCapture
 from .capture import worker
@@ -65,7 +65,7 @@ class Diagnoser(contextlib.ContextDecorator):
         self.cprofile, self.tf_profiler = chosen.profiles
         # After each call site's first calls, one call in ``phase_every`` gets the full phase
         # split (sampling.py); 1 measures every call.
-        self.phase_every = chosen.phase_every if chosen.phase_every is not None else sampling.EVERY
+        self.phase_every = chosen.phase_every  # None: sampling.EVERY, less often at fast call sites
         self.cprofile_calls = chosen.cprofile_calls if chosen.cprofile_calls is not None else DEFAULT_MAX_CALLS
         self.tf_profiler_calls = chosen.tf_profiler_calls if chosen.tf_profiler_calls is not None else TF_PROFILER_CALLS
         self.out = os.fspath(out) if out is not None else None

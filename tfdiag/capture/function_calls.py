@@ -17,10 +17,11 @@ import functools
 
 from . import callsite
 from .collector import Collector
-from .keras_calls import call_input_spec, describe_arguments, input_spec, no_tape, tape_check
+from .keras_calls import argument_kinds, call_input_spec, describe_arguments, input_spec, no_tape, tape_check
 from .patching import Patcher, guarded
 from .phase_tracker import PhaseTracker
-from .timed_calls import CallLog, timed_call_wrapper
+from .call_log import CallLog
+from .timed_calls import timed_call_wrapper
 from .tracing import FUNCTION_MODULE
 
 
@@ -125,6 +126,7 @@ class FunctionCallCapture:
     fixed_names = True
 
     describe = staticmethod(describe_arguments)  # (signature, None), cached per kind of arguments
+    argument_kinds = staticmethod(argument_kinds)  # what ``describe`` keys on, for the compiled wrapper
 
     @staticmethod
     def input_spec(args: tuple, kwargs: dict):

@@ -17,7 +17,8 @@ from typing import Callable
 from .collector import Collector
 from .patching import Patcher, guarded
 from .phase_tracker import PhaseTracker
-from .timed_calls import CallLog, timed_call_wrapper
+from .call_log import CallLog
+from .timed_calls import timed_call_wrapper
 
 KERAS3_TRAINER = "keras.src.backend.tensorflow.trainer"
 KERAS3_MODEL = "keras.src.models.model"
@@ -182,6 +183,23 @@ def _cached_dims(value) -> bool:
         return type(dims) is tuple and dims == value._shape_tuple()
     except Exception:
         return False
+
+
+def argument_kinds(args: tuple) -> tuple | None:
+    """What ``describe_arguments`` keys positional arguments on, per argument, as the compiled
+    wrapper compares them (_hotpath.c): a plain value's type; an EagerTensor's (type, shape
+    tuple, dtype enum). None when an argument is of another kind (described the general way)."""
+    eager = _EAGER[0]
+    kinds = []
+    for value in args:
+        kind = type(value)
+        if kind in _PLAIN:
+            kinds.append(kind)
+        elif kind is eager:
+            kinds.append((kind, value._shape_tuple(), value._datatype_enum()))
+        else:
+            return None
+    return tuple(kinds)
 
 
 def _describe_arguments(args: tuple, kwargs: dict) -> str:

@@ -1,4 +1,4 @@
-"""The wrapper every timed top-level call goes through, and the per-thread log it writes to.
+"""The wrapper every timed top-level call goes through (its log: call_log.py).
 
 It runs on every call of the user's loop. An eager ``model(x)`` on a tiny model runs
 through so much Keras code that, measured in that loop, each Python call of ours costs
@@ -15,13 +15,26 @@ at a time.
 Most calls go shorter still: an unsampled, unprofiled call at a call site whose first call
 the collector has (linked at flush time: the sampler state's third item) makes no record.
 It pushes its thread's spare ``LightFrame`` (nesting and graph creation work on it as on a
-CallFrame; reused while calls leave it untouched) and, unless it traced, appends its start, duration and thread to its call
+CallFrame; reused while calls leave it untouched: no phase switch, so its ``last`` is still its
+start) and, unless it traced, appends its start, duration and thread to its call
 site's ``light`` list (one ``extend``, no lock); every LIGHT_EVERY calls, and at the end,
 ``CallStats.add_light`` adds them to the count, total and maximum, offers them to the
 reservoir and the timeline, a batch at a time. In place, under the collector's lock and
 call by call, that bookkeeping was about 120 of the 510 opcodes such a call cost on a
 tf.function loop (TF 2.21, Python 3.11), and each of them costs far more there than in a
-micro-benchmark (see below).
+micro-benchmark (see below). A batch costs less per call the larger it is (each ``settle``
+runs with its code out of the CPU's caches): 1.2 us per call at 256, 0.5 us at 1024, while the
+timeline fills.
+
+The compiled wrapper. Even so, the shortest Python path was over 400 opcodes, about 7 us per
+call on a 0.1 ms tf.function (call-interleaved median, one CPU). Where ``_hotpath.c`` is built,
+a target whose name is fixed (a user tf.function) gets ``HotCall`` instead: each call kept in
+place here arms it with what that call was (thread, target, caller code and offset, the
+arguments' kinds, the training flag, the call site's sampler state and statistics), and a
+call that repeats it is kept in place in C, the same way, for about 2 us; every other call
+(first calls, sampled and profiled ones, another line, another signature, keyword arguments,
+another thread) comes here, as before. Without the extension (no compiler where tfdiag was
+installed) all of it runs here, at the Python cost.
 
 Three costs that do not show in the wrapper's own lines, measured on a tf.function loop (about
 120 us per call, Python 3.11): a buffered call must hold no object the garbage collector tracks
@@ -40,144 +53,18 @@ from __future__ import annotations
 import sys
 import threading
 import weakref
-from itertools import compress, repeat
 from typing import Callable
 
 from . import callsite, gates
-from .collector import Collector
-from ..recording import PHASES
+from .call_log import FIELDS, FLUSH_EVERY, CallLog
 from .phase_tracker import CallFrame, LightFrame, PhaseTracker
 
-FLUSH_EVERY = 256
-LIGHT_EVERY = 64  # calls kept in place at a call site between two ``CallLog.settle``
-MAX_THREAD_BUFFERS = 256
-# Values per call in a thread's buffer, in this order (see ``_flush``): api, signature, batch,
-# caller's code, its bytecode offset, training, target name, start, duration, phase totals,
-# profiled, weight, teardown seconds, the call site's sampler state on its first call (else None), input
-# spec, the frame's extra.
-FIELDS = 16
+try:  # the common case compiled (_hotpath.c); without it the wrapper below does all of it
+    from ._hotpath import HotCall
+except ImportError:  # not built here (no compiler): pure Python
+    HotCall = None
 
-
-class CallLog:
-    """Per-thread buffers of finished calls, handed to the collector in batches."""
-
-    def __init__(self, collector: Collector) -> None:
-        self.collector = collector
-        self.local = threading.local()  # per thread: ``entry``, (thread name, flat buffer of finished calls)
-        self._buffers: list[tuple[tuple[str, list], threading.Thread]] = []  # ((name, buffer), thread)
-        self._lock = threading.Lock()
-
-    def new_buffer(self) -> tuple[str, list]:
-        thread = threading.current_thread()
-        entry = self.local.entry = (thread.name, [])
-        with self._lock:
-            finished = []
-            if len(self._buffers) >= MAX_THREAD_BUFFERS:  # a thread per request: keep the live ones
-                live = []
-                for entry_thread in self._buffers:
-                    (live if entry_thread[1].is_alive() else finished).append(entry_thread)
-                self._buffers = live
-            self._buffers.append((entry, thread))
-        for (name, buffer), _ in finished:
-            self._flush(name, buffer)
-        return entry
-
-    def first_spec(self, api: str, capture, args: tuple, kwargs: dict):
-        """A call site's first call: its input described as a structure (None, with a warning, if it cannot be)."""
-        try:
-            return capture.input_spec(args, kwargs)
-        except Exception as exc:
-            self.collector.warn(f"could not describe a {api} input: {exc.__class__.__name__}: {exc}")
-            return None
-
-    def flush_full(self, entry: tuple[str, list]) -> None:
-        """A thread's buffer reached FLUSH_EVERY calls (from the wrapper; never raises)."""
-        try:
-            self._flush(*entry)
-        except Exception as exc:
-            self.collector.warn(f"could not record calls: {exc.__class__.__name__}: {exc}")
-
-    def buffer(self, values: tuple, now: bool = False) -> None:
-        """One finished call's FIELDS values into this thread's buffer (the wrapper's rare paths);
-        ``now``: and into the collector at once (a call kept in place that traced: its call site's
-        count stays current for the memory probe, which reads it at sampled calls)."""
-        try:
-            entry = self.local.entry
-        except AttributeError:
-            entry = self.new_buffer()
-        entry[1].extend(values)
-        if now or len(entry[1]) >= FLUSH_EVERY * FIELDS:
-            self.flush_full(entry)
-
-    def link(self, state: list):
-        """A call site's statistics for the wrapper to keep its unsampled calls in place
-        (``state``: its sampler state): once, at its first unsampled call, this thread's buffer is
-        flushed (its first call is most often there); False while the collector does not have it
-        (a flush from the thread that has it links it later)."""
-        entry = getattr(self.local, "entry", None)
-        if entry is not None:
-            self.flush_full(entry)
-        if state[2] is None:
-            state[2] = False
-        return state[2]
-
-    def settle(self, stats) -> None:
-        """A call site's calls kept in place into its statistics (from the wrapper; never raises)."""
-        collector = self.collector
-        try:
-            with collector.lock:
-                stats.add_light(collector.timeline)
-        except Exception as exc:
-            collector.warn(f"could not record calls: {exc.__class__.__name__}: {exc}")
-
-    def observe(self, observers, api: str, target, args: tuple, kwargs: dict) -> None:
-        for observer in observers:
-            try:
-                observer(api, target, args, kwargs)
-            except Exception as exc:
-                self.collector.warn(f"call observer failed: {exc.__class__.__name__}: {exc}")
-
-    def flush_all(self) -> None:
-        """Every thread's buffered calls into the collector (at the end of the diagnosis)."""
-        with self._lock:
-            entries = [entry for entry, _ in self._buffers]
-        for name, buffer in entries:
-            self._flush(name, buffer)
-
-    def _flush(self, thread: str, buffer: list) -> None:
-        """A thread's buffered calls, as the collector's records (column by column, in C where it
-        can be: a flush runs once per FLUSH_EVERY calls, and its cost per call counts as the
-        wrapper's does)."""
-        with self._lock:  # the owner thread and the final flush may both get here
-            pending = buffer[:]
-            del buffer[:len(pending)]
-        count = len(pending) // FIELDS
-        if not count:
-            return
-        (apis, signatures, batches, codes, offsets, trainings, names, starts, durations, totals, profiled,
-         weights, teardowns, sites, specs, extras) = (pending[index::FIELDS] for index in range(FIELDS))
-        firsts = [site is not None for site in sites]
-        # Call-site texts, looked up once per calling code object and offset (a loop's calls share one).
-        keys = list(zip(map(id, codes), offsets))
-        site_text, line_at = callsite.site_text, callsite.line_at
-        texts = {key: site_text(None if code is None else (code, line_at(code, key[1])))
-                 for key, code in dict(zip(keys, codes)).items()}
-        # A call site's first call brings what is said once per call site: its caller.
-        callers = [None] * count
-        for index in compress(range(count), firsts):
-            if codes[index] is not None:
-                callers[index] = callsite.caller_of(codes[index])
-        site_texts = list(map(texts.__getitem__, keys))
-        self.collector.add_calls(list(zip(apis, names, site_texts, signatures, starts, durations,
-                                          totals, repeat(thread, count), profiled, batches, weights, teardowns,
-                                          trainings, callers, specs, firsts, extras)))
-        # Each first call's sampler state gets its call site's statistics: the wrapper keeps the
-        # site's unsampled calls in them from now on.
-        calls = self.collector.calls
-        for index in compress(range(count), firsts):
-            stats = calls.get((apis[index], names[index], site_texts[index], signatures[index], trainings[index]))
-            if stats is not None:
-                sites[index][2] = stats
+LIGHT_EVERY = 1024  # calls kept in place at a call site between two ``CallLog.settle``
 
 
 def timed_call_wrapper(original: Callable, api: str, capture, skip: Callable, tracker: PhaseTracker, log: CallLog,
@@ -190,7 +77,10 @@ def timed_call_wrapper(original: Callable, api: str, capture, skip: Callable, tr
     call) and, optionally, ``training_argument(api)``: None, or ``positional(target, args)``,
     True when the call passed ``training=True`` by position; and ``identify(target)``: the
     target's name, or None where ``skip`` refuses it (one call instead of two; it must never
-    raise), else made of ``skip`` and ``target_name``. ``observers``: called with
+    raise), else made of ``skip`` and ``target_name``; and ``argument_kinds(args)``: what
+    ``describe`` keys positional arguments on, for the compiled wrapper (_hotpath.c) to compare,
+    or None (a capture without it, or whose targets' names are not ``fixed_names``, gets the
+    Python wrapper only). ``observers``: called with
     ``(api, target, args, kwargs)`` after each timed call.
     """
     # Unsampled calls (most calls) read their call site, open and close their frame inline, as
@@ -218,8 +108,6 @@ def timed_call_wrapper(original: Callable, api: str, capture, skip: Callable, tr
     get_frame = sys._getframe
     flush_size = FLUSH_EVERY * FIELDS
     light_size = LIGHT_EVERY * 3
-    untouched = dict.fromkeys(PHASES, 0.0)  # a light frame's totals and stack, as made and as left
-    at_rest = ["other"]
 
     # The rare paths, out of the wrapper's body: TensorFlow captures the Python stack on each
     # op it runs, and the line of each frame costs in proportion to the code before it.
@@ -253,6 +141,32 @@ def timed_call_wrapper(original: Callable, api: str, capture, skip: Callable, tr
             except Exception as exc:  # a target whose name cannot be read still counts
                 warn(f"could not name a {api} target: {exc.__class__.__name__}: {exc}")
                 return type(target).__name__
+
+    def touched(frame, now, fields):
+        """A call kept in place that traced, or that a hook gave a record of its own: its record,
+        into the collector at once (``fields``: api, signature, batch, code, offset, training, name)."""
+        totals = frame.totals
+        totals[frame.stack[-1]] += now - frame.last
+        frame.last = now
+        log.buffer((*fields, frame.start, frame.last - frame.start, totals, False, 0, frame.teardown_s, None, None,
+                    frame.extra), now=True)
+
+    # The compiled common case (_hotpath.c): the calls that repeat the last one kept in place
+    # (armed below) go no further than it; every other call comes here. Only for targets whose
+    # name is fixed, with no observers: it repeats the call site, not the naming or the observing.
+    hot = None  # made below, once ``timed_call`` is
+    get_ident = threading.get_ident
+
+    def arm(target, args, code, offset, training, state, light, sink, fields):
+        """The compiled wrapper told of a call kept in place: the calls that repeat it stay in C."""
+        try:
+            kinds = argument_kinds(args)
+            if kinds is not None:
+                hot.arm(get_ident(), local.frames, target, code, offset, kinds, bool(training), state, light, sink,
+                        touched, fields)
+        except Exception as exc:  # the call goes on in Python
+            hot.disarm()
+            warn(f"could not keep {api} calls in the compiled wrapper: {exc.__class__.__name__}: {exc}")
 
     def start_gates(api, first):
         try:
@@ -294,18 +208,13 @@ def timed_call_wrapper(original: Callable, api: str, capture, skip: Callable, tr
                     elif frame in frames:
                         frames.remove(frame)
                     frame.target = None
-                    totals = frame.totals
-                    if frame.extra is None and totals == untouched and frame.stack == at_rest:
+                    if frame.extra is None and frame.last is start and len(frame.stack) == 1:  # untouched
                         light.extend((start, now - start, frames))  # CallStats.add_light adds them
                         frames.spare = frame
                         if len(light) >= light_size:
                             log.settle(sink)
                     else:  # it traced, or a hook gave it a record of its own: a record, and a new spare
-                        totals[frame.stack[-1]] += now - frame.last
-                        frame.last = now
-                        log.buffer((api, signature, batch, code, offset, training, name, frame.start,
-                                    frame.last - frame.start, totals, False, 0, frame.teardown_s, None, None,
-                                    frame.extra), now=True)
+                        touched(frame, now, (api, signature, batch, code, offset, training, name))
                     if observers:
                         log.observe(observers, api, target, args, kwargs)
             if weight is not None:
@@ -417,11 +326,19 @@ def timed_call_wrapper(original: Callable, api: str, capture, skip: Callable, tr
                     if sink and frames is not None and sink.target == name:  # (an id reused by another target: not)
                         light = sink.light
                         weight = 2
+                        if hot is not None and not kwargs and code is user_code and code is not None:
+                            arm(target, args, code, offset, training, state, light, sink,
+                                (api, signature, batch, code, offset, training, name))
                 else:
                     weight = sampled(state)
 
-    timed_call.__wrapped__ = original
-    timed_call.__name__ = getattr(original, "__name__", api)
-    timed_call.__qualname__ = getattr(original, "__qualname__", api)
-    timed_call.__doc__ = getattr(original, "__doc__", None)
-    return timed_call
+    argument_kinds = getattr(capture, "argument_kinds", None)
+    if HotCall is not None and argument_kinds is not None and fixed_names and not observers and positional is None:
+        hot = HotCall(original, timed_call, capture, clock, tape_is_empty, log.settle, light_size)
+    wrapper = timed_call if hot is None else hot
+    wrapper.__name__ = getattr(original, "__name__", api)
+    wrapper.__qualname__ = getattr(original, "__qualname__", api)
+    wrapper.__doc__ = getattr(original, "__doc__", None)
+    if hot is None:
+        timed_call.__wrapped__ = original
+    return wrapper

@@ -30,7 +30,8 @@ from .patching import Patcher, guarded
 from .phase_tracker import _ABSORBED_BY, PhaseTracker
 from .producers import describe_producer, timed_producer
 from .steps import StepLog
-from .timed_calls import CallLog, timed_call_wrapper
+from .call_log import CallLog
+from .timed_calls import timed_call_wrapper
 
 KERAS3_TRAINER = "keras.src.backend.tensorflow.trainer"
 KERAS3_CALLBACKS = "keras.src.callbacks.callback_list"

@@ -1,0 +1,121 @@
+"""The compiled common case of the timed-call wrapper (tfdiag/capture/_hotpath.c): built, and
+recording exactly what the pure-Python wrapper records, on real tf.functions."""
+
+import threading
+import types
+
+import pytest
+
+from tfdiag.capture import phase_tracker, timed_calls
+
+
+def test_the_compiled_wrapper_is_built():
+    assert timed_calls.HotCall is not None and phase_tracker.Gate is not None, (
+        "tfdiag/capture/_hotpath.c was not built: `pip install -e .` needs gcc and the Python headers")
+
+
+def test_a_gate_calls_the_original_until_a_sampled_call_holds_the_toggle():
+    toggle = types.SimpleNamespace(users=0)
+    seen = []
+
+    class Owner:
+        def method(self, x):
+            return ("original", x)
+
+    def slow(owner, x):
+        seen.append(x)
+        return ("slow", x)
+
+    original = Owner.method
+    Owner.method = phase_tracker.Gate(original, slow, toggle)
+    owner = Owner()
+    assert owner.method(1) == ("original", 1)  # bound as a method, as the function it replaces
+    toggle.users = 1
+    assert owner.method(x=2) == ("slow", 2) and seen == [2]
+    assert Owner.method.__wrapped__ is original
+
+
+def _loop(tf, step, step3, failing):
+    """One run's calls: a loop at one line, two signatures alternating, a retracing Python float,
+    keyword arguments, another thread, and a call that raises."""
+    x, small = tf.ones((8, 8)), tf.ones((4, 8))
+    for _ in range(300):
+        step(x)
+    for index in range(60):
+        step(small if index % 2 else x)
+    for index in range(40):
+        step3(x, small[:1], 2.0 if index < 20 else 3.0)  # a new float: one retrace
+    for _ in range(30):
+        step(x=x)
+    workers = [threading.Thread(target=lambda: [step(x) for _ in range(50)], name=f"worker{i}") for i in range(4)]
+    for worker in workers:  # at once, and with the loop below: a call may arm the wrapper while another runs
+        worker.start()
+    for _ in range(50):
+        step(x)
+    for worker in workers:
+        worker.join()
+    for _ in range(3):
+        with pytest.raises(tf.errors.InvalidArgumentError):
+            failing(x)
+    for _ in range(40):
+        step(x)  # after the failures: still timed
+
+
+def _run(tf, tfdiag, compiled: bool, monkeypatch):
+    from tensorflow.python.eager.polymorphic_function import polymorphic_function
+
+    if not compiled:
+        monkeypatch.setattr(timed_calls, "HotCall", None)
+        monkeypatch.setattr(phase_tracker, "Gate", None)
+
+    @tf.function
+    def step(x):
+        return tf.reduce_sum(x * 2.0)
+
+    @tf.function
+    def step3(x, y, scale):
+        return tf.reduce_sum(x * scale + y)
+
+    @tf.function
+    def failing(x):
+        tf.debugging.assert_negative(x)
+        return x
+
+    original = polymorphic_function.Function.__call__
+    with tfdiag.diagnose(cprofile=False, tf_profiler=False) as diagnosis:
+        wrapper = polymorphic_function.Function.__dict__["__call__"]
+        _loop(tf, step, step3, failing)
+        assert not diagnosis.tracker.local.frames  # no frame left open, the failing calls' included
+    assert polymorphic_function.Function.__call__ is original
+    calls = {(c["target"], c["call_site"].rsplit(":", 1)[1], c["input_signature"], c["training"]): c
+             for c in diagnosis.recording.calls}
+    return calls, getattr(wrapper, "fast_calls", None)
+
+
+@pytest.mark.tf
+def test_compiled_and_python_wrappers_record_the_same_calls(monkeypatch):
+    import tensorflow as tf
+
+    import tfdiag
+
+    compiled, fast = _run(tf, tfdiag, True, monkeypatch)
+    with monkeypatch.context() as patch:
+        python, none = _run(tf, tfdiag, False, patch)
+    assert none is None
+    assert fast > 300  # the calls that repeat the one before them (the alternating ones and the threads do not)
+    counts = {key: c["count"] for key, c in compiled.items()}
+    assert counts == {key: c["count"] for key, c in python.items()}
+    assert sum(counts.values()) == 300 + 60 + 40 + 30 + 4 * 50 + 50 + 3 + 40
+    by_target: dict = {}
+    for (target, _, _, _), call in compiled.items():
+        by_target[target] = by_target.get(target, 0) + call["count"]
+    assert by_target == {"step": 680, "step3": 40, "failing": 3}
+    for calls in (compiled, python):
+        (retraced,) = [c for (target, *_), c in calls.items() if target == "step3"]
+        # its first call and the call with the new float traced: both graph creation, measured
+        assert retraced["phases"]["graph_creation"] >= retraced["first_phases"]["graph_creation"] > 0
+        assert retraced["phases"]["graph_creation"] > retraced["first_phases"]["graph_creation"]
+        signatures = {key[2] for key in calls if key[0] == "step"}
+        assert {"float32[8, 8]", "float32[4, 8]"} < signatures  # the alternating calls told apart
+        for call in calls.values():
+            assert sum(call["phases"].values()) == pytest.approx(call["total_s"], rel=1e-6)

@@ -1,0 +1,646 @@
+/* The timed-call wrapper's common case, compiled: why it exists and what it costs.
+
+   On a small tf.function (about 90 us per call on one CPU here), the pure-Python wrapper of
+   timed_calls.py cost about 9 us per call, most of it finding the call site again: each
+   bytecode of ours costs about 20 ns amid TensorFlow's own Python (caches cold), and even
+   the shortest Python path was over 400 of them. This module does the same work for the
+   calls that repeat the previous one, in C:
+
+   ``HotCall(original, slow, capture, clock, tape_is_empty, settle, light_size)`` is the callable put on ``Function.__call__``. A call goes the fast way when
+   it repeats what ``arm`` was last told by the Python wrapper (``slow``): the same thread,
+   not nested in a timed call, the same target, no keyword arguments, the same caller code
+   and bytecode offset, arguments of the same kinds (an EagerTensor's type, shape and dtype
+   enum; a plain value's type), the same training flag (gradient tape), no profiler gate,
+   and the call site's sampling countdown not yet due. Such a call is kept in place exactly as
+   the Python wrapper keeps it (timed_calls.py, ``weight == 2``): the thread's spare
+   LightFrame on its stack, and (start, duration, stack) appended to the call site's
+   ``light`` list, or, when the call traced or a hook gave it a record of its own, the
+   Python ``touched(frame, now, fields)`` makes its record. Every other call goes to
+   ``slow``, which may arm again. Nothing here decides anything the Python wrapper does not.
+
+   ``Gate(original, slow, toggle)`` is a phase entry point that stays on its class (such as
+   ``ConcreteFunction._call_flat``): while ``toggle.users`` is 0 (no sampled call open) it
+   calls ``original`` directly, else ``slow`` (the Python phase wrapper).
+
+   Both bind as methods (``tp_descr_get``) and pass their arguments through with vectorcall.
+   If this module cannot be built, the Python wrapper does all of it (timed_calls.py). */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <frameobject.h>
+#include <structmember.h>
+#include "pythread.h"
+
+static PyObject *s_spare, *s_target, *s_last, *s_start, *s_extra, *s_stack, *s_users,
+    *s_gates, *s_shape_tuple, *s_datatype_enum, *s_remove;
+
+/* ------------------------------------------------------------------ HotCall */
+
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PyObject *dict;
+    PyObject *weakreflist;
+    /* fixed */
+    PyObject *original, *slow, *capture, *clock, *tape_is_empty, *settle;
+    Py_ssize_t light_size;
+    /* armed: what the last call kept in place was (NULL while not armed) */
+    unsigned long thread;
+    PyObject *frames, *target_ref, *code, *parts, *state, *light, *sink, *touched, *fields;
+    int lasti, training;
+    /* counts, for tests and benchmarks */
+    Py_ssize_t fast_calls;
+} HotCall;
+
+static void
+hot_disarm(HotCall *self)
+{
+    Py_CLEAR(self->frames);
+    Py_CLEAR(self->target_ref);
+    Py_CLEAR(self->code);
+    Py_CLEAR(self->parts);
+    Py_CLEAR(self->state);
+    Py_CLEAR(self->light);
+    Py_CLEAR(self->sink);
+    Py_CLEAR(self->touched);
+    Py_CLEAR(self->fields);
+}
+
+static int
+hot_traverse(HotCall *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->dict);
+    Py_VISIT(self->original);
+    Py_VISIT(self->slow);
+    Py_VISIT(self->capture);
+    Py_VISIT(self->clock);
+    Py_VISIT(self->tape_is_empty);
+    Py_VISIT(self->settle);
+    Py_VISIT(self->frames);
+    Py_VISIT(self->target_ref);
+    Py_VISIT(self->code);
+    Py_VISIT(self->parts);
+    Py_VISIT(self->state);
+    Py_VISIT(self->light);
+    Py_VISIT(self->sink);
+    Py_VISIT(self->touched);
+    Py_VISIT(self->fields);
+    return 0;
+}
+
+static int
+hot_clear(HotCall *self)
+{
+    Py_CLEAR(self->dict);
+    Py_CLEAR(self->original);
+    Py_CLEAR(self->slow);
+    Py_CLEAR(self->capture);
+    Py_CLEAR(self->clock);
+    Py_CLEAR(self->tape_is_empty);
+    Py_CLEAR(self->settle);
+    hot_disarm(self);
+    return 0;
+}
+
+static void
+hot_dealloc(HotCall *self)
+{
+    PyObject_GC_UnTrack(self);
+    if (self->weakreflist != NULL)
+        PyObject_ClearWeakRefs((PyObject *)self);
+    hot_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* The calling Python frame's code (a new reference) and bytecode offset (as ``f_lasti``). */
+static PyCodeObject *
+caller_code(int *lasti)
+{
+    PyFrameObject *frame = PyEval_GetFrame();
+    if (frame == NULL)
+        return NULL;
+#if PY_VERSION_HEX >= 0x030B0000
+    *lasti = PyFrame_GetLasti(frame);
+#else
+    {
+        PyObject *value = PyObject_GetAttrString((PyObject *)frame, "f_lasti");
+        if (value == NULL) {
+            PyErr_Clear();
+            return NULL;
+        }
+        *lasti = (int)PyLong_AsLong(value);
+        Py_DECREF(value);
+    }
+#endif
+    return PyFrame_GetCode(frame);
+}
+
+/* 1: ``value`` is of the kind ``part`` says (a type: that exact type; a tuple (type, shape tuple,
+   dtype enum): an EagerTensor of that shape and dtype); 0: not; -1: an error (cleared). */
+static int
+same_kind(PyObject *value, PyObject *part)
+{
+    if (PyType_Check(part))
+        return (PyObject *)Py_TYPE(value) == part;
+    if (!PyTuple_Check(part) || PyTuple_GET_SIZE(part) != 3)
+        return 0;
+    if ((PyObject *)Py_TYPE(value) != PyTuple_GET_ITEM(part, 0))
+        return 0;
+    PyObject *shape = PyObject_CallMethodNoArgs(value, s_shape_tuple);
+    if (shape == NULL) {
+        PyErr_Clear();
+        return -1;
+    }
+    int same = PyObject_RichCompareBool(shape, PyTuple_GET_ITEM(part, 1), Py_EQ);
+    Py_DECREF(shape);
+    if (same != 1) {
+        if (same < 0)
+            PyErr_Clear();
+        return same;
+    }
+    PyObject *dtype = PyObject_CallMethodNoArgs(value, s_datatype_enum);
+    if (dtype == NULL) {
+        PyErr_Clear();
+        return -1;
+    }
+    same = PyObject_RichCompareBool(dtype, PyTuple_GET_ITEM(part, 2), Py_EQ);
+    Py_DECREF(dtype);
+    if (same < 0)
+        PyErr_Clear();
+    return same;
+}
+
+/* 1 when this call repeats the armed one (see the module's comment), else 0 (errors cleared). */
+static int
+repeats(HotCall *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    if (self->parts == NULL || (kwnames != NULL && PyTuple_GET_SIZE(kwnames)))
+        return 0;
+    if (nargs - 1 != PyTuple_GET_SIZE(self->parts) || PyThread_get_thread_ident() != self->thread)
+        return 0;
+    if (PyWeakref_GetObject(self->target_ref) != args[0])
+        return 0;
+    PyObject *gates = PyObject_GetAttr(self->capture, s_gates);
+    if (gates == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    int busy = PyObject_IsTrue(gates);
+    Py_DECREF(gates);
+    if (busy != 0) {
+        if (busy < 0)
+            PyErr_Clear();
+        return 0;
+    }
+    int lasti = -1;
+    PyCodeObject *code = caller_code(&lasti);
+    if (code == NULL)
+        return 0;
+    Py_DECREF(code); /* only its identity is compared: the armed one holds a reference */
+    if ((PyObject *)code != self->code || lasti != self->lasti)
+        return 0;
+    for (Py_ssize_t index = 0; index < nargs - 1; index++) {
+        if (same_kind(args[index + 1], PyTuple_GET_ITEM(self->parts, index)) != 1)
+            return 0;
+    }
+    PyObject *empty = PyObject_CallNoArgs(self->tape_is_empty);
+    if (empty == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    int training = !PyObject_IsTrue(empty);
+    Py_DECREF(empty);
+    return training == self->training;
+}
+
+/* The call site's sampling countdown, counted down in place (sampling.py): 1 when this call is
+   not sampled, 0 when it is due (the Python wrapper takes it). */
+static int
+count_down(HotCall *self)
+{
+    if (!PyList_Check(self->state) || PyList_GET_SIZE(self->state) < 1)
+        return 0;
+    long left = PyLong_AsLong(PyList_GET_ITEM(self->state, 0));
+    if (left == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
+    if (left - 1 <= 0)
+        return 0;
+    PyObject *value = PyLong_FromLong(left - 1);
+    if (value == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    PyList_SetItem(self->state, 0, value); /* steals the reference */
+    return 1;
+}
+
+/* The frame off the thread's stack (it may not be on top: a hook's frame left above it). */
+static int
+pop_frame(PyObject *frames, PyObject *frame)
+{
+    Py_ssize_t size = PyList_GET_SIZE(frames);
+    if (size > 0 && PyList_GET_ITEM(frames, size - 1) == frame)
+        return PyList_SetSlice(frames, size - 1, size, NULL);
+    int present = PySequence_Contains(frames, frame);
+    if (present <= 0)
+        return present;
+    PyObject *done = PyObject_CallMethodOneArg(frames, s_remove, frame);
+    if (done == NULL)
+        return -1;
+    Py_DECREF(done);
+    return 0;
+}
+
+/* 1 when the call left the frame as it found it: no record of its own (``extra``), no phase
+   switch (each sets ``last``: while it is still the start's object, no time was charged) and
+   its stack at rest. */
+static int
+left_untouched(PyObject *frame, PyObject *start)
+{
+    PyObject *value = PyObject_GetAttr(frame, s_extra);
+    if (value == NULL)
+        return -1;
+    int untouched = value == Py_None;
+    Py_DECREF(value);
+    if (!untouched)
+        return 0;
+    value = PyObject_GetAttr(frame, s_last);
+    if (value == NULL)
+        return -1;
+    untouched = value == start;
+    Py_DECREF(value);
+    if (!untouched)
+        return 0;
+    value = PyObject_GetAttr(frame, s_stack);
+    if (value == NULL)
+        return -1;
+    untouched = PyList_Check(value) && PyList_GET_SIZE(value) == 1;
+    Py_DECREF(value);
+    return untouched;
+}
+
+/* What a call kept in place here uses of the armed state, held from its start: while the
+   user's call runs, another thread's call may arm this wrapper again (the call releases the
+   GIL), and the frame must come off this thread's own stack. */
+typedef struct {
+    PyObject *frames, *light, *sink, *touched, *fields;
+} Kept;
+
+static void
+keep(HotCall *self, Kept *kept)
+{
+    kept->frames = Py_NewRef(self->frames);
+    kept->light = Py_NewRef(self->light);
+    kept->sink = Py_NewRef(self->sink);
+    kept->touched = Py_NewRef(self->touched);
+    kept->fields = Py_NewRef(self->fields);
+}
+
+static void
+let_go(Kept *kept)
+{
+    Py_DECREF(kept->frames);
+    Py_DECREF(kept->light);
+    Py_DECREF(kept->sink);
+    Py_DECREF(kept->touched);
+    Py_DECREF(kept->fields);
+}
+
+/* What the Python wrapper does after an unsampled call kept in place (timed_calls.py). Never
+   raises: an error of ours is cleared (the user's call has returned already). */
+static void
+finish(HotCall *self, Kept *kept, PyObject *frame, PyObject *start)
+{
+    PyObject *now = PyObject_CallNoArgs(self->clock);
+    if (now == NULL)
+        goto error;
+    if (pop_frame(kept->frames, frame) < 0 || PyObject_SetAttr(frame, s_target, Py_None) < 0)
+        goto error;
+    int untouched = left_untouched(frame, start);
+    if (untouched < 0)
+        goto error;
+    if (untouched) {
+        PyObject *duration = PyFloat_FromDouble(PyFloat_AsDouble(now) - PyFloat_AsDouble(start));
+        if (duration == NULL)
+            goto error;
+        int failed = PyList_Append(kept->light, start) < 0 || PyList_Append(kept->light, duration) < 0
+                     || PyList_Append(kept->light, kept->frames) < 0;
+        Py_DECREF(duration);
+        if (failed || PyObject_SetAttr(kept->frames, s_spare, frame) < 0)
+            goto error;
+        if (PyList_GET_SIZE(kept->light) >= self->light_size) {
+            PyObject *done = PyObject_CallOneArg(self->settle, kept->sink);
+            if (done == NULL)
+                goto error;
+            Py_DECREF(done);
+        }
+    }
+    else {
+        PyObject *done = PyObject_CallFunctionObjArgs(kept->touched, frame, now, kept->fields, NULL);
+        if (done == NULL)
+            goto error;
+        Py_DECREF(done);
+    }
+    Py_DECREF(now);
+    return;
+error:
+    Py_XDECREF(now);
+    PyErr_Clear();
+}
+
+static PyObject *
+hot_vectorcall(HotCall *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (nargs < 1 || !repeats(self, args, nargs, kwnames))
+        return PyObject_Vectorcall(self->slow, args, nargsf, kwnames);
+    Kept kept;
+    keep(self, &kept); /* before anything that may run Python code (and let another thread arm) */
+    PyObject *result;
+    if (PyList_GET_SIZE(kept.frames) > 0) { /* nested in a timed call: part of it */
+        result = PyObject_Vectorcall(self->original, args, nargsf, kwnames);
+        let_go(&kept);
+        return result;
+    }
+    PyObject *frame = PyObject_GetAttr(kept.frames, s_spare);
+    if (frame == NULL)
+        PyErr_Clear();
+    if (frame == NULL || frame == Py_None || !count_down(self)) {
+        Py_XDECREF(frame);
+        let_go(&kept);
+        return PyObject_Vectorcall(self->slow, args, nargsf, kwnames);
+    }
+    PyObject *start = PyObject_CallNoArgs(self->clock);
+    if (start == NULL || PyObject_SetAttr(kept.frames, s_spare, Py_None) < 0
+        || PyObject_SetAttr(frame, s_target, args[0]) < 0 || PyObject_SetAttr(frame, s_last, start) < 0
+        || PyObject_SetAttr(frame, s_start, start) < 0 || PyList_Append(kept.frames, frame) < 0) {
+        PyErr_Clear();
+        Py_XDECREF(start);
+        Py_DECREF(frame);
+        let_go(&kept);
+        return PyObject_Vectorcall(self->original, args, nargsf, kwnames); /* untimed, never broken */
+    }
+    self->fast_calls++;
+    result = PyObject_Vectorcall(self->original, args, nargsf, kwnames);
+    PyObject *type, *value, *traceback;
+    PyErr_Fetch(&type, &value, &traceback);
+    finish(self, &kept, frame, start);
+    PyErr_Restore(type, value, traceback);
+    Py_DECREF(start);
+    Py_DECREF(frame);
+    let_go(&kept);
+    return result;
+}
+
+static int
+hot_init(HotCall *self, PyObject *args, PyObject *kwargs)
+{
+    PyObject *original, *slow, *capture, *clock, *tape_is_empty, *settle;
+    Py_ssize_t light_size;
+    if (!PyArg_ParseTuple(args, "OOOOOOn", &original, &slow, &capture, &clock, &tape_is_empty, &settle,
+                          &light_size))
+        return -1;
+    hot_clear(self);
+    self->original = Py_NewRef(original);
+    self->slow = Py_NewRef(slow);
+    self->capture = Py_NewRef(capture);
+    self->clock = Py_NewRef(clock);
+    self->tape_is_empty = Py_NewRef(tape_is_empty);
+    self->settle = Py_NewRef(settle);
+    self->light_size = light_size;
+    self->vectorcall = (vectorcallfunc)hot_vectorcall;
+    return 0;
+}
+
+static PyObject *
+hot_arm(HotCall *self, PyObject *args)
+{
+    unsigned long thread;
+    PyObject *frames, *target, *code, *parts, *state, *light, *sink, *touched, *fields;
+    int lasti, training;
+    if (!PyArg_ParseTuple(args, "kOOOiO!pO!O!OOO!", &thread, &frames, &target, &code, &lasti, &PyTuple_Type,
+                          &parts, &training, &PyList_Type, &state, &PyList_Type, &light, &sink, &touched,
+                          &PyTuple_Type, &fields))
+        return NULL;
+    if (!PyList_Check(frames)) {
+        PyErr_SetString(PyExc_TypeError, "frames must be a list");
+        return NULL;
+    }
+    PyObject *target_ref = PyWeakref_NewRef(target, NULL);
+    if (target_ref == NULL)
+        return NULL;
+    hot_disarm(self);
+    self->thread = thread;
+    self->frames = Py_NewRef(frames);
+    self->target_ref = target_ref;
+    self->code = Py_NewRef(code);
+    self->lasti = lasti;
+    self->parts = Py_NewRef(parts);
+    self->training = training;
+    self->state = Py_NewRef(state);
+    self->light = Py_NewRef(light);
+    self->sink = Py_NewRef(sink);
+    self->touched = Py_NewRef(touched);
+    self->fields = Py_NewRef(fields);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+hot_disarm_method(HotCall *self, PyObject *Py_UNUSED(ignored))
+{
+    hot_disarm(self);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+hot_armed(HotCall *self, void *Py_UNUSED(closure))
+{
+    return PyBool_FromLong(self->parts != NULL);
+}
+
+static PyObject *
+bind(PyObject *self, PyObject *obj, PyObject *Py_UNUSED(type))
+{
+    if (obj == NULL || obj == Py_None)
+        return Py_NewRef(self);
+    return PyMethod_New(self, obj);
+}
+
+static PyMethodDef hot_methods[] = {
+    {"arm", (PyCFunction)hot_arm, METH_VARARGS,
+     "arm(thread, frames, target, code, lasti, parts, training, state, light, sink, touched, fields): "
+     "calls that repeat this one are kept in place here."},
+    {"disarm", (PyCFunction)hot_disarm_method, METH_NOARGS, "every call goes to the Python wrapper."},
+    {NULL}
+};
+
+static PyMemberDef hot_members[] = {
+    {"fast_calls", T_PYSSIZET, offsetof(HotCall, fast_calls), READONLY, "calls kept in place here"},
+    {"__wrapped__", T_OBJECT, offsetof(HotCall, original), READONLY, "the wrapped function"},
+    {NULL}
+};
+
+static PyGetSetDef hot_getset[] = {
+    {"armed", (getter)hot_armed, NULL, "whether calls can be kept in place here", NULL},
+    {"__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, NULL, NULL},
+    {NULL}
+};
+
+static PyTypeObject HotCallType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "tfdiag.capture._hotpath.HotCall",
+    .tp_basicsize = sizeof(HotCall),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL | Py_TPFLAGS_METHOD_DESCRIPTOR,
+    .tp_doc = "The timed-call wrapper's common case (see the module's comment).",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)hot_init,
+    .tp_dealloc = (destructor)hot_dealloc,
+    .tp_traverse = (traverseproc)hot_traverse,
+    .tp_clear = (inquiry)hot_clear,
+    .tp_call = PyVectorcall_Call,
+    .tp_vectorcall_offset = offsetof(HotCall, vectorcall),
+    .tp_descr_get = bind,
+    .tp_dictoffset = offsetof(HotCall, dict),
+    .tp_weaklistoffset = offsetof(HotCall, weakreflist),
+    .tp_methods = hot_methods,
+    .tp_members = hot_members,
+    .tp_getset = hot_getset,
+};
+
+/* ------------------------------------------------------------------ Gate */
+
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PyObject *dict;
+    PyObject *weakreflist;
+    PyObject *original, *slow, *toggle;
+} Gate;
+
+static int
+gate_traverse(Gate *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->dict);
+    Py_VISIT(self->original);
+    Py_VISIT(self->slow);
+    Py_VISIT(self->toggle);
+    return 0;
+}
+
+static int
+gate_clear(Gate *self)
+{
+    Py_CLEAR(self->dict);
+    Py_CLEAR(self->original);
+    Py_CLEAR(self->slow);
+    Py_CLEAR(self->toggle);
+    return 0;
+}
+
+static void
+gate_dealloc(Gate *self)
+{
+    PyObject_GC_UnTrack(self);
+    if (self->weakreflist != NULL)
+        PyObject_ClearWeakRefs((PyObject *)self);
+    gate_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *
+gate_vectorcall(Gate *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    PyObject *users = PyObject_GetAttr(self->toggle, s_users);
+    if (users == NULL) {
+        PyErr_Clear();
+        return PyObject_Vectorcall(self->slow, args, nargsf, kwnames);
+    }
+    int busy = PyObject_IsTrue(users);
+    Py_DECREF(users);
+    if (busy == 0)
+        return PyObject_Vectorcall(self->original, args, nargsf, kwnames);
+    if (busy < 0)
+        PyErr_Clear();
+    return PyObject_Vectorcall(self->slow, args, nargsf, kwnames);
+}
+
+static int
+gate_init(Gate *self, PyObject *args, PyObject *kwargs)
+{
+    PyObject *original, *slow, *toggle;
+    if (!PyArg_ParseTuple(args, "OOO", &original, &slow, &toggle))
+        return -1;
+    gate_clear(self);
+    self->original = Py_NewRef(original);
+    self->slow = Py_NewRef(slow);
+    self->toggle = Py_NewRef(toggle);
+    self->vectorcall = (vectorcallfunc)gate_vectorcall;
+    return 0;
+}
+
+static PyMemberDef gate_members[] = {
+    {"__wrapped__", T_OBJECT, offsetof(Gate, original), READONLY, "the wrapped function"},
+    {NULL}
+};
+
+static PyGetSetDef gate_getset[] = {
+    {"__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, NULL, NULL},
+    {NULL}
+};
+
+static PyTypeObject GateType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "tfdiag.capture._hotpath.Gate",
+    .tp_basicsize = sizeof(Gate),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL | Py_TPFLAGS_METHOD_DESCRIPTOR,
+    .tp_doc = "A phase entry point's pass-through while no sampled call is open (see the module's comment).",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)gate_init,
+    .tp_dealloc = (destructor)gate_dealloc,
+    .tp_traverse = (traverseproc)gate_traverse,
+    .tp_clear = (inquiry)gate_clear,
+    .tp_call = PyVectorcall_Call,
+    .tp_vectorcall_offset = offsetof(Gate, vectorcall),
+    .tp_descr_get = bind,
+    .tp_dictoffset = offsetof(Gate, dict),
+    .tp_weaklistoffset = offsetof(Gate, weakreflist),
+    .tp_members = gate_members,
+    .tp_getset = gate_getset,
+};
+
+/* ------------------------------------------------------------------ module */
+
+static struct PyModuleDef hotpath_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "tfdiag.capture._hotpath",
+    .m_doc = "The timed-call wrapper's common case, compiled (see _hotpath.c).",
+    .m_size = -1,
+};
+
+PyMODINIT_FUNC
+PyInit__hotpath(void)
+{
+    struct { PyObject **name; const char *text; } names[] = {
+        {&s_spare, "spare"}, {&s_target, "target"}, {&s_last, "last"}, {&s_start, "start"},
+        {&s_extra, "extra"}, {&s_stack, "stack"}, {&s_users, "users"},
+        {&s_gates, "gates"}, {&s_shape_tuple, "_shape_tuple"}, {&s_datatype_enum, "_datatype_enum"},
+        {&s_remove, "remove"},
+    };
+    for (size_t index = 0; index < sizeof(names) / sizeof(names[0]); index++) {
+        if (*names[index].name == NULL && (*names[index].name = PyUnicode_InternFromString(names[index].text)) == NULL)
+            return NULL;
+    }
+    if (PyType_Ready(&HotCallType) < 0 || PyType_Ready(&GateType) < 0)
+        return NULL;
+    PyObject *module = PyModule_Create(&hotpath_module);
+    if (module == NULL)
+        return NULL;
+    if (PyModule_AddObjectRef(module, "HotCall", (PyObject *)&HotCallType) < 0
+        || PyModule_AddObjectRef(module, "Gate", (PyObject *)&GateType) < 0) {
+        Py_DECREF(module);
+        return NULL;
+    }
+    return module;
+}
