@@ -89,6 +89,13 @@ def _run(tf, tfdiag, compiled: bool, monkeypatch):
     assert polymorphic_function.Function.__call__ is original
     calls = {(c["target"], c["call_site"].rsplit(":", 1)[1], c["input_signature"], c["training"]): c
              for c in diagnosis.recording.calls}
+    # One clock: the calls of this thread, kept in place in C or recorded in Python, follow one
+    # another on the timeline without overlapping (the compiled wrapper reads time.perf_counter's clock).
+    samples = sorted((s for s in diagnosis.recording.call_samples if s["thread"] == threading.current_thread().name),
+                     key=lambda s: s["start_s"])
+    assert len(samples) == sum(c["count"] for c in calls.values()) - 4 * 50
+    for before, after in zip(samples, samples[1:]):
+        assert after["start_s"] >= before["start_s"] + before["duration_s"] - 1e-9
     return calls, getattr(wrapper, "fast_calls", None)
 
 
