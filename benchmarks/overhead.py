@@ -17,7 +17,8 @@ its own as "first calls"), then times its calls (rounds.py: why short blocks, ma
 Printed per workload: the median over rounds of each mode's mean time per call, and the median
 over rounds of the paired ratio on/off [its quartiles; the 95% interval of that median]. The
 "off again"/off ratio is the same measurement with tfdiag off in both blocks: how far this
-machine's noise alone moves the ratio. Target (issue 4): on/off <= 1.03 (issue 14: also on the
+machine's noise alone moves the ratio. "pure-Python wrapper" is the default capture without its
+compiled hot path (tfdiag/capture/_hotpath.c), as where it could not be built. Target (issue 4): on/off <= 1.03 (issue 14: also on the
 fit() and the custom training loop).
 """
 
@@ -33,9 +34,10 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import tfdiag  # noqa: E402
-from rounds import block, first_calls_row, per_call, pin, ratio_row, run  # noqa: E402  (benchmarks/rounds.py)
+from rounds import PURE_PYTHON, block, first_calls_row, hot_path_row, per_call, pin, ratio_row, run  # noqa: E402  (benchmarks/rounds.py)
 
-MODES = {"off": None, "off again": None, "on": dict(cprofile=False, tf_profiler=False)}
+MODES = {"off": None, "off again": None, "on": dict(cprofile=False, tf_profiler=False),
+         "on, pure Python": dict(cprofile=False, tf_profiler=False, **{PURE_PYTHON: True})}
 
 
 def workloads(args) -> dict:
@@ -101,12 +103,13 @@ def main() -> None:
     flavour = "tf-keras" if "tf_keras" in model_module else "Keras"
     print(f"tfdiag overhead, {args.rounds} rounds; timed calls per block: predict() {args.predict_calls}, "
           f"model(x) {args.call_calls}, fit() {args.fit_calls} x {args.fit_steps} steps, "
-          f"train step {args.train_steps}; {flavour} {version}; {where}")
+          f"train step {args.train_steps}; {flavour} {version}; {where}; {hot_path_row()}")
     print("  per call: median over rounds; ratio: median over rounds of the paired per-round ratio")
     for name, modes in results.items():
         off = modes["off"]
         print(f"  {name:16s} off {per_call(off) * 1e3:8.3f} ms   on {per_call(modes['on']) * 1e3:8.3f} ms"
               f"   on/off {ratio_row(modes['on'], off)}   {first_calls_row(modes['on'], off)}")
+        print(f"  {'':16s} the same, pure-Python wrapper: {ratio_row(modes['on, pure Python'], off)}")
         print(f"  {'':16s} noise (off again/off) {ratio_row(modes['off again'], off)}")
 
 

@@ -59,6 +59,9 @@ def _loop(tf, step, step3, failing):
             failing(x)
     for _ in range(40):
         step(x)  # after the failures: still timed
+    for _ in range(100):  # two functions in one loop: each keeps its own
+        step(x)
+        step3(x, small[:1], 3.0)
 
 
 def _run(tf, tfdiag, compiled: bool, monkeypatch):
@@ -109,16 +112,17 @@ def test_compiled_and_python_wrappers_record_the_same_calls(monkeypatch):
     with monkeypatch.context() as patch:
         python, none = _run(tf, tfdiag, False, patch)
     assert none is None
-    assert fast > 300  # the calls that repeat the one before them (the alternating ones and the threads do not)
+    assert fast > 500  # the calls that repeat the last of their thread, function and line (300 + 2 x 100 + ...)
     counts = {key: c["count"] for key, c in compiled.items()}
     assert counts == {key: c["count"] for key, c in python.items()}
-    assert sum(counts.values()) == 300 + 60 + 40 + 30 + 4 * 50 + 50 + 3 + 40
+    assert sum(counts.values()) == 300 + 60 + 40 + 30 + 4 * 50 + 50 + 3 + 40 + 200
     by_target: dict = {}
     for (target, _, _, _), call in compiled.items():
         by_target[target] = by_target.get(target, 0) + call["count"]
-    assert by_target == {"step": 680, "step3": 40, "failing": 3}
+    assert by_target == {"step": 780, "step3": 140, "failing": 3}
     for calls in (compiled, python):
-        (retraced,) = [c for (target, *_), c in calls.items() if target == "step3"]
+        (retraced, alternating) = sorted((c for (target, *_), c in calls.items() if target == "step3"),
+                                         key=lambda c: c["count"])
         # its first call and the call with the new float traced: both graph creation, measured
         assert retraced["phases"]["graph_creation"] >= retraced["first_phases"]["graph_creation"] > 0
         assert retraced["phases"]["graph_creation"] > retraced["first_phases"]["graph_creation"]

@@ -6,10 +6,10 @@
    the shortest Python path was over 400 of them. This module does the same work for the
    calls that repeat the previous one, in C:
 
-   ``HotCall(original, slow, capture, clock, tape_is_empty, settle, light_size)`` is the callable put on ``Function.__call__``. A call goes the fast way when
-   it repeats what ``arm`` was last told by the Python wrapper (``slow``): the same thread,
-   not nested in a timed call, the same target, no keyword arguments, the same caller code
-   and bytecode offset, arguments of the same kinds (an EagerTensor's type, shape and dtype
+   ``HotCall(original, slow, capture, clock, tape_is_empty, settle, light_size)`` is the
+   callable put on ``Function.__call__``. A call goes the fast way when it repeats what ``arm`` was last told by the Python wrapper (``slow``) for its thread, target,
+   caller code and bytecode offset (SLOTS of them at once): not nested in a timed call, no
+   keyword arguments, arguments of the same kinds (an EagerTensor's type, shape and dtype
    enum; a plain value's type), the same training flag (gradient tape), no profiler gate,
    and the call site's sampling countdown not yet due. Such a call is kept in place exactly as
    the Python wrapper keeps it (timed_calls.py, ``weight == 2``): the thread's spare
@@ -37,6 +37,17 @@ static PyObject *s_spare, *s_target, *s_last, *s_start, *s_extra, *s_stack, *s_u
 
 /* ------------------------------------------------------------------ HotCall */
 
+/* What a call kept in place was, per thread, target and calling line: the calls that repeat it
+   are kept in place here. A few at once, so that a loop calling two tf.functions (a training and
+   a test step), or threads calling one, each keep theirs. */
+#define SLOTS 8
+
+typedef struct {
+    unsigned long thread;
+    PyObject *frames, *target_ref, *code, *parts, *state, *light, *sink, *touched, *fields;
+    int lasti, training;
+} Armed;
+
 typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall;
@@ -46,26 +57,31 @@ typedef struct {
     PyObject *original, *slow, *capture, *clock, *tape_is_empty, *settle;
     Py_ssize_t light_size;
     int monotonic; /* ``clock`` is time.perf_counter: read here, as it reads it (CLOCK_MONOTONIC) */
-    /* armed: what the last call kept in place was (NULL while not armed) */
-    unsigned long thread;
-    PyObject *frames, *target_ref, *code, *parts, *state, *light, *sink, *touched, *fields;
-    int lasti, training;
+    Armed slots[SLOTS]; /* ``parts`` NULL: a free slot */
+    int next_slot; /* the slot a new arming takes when none is this thread's and target's */
     /* counts, for tests and benchmarks */
     Py_ssize_t fast_calls;
 } HotCall;
 
 static void
+slot_clear(Armed *slot)
+{
+    Py_CLEAR(slot->frames);
+    Py_CLEAR(slot->target_ref);
+    Py_CLEAR(slot->code);
+    Py_CLEAR(slot->parts);
+    Py_CLEAR(slot->state);
+    Py_CLEAR(slot->light);
+    Py_CLEAR(slot->sink);
+    Py_CLEAR(slot->touched);
+    Py_CLEAR(slot->fields);
+}
+
+static void
 hot_disarm(HotCall *self)
 {
-    Py_CLEAR(self->frames);
-    Py_CLEAR(self->target_ref);
-    Py_CLEAR(self->code);
-    Py_CLEAR(self->parts);
-    Py_CLEAR(self->state);
-    Py_CLEAR(self->light);
-    Py_CLEAR(self->sink);
-    Py_CLEAR(self->touched);
-    Py_CLEAR(self->fields);
+    for (int index = 0; index < SLOTS; index++)
+        slot_clear(&self->slots[index]);
 }
 
 static int
@@ -78,15 +94,18 @@ hot_traverse(HotCall *self, visitproc visit, void *arg)
     Py_VISIT(self->clock);
     Py_VISIT(self->tape_is_empty);
     Py_VISIT(self->settle);
-    Py_VISIT(self->frames);
-    Py_VISIT(self->target_ref);
-    Py_VISIT(self->code);
-    Py_VISIT(self->parts);
-    Py_VISIT(self->state);
-    Py_VISIT(self->light);
-    Py_VISIT(self->sink);
-    Py_VISIT(self->touched);
-    Py_VISIT(self->fields);
+    for (int index = 0; index < SLOTS; index++) {
+        Armed *slot = &self->slots[index];
+        Py_VISIT(slot->frames);
+        Py_VISIT(slot->target_ref);
+        Py_VISIT(slot->code);
+        Py_VISIT(slot->parts);
+        Py_VISIT(slot->state);
+        Py_VISIT(slot->light);
+        Py_VISIT(slot->sink);
+        Py_VISIT(slot->touched);
+        Py_VISIT(slot->fields);
+    }
     return 0;
 }
 
@@ -172,57 +191,63 @@ same_kind(PyObject *value, PyObject *part)
     return same;
 }
 
-/* 1 when this call repeats the armed one (see the module's comment), else 0 (errors cleared). */
-static int
+/* The slot this call repeats (see the module's comment), else NULL (errors cleared). */
+static Armed *
 repeats(HotCall *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    if (self->parts == NULL || (kwnames != NULL && PyTuple_GET_SIZE(kwnames)))
-        return 0;
-    if (nargs - 1 != PyTuple_GET_SIZE(self->parts) || PyThread_get_thread_ident() != self->thread)
-        return 0;
-    if (PyWeakref_GetObject(self->target_ref) != args[0])
-        return 0;
+    if (kwnames != NULL && PyTuple_GET_SIZE(kwnames))
+        return NULL;
+    int lasti = -1;
+    PyCodeObject *code = caller_code(&lasti);
+    if (code == NULL)
+        return NULL;
+    Py_DECREF(code); /* only its identity is compared: an armed slot holds a reference */
+    unsigned long thread = PyThread_get_thread_ident();
+    Armed *slot = NULL;
+    for (int index = 0; index < SLOTS; index++) {
+        Armed *candidate = &self->slots[index];
+        if (candidate->parts != NULL && candidate->thread == thread && candidate->code == (PyObject *)code
+            && candidate->lasti == lasti && PyWeakref_GetObject(candidate->target_ref) == args[0]) {
+            slot = candidate;
+            break;
+        }
+    }
+    if (slot == NULL || nargs - 1 != PyTuple_GET_SIZE(slot->parts))
+        return NULL;
     PyObject *gates = PyObject_GetAttr(self->capture, s_gates);
     if (gates == NULL) {
         PyErr_Clear();
-        return 0;
+        return NULL;
     }
     int busy = PyObject_IsTrue(gates);
     Py_DECREF(gates);
     if (busy != 0) {
         if (busy < 0)
             PyErr_Clear();
-        return 0;
+        return NULL;
     }
-    int lasti = -1;
-    PyCodeObject *code = caller_code(&lasti);
-    if (code == NULL)
-        return 0;
-    Py_DECREF(code); /* only its identity is compared: the armed one holds a reference */
-    if ((PyObject *)code != self->code || lasti != self->lasti)
-        return 0;
     for (Py_ssize_t index = 0; index < nargs - 1; index++) {
-        if (same_kind(args[index + 1], PyTuple_GET_ITEM(self->parts, index)) != 1)
-            return 0;
+        if (same_kind(args[index + 1], PyTuple_GET_ITEM(slot->parts, index)) != 1)
+            return NULL;
     }
     PyObject *empty = PyObject_CallNoArgs(self->tape_is_empty);
     if (empty == NULL) {
         PyErr_Clear();
-        return 0;
+        return NULL;
     }
     int training = !PyObject_IsTrue(empty);
     Py_DECREF(empty);
-    return training == self->training;
+    return training == slot->training ? slot : NULL;
 }
 
 /* The call site's sampling countdown, counted down in place (sampling.py): 1 when this call is
    not sampled, 0 when it is due (the Python wrapper takes it). */
 static int
-count_down(HotCall *self)
+count_down(Armed *slot)
 {
-    if (!PyList_Check(self->state) || PyList_GET_SIZE(self->state) < 1)
+    if (!PyList_Check(slot->state) || PyList_GET_SIZE(slot->state) < 1)
         return 0;
-    long left = PyLong_AsLong(PyList_GET_ITEM(self->state, 0));
+    long left = PyLong_AsLong(PyList_GET_ITEM(slot->state, 0));
     if (left == -1 && PyErr_Occurred()) {
         PyErr_Clear();
         return 0;
@@ -234,7 +259,7 @@ count_down(HotCall *self)
         PyErr_Clear();
         return 0;
     }
-    PyList_SetItem(self->state, 0, value); /* steals the reference */
+    PyList_SetItem(slot->state, 0, value); /* steals the reference */
     return 1;
 }
 
@@ -309,13 +334,13 @@ typedef struct {
 } Kept;
 
 static void
-keep(HotCall *self, Kept *kept)
+keep(Armed *slot, Kept *kept)
 {
-    kept->frames = Py_NewRef(self->frames);
-    kept->light = Py_NewRef(self->light);
-    kept->sink = Py_NewRef(self->sink);
-    kept->touched = Py_NewRef(self->touched);
-    kept->fields = Py_NewRef(self->fields);
+    kept->frames = Py_NewRef(slot->frames);
+    kept->light = Py_NewRef(slot->light);
+    kept->sink = Py_NewRef(slot->sink);
+    kept->touched = Py_NewRef(slot->touched);
+    kept->fields = Py_NewRef(slot->fields);
 }
 
 static void
@@ -374,10 +399,11 @@ static PyObject *
 hot_vectorcall(HotCall *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-    if (nargs < 1 || !repeats(self, args, nargs, kwnames))
+    Armed *slot = nargs < 1 ? NULL : repeats(self, args, nargs, kwnames);
+    if (slot == NULL)
         return PyObject_Vectorcall(self->slow, args, nargsf, kwnames);
     Kept kept;
-    keep(self, &kept); /* before anything that may run Python code (and let another thread arm) */
+    keep(slot, &kept); /* before anything that may run Python code (and let another thread arm) */
     PyObject *result;
     if (PyList_GET_SIZE(kept.frames) > 0) { /* nested in a timed call: part of it */
         result = PyObject_Vectorcall(self->original, args, nargsf, kwnames);
@@ -387,7 +413,7 @@ hot_vectorcall(HotCall *self, PyObject *const *args, size_t nargsf, PyObject *kw
     PyObject *frame = PyObject_GetAttr(kept.frames, s_spare);
     if (frame == NULL)
         PyErr_Clear();
-    if (frame == NULL || frame == Py_None || !count_down(self)) {
+    if (frame == NULL || frame == Py_None || !count_down(slot)) {
         Py_XDECREF(frame);
         let_go(&kept);
         return PyObject_Vectorcall(self->slow, args, nargsf, kwnames);
@@ -461,19 +487,30 @@ hot_arm(HotCall *self, PyObject *args)
     PyObject *target_ref = PyWeakref_NewRef(target, NULL);
     if (target_ref == NULL)
         return NULL;
-    hot_disarm(self);
-    self->thread = thread;
-    self->frames = Py_NewRef(frames);
-    self->target_ref = target_ref;
-    self->code = Py_NewRef(code);
-    self->lasti = lasti;
-    self->parts = Py_NewRef(parts);
-    self->training = training;
-    self->state = Py_NewRef(state);
-    self->light = Py_NewRef(light);
-    self->sink = Py_NewRef(sink);
-    self->touched = Py_NewRef(touched);
-    self->fields = Py_NewRef(fields);
+    Armed *slot = NULL;
+    for (int index = 0; index < SLOTS && slot == NULL; index++) {
+        Armed *candidate = &self->slots[index];
+        if (candidate->parts != NULL && candidate->thread == thread && candidate->code == code
+            && candidate->lasti == lasti && PyWeakref_GetObject(candidate->target_ref) == target)
+            slot = candidate;
+    }
+    if (slot == NULL) {
+        slot = &self->slots[self->next_slot];
+        self->next_slot = (self->next_slot + 1) % SLOTS;
+    }
+    slot_clear(slot);
+    slot->thread = thread;
+    slot->frames = Py_NewRef(frames);
+    slot->target_ref = target_ref;
+    slot->code = Py_NewRef(code);
+    slot->lasti = lasti;
+    slot->training = training;
+    slot->state = Py_NewRef(state);
+    slot->light = Py_NewRef(light);
+    slot->sink = Py_NewRef(sink);
+    slot->touched = Py_NewRef(touched);
+    slot->fields = Py_NewRef(fields);
+    slot->parts = Py_NewRef(parts); /* last: the slot is in use from now on */
     Py_RETURN_NONE;
 }
 
@@ -487,7 +524,11 @@ hot_disarm_method(HotCall *self, PyObject *Py_UNUSED(ignored))
 static PyObject *
 hot_armed(HotCall *self, void *Py_UNUSED(closure))
 {
-    return PyBool_FromLong(self->parts != NULL);
+    for (int index = 0; index < SLOTS; index++) {
+        if (self->slots[index].parts != NULL)
+            Py_RETURN_TRUE;
+    }
+    Py_RETURN_FALSE;
 }
 
 static PyObject *

@@ -30,10 +30,10 @@ The compiled wrapper. Even so, the shortest Python path was over 400 opcodes, ab
 call on a 0.1 ms tf.function (call-interleaved median, one CPU). Where ``_hotpath.c`` is built,
 a target whose name is fixed (a user tf.function) gets ``HotCall`` instead: each call kept in
 place here arms it with what that call was (thread, target, caller code and offset, the
-arguments' kinds, the training flag, the call site's sampler state and statistics), and a
-call that repeats it is kept in place in C, the same way, for about 2 us; every other call
-(first calls, sampled and profiled ones, another line, another signature, keyword arguments,
-another thread) comes here, as before. Without the extension (no compiler where tfdiag was
+arguments' kinds, the training flag, the call site's sampler state and statistics; a few such
+at once, one per thread, target and line), and a call that repeats it is kept in place in C,
+the same way, for about 2 us; every other call (first calls, sampled and profiled ones, a new
+signature, keyword arguments) comes here, as before. Without the extension (no compiler where tfdiag was
 installed) all of it runs here, at the Python cost.
 
 Three costs that do not show in the wrapper's own lines, measured on a tf.function loop (about
