@@ -27,7 +27,7 @@ def test_fast_call_sites_are_sampled_less_often_unless_the_user_chose_the_rate()
     assert sampler.adaptive and sampler.every == sampling.EVERY
     budget = sampling.SAMPLED_CALL_S / sampling.BUDGET  # seconds of calls per sampled call
     assert sampler.site_every(site(0.1)) == sampling.EVERY  # slow calls: one in EVERY
-    assert sampler.site_every(site(budget / 100)) == pytest.approx(100, abs=12)  # ~1% of the site's time
+    assert sampler.site_every(site(budget / 100)) == pytest.approx(100, abs=12)  # BUDGET of the site's time
     assert sampler.site_every(site(1e-7)) == sampling.MAX_EVERY
     early = CallStats("tf.function", "step", "loop.py:3", "(8, 8) float32", False)  # nothing in place yet
     early.count, early.total_s, early.first_s = 3, 0.2 + 2 * budget / 300, 0.2

@@ -106,7 +106,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--phase-every", type=int, default=None, metavar="N",
                         help=f"after each call site's first call and the {PHASE_FIRST_CALLS} unprofiled calls after it, "
                              f"measure the full phase split on one call in N at random (default: {PHASE_EVERY}, and fewer "
-                             f"at call sites whose calls take under about 0.8 ms; 1: every call, at more cost per call)")
+                             f"at call sites whose calls take under about 1.6 ms; 1: every call, at more cost per call)")
     parser.add_argument("--verify", action="store_true",
                         help="after the code, time predict, predict_on_batch, model(x), tf.function, XLA "
                              "and LiteRT on each model's own input, and recommend what was measured")
