@@ -42,7 +42,9 @@ def python_float():
 
 @pytest.fixture(scope="module")
 def kept_predictions():
-    return _run_example("kept_predictions.py", 300)
+    """600 calls: a 1 ms call site is sampled (and its memory read) about one call in 50 after its
+    first ones (sampling.py), and the steady slope is read after the tracemalloc window."""
+    return _run_example("kept_predictions.py", 600)
 
 
 @pytest.fixture(scope="module")
