@@ -37,7 +37,8 @@ def test_a_gate_calls_the_original_until_a_sampled_call_holds_the_toggle():
 
 def _loop(tf, step, step3, failing):
     """One run's calls: a loop at one line, two signatures alternating, a retracing Python float,
-    keyword arguments, another thread, and a call that raises."""
+    keyword arguments, threads at once and one after another, calls that raise, two functions
+    in one loop."""
     x, small = tf.ones((8, 8)), tf.ones((4, 8))
     for _ in range(300):
         step(x)
@@ -57,11 +58,23 @@ def _loop(tf, step, step3, failing):
     for _ in range(3):
         with pytest.raises(tf.errors.InvalidArgumentError):
             failing(x)
+    x = -x
     for _ in range(40):
         step(x)  # after the failures: still timed
     for _ in range(100):  # two functions in one loop: each keeps its own
         step(x)
         step3(x, small[:1], 3.0)
+    raised = 0
+    for index in range(60):  # a call that raises after many that repeat it (the compiled way)
+        try:
+            failing(-x if index == 55 else x)
+        except tf.errors.InvalidArgumentError:
+            raised += 1
+    assert raised == 1
+    for index in range(4):  # threads one after another: a later thread may get an earlier one's id
+        worker = threading.Thread(target=lambda: [step(x) for _ in range(40)], name=f"later{index}")
+        worker.start()
+        worker.join()
 
 
 def _run(tf, tfdiag, compiled: bool, monkeypatch):
@@ -80,8 +93,8 @@ def _run(tf, tfdiag, compiled: bool, monkeypatch):
         return tf.reduce_sum(x * scale + y)
 
     @tf.function
-    def failing(x):
-        tf.debugging.assert_negative(x)
+    def failing(x):  # raises for a positive x
+        tf.debugging.assert_non_positive(x)
         return x
 
     original = polymorphic_function.Function.__call__
@@ -96,7 +109,9 @@ def _run(tf, tfdiag, compiled: bool, monkeypatch):
     # another on the timeline without overlapping (the compiled wrapper reads time.perf_counter's clock).
     samples = sorted((s for s in diagnosis.recording.call_samples if s["thread"] == threading.current_thread().name),
                      key=lambda s: s["start_s"])
-    assert len(samples) == sum(c["count"] for c in calls.values()) - 4 * 50
+    assert len(samples) == sum(c["count"] for c in calls.values()) - 4 * 50 - 4 * 40
+    for index in range(4):  # each later thread's calls on its own stack, under its own name
+        assert sum(s["thread"] == f"later{index}" for s in diagnosis.recording.call_samples) == 40
     for before, after in zip(samples, samples[1:]):
         assert after["start_s"] >= before["start_s"] + before["duration_s"] - 1e-9
     return calls, getattr(wrapper, "fast_calls", None)
@@ -115,11 +130,11 @@ def test_compiled_and_python_wrappers_record_the_same_calls(monkeypatch):
     assert fast > 500  # the calls that repeat the last of their thread, function and line (300 + 2 x 100 + ...)
     counts = {key: c["count"] for key, c in compiled.items()}
     assert counts == {key: c["count"] for key, c in python.items()}
-    assert sum(counts.values()) == 300 + 60 + 40 + 30 + 4 * 50 + 50 + 3 + 40 + 200
+    assert sum(counts.values()) == 300 + 60 + 40 + 30 + 4 * 50 + 50 + 3 + 40 + 200 + 60 + 4 * 40
     by_target: dict = {}
     for (target, _, _, _), call in compiled.items():
         by_target[target] = by_target.get(target, 0) + call["count"]
-    assert by_target == {"step": 780, "step3": 140, "failing": 3}
+    assert by_target == {"step": 940, "step3": 140, "failing": 63}
     for calls in (compiled, python):
         (retraced, alternating) = sorted((c for (target, *_), c in calls.items() if target == "step3"),
                                          key=lambda c: c["count"])

@@ -29,7 +29,6 @@
 #include <Python.h>
 #include <frameobject.h>
 #include <structmember.h>
-#include "pythread.h"
 #include <time.h>
 
 static PyObject *s_spare, *s_target, *s_last, *s_start, *s_extra, *s_stack, *s_users,
@@ -43,7 +42,7 @@ static PyObject *s_spare, *s_target, *s_last, *s_start, *s_extra, *s_stack, *s_u
 #define SLOTS 8
 
 typedef struct {
-    unsigned long thread;
+    uint64_t thread; /* the thread state's id (a thread's ``get_ident`` may be reused by a later thread) */
     PyObject *frames, *target_ref, *code, *parts, *state, *light, *sink, *touched, *fields;
     int lasti, training;
 } Armed;
@@ -66,10 +65,10 @@ typedef struct {
 static void
 slot_clear(Armed *slot)
 {
+    Py_CLEAR(slot->parts); /* first: the mark of a slot in use */
     Py_CLEAR(slot->frames);
     Py_CLEAR(slot->target_ref);
     Py_CLEAR(slot->code);
-    Py_CLEAR(slot->parts);
     Py_CLEAR(slot->state);
     Py_CLEAR(slot->light);
     Py_CLEAR(slot->sink);
@@ -133,6 +132,24 @@ hot_dealloc(HotCall *self)
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
+/* Whether the weak reference ``ref`` refers to ``obj``. */
+static int
+refers_to(PyObject *ref, PyObject *obj)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    PyObject *referent = NULL;
+    if (PyWeakref_GetRef(ref, &referent) < 0) {
+        PyErr_Clear();
+        return 0;
+    }
+    int same = referent == obj;
+    Py_XDECREF(referent);
+    return same;
+#else
+    return PyWeakref_GetObject(ref) == obj;
+#endif
+}
+
 /* The calling Python frame's code (a new reference) and bytecode offset (as ``f_lasti``). */
 static PyCodeObject *
 caller_code(int *lasti)
@@ -191,63 +208,97 @@ same_kind(PyObject *value, PyObject *part)
     return same;
 }
 
-/* The slot this call repeats (see the module's comment), else NULL (errors cleared). */
-static Armed *
-repeats(HotCall *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+/* What a call kept in place here uses of the slot it repeats, held from the moment it is
+   matched: from then on Python code may run (a garbage collection's callbacks, the user's call,
+   which releases the GIL), and another thread may arm that slot again meanwhile. */
+typedef struct {
+    PyObject *parts, *state, *frames, *light, *sink, *touched, *fields;
+    int training;
+} Kept;
+
+static void
+keep(Armed *slot, Kept *kept)
+{
+    kept->parts = Py_NewRef(slot->parts);
+    kept->state = Py_NewRef(slot->state);
+    kept->frames = Py_NewRef(slot->frames);
+    kept->light = Py_NewRef(slot->light);
+    kept->sink = Py_NewRef(slot->sink);
+    kept->touched = Py_NewRef(slot->touched);
+    kept->fields = Py_NewRef(slot->fields);
+    kept->training = slot->training;
+}
+
+static void
+let_go(Kept *kept)
+{
+    Py_DECREF(kept->parts);
+    Py_DECREF(kept->state);
+    Py_DECREF(kept->frames);
+    Py_DECREF(kept->light);
+    Py_DECREF(kept->sink);
+    Py_DECREF(kept->touched);
+    Py_DECREF(kept->fields);
+}
+
+/* 1 when this call repeats an armed slot (see the module's comment): ``kept`` then holds that
+   slot; else 0 (errors cleared, nothing held). */
+static int
+repeats(HotCall *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, Kept *kept)
 {
     if (kwnames != NULL && PyTuple_GET_SIZE(kwnames))
-        return NULL;
+        return 0;
     int lasti = -1;
     PyCodeObject *code = caller_code(&lasti);
     if (code == NULL)
-        return NULL;
+        return 0;
     Py_DECREF(code); /* only its identity is compared: an armed slot holds a reference */
-    unsigned long thread = PyThread_get_thread_ident();
+    uint64_t thread = PyThreadState_GetID(PyThreadState_Get());
     Armed *slot = NULL;
-    for (int index = 0; index < SLOTS; index++) {
+    for (int index = 0; index < SLOTS && slot == NULL; index++) { /* no Python code runs here */
         Armed *candidate = &self->slots[index];
         if (candidate->parts != NULL && candidate->thread == thread && candidate->code == (PyObject *)code
-            && candidate->lasti == lasti && PyWeakref_GetObject(candidate->target_ref) == args[0]) {
+            && candidate->lasti == lasti && refers_to(candidate->target_ref, args[0]))
             slot = candidate;
-            break;
-        }
     }
-    if (slot == NULL || nargs - 1 != PyTuple_GET_SIZE(slot->parts))
-        return NULL;
+    if (slot == NULL)
+        return 0;
+    keep(slot, kept);
+    if (nargs - 1 != PyTuple_GET_SIZE(kept->parts))
+        goto differs;
     PyObject *gates = PyObject_GetAttr(self->capture, s_gates);
-    if (gates == NULL) {
-        PyErr_Clear();
-        return NULL;
-    }
+    if (gates == NULL)
+        goto differs;
     int busy = PyObject_IsTrue(gates);
     Py_DECREF(gates);
-    if (busy != 0) {
-        if (busy < 0)
-            PyErr_Clear();
-        return NULL;
-    }
+    if (busy != 0)
+        goto differs;
     for (Py_ssize_t index = 0; index < nargs - 1; index++) {
-        if (same_kind(args[index + 1], PyTuple_GET_ITEM(slot->parts, index)) != 1)
-            return NULL;
+        if (same_kind(args[index + 1], PyTuple_GET_ITEM(kept->parts, index)) != 1)
+            goto differs;
     }
     PyObject *empty = PyObject_CallNoArgs(self->tape_is_empty);
-    if (empty == NULL) {
-        PyErr_Clear();
-        return NULL;
-    }
-    int training = !PyObject_IsTrue(empty);
+    if (empty == NULL)
+        goto differs;
+    int outside_tape = PyObject_IsTrue(empty);
     Py_DECREF(empty);
-    return training == slot->training ? slot : NULL;
+    if (outside_tape < 0 || (!outside_tape) != kept->training)
+        goto differs;
+    return 1;
+differs:
+    PyErr_Clear();
+    let_go(kept);
+    return 0;
 }
 
 /* The call site's sampling countdown, counted down in place (sampling.py): 1 when this call is
    not sampled, 0 when it is due (the Python wrapper takes it). */
 static int
-count_down(Armed *slot)
+count_down(Kept *kept)
 {
-    if (!PyList_Check(slot->state) || PyList_GET_SIZE(slot->state) < 1)
+    if (!PyList_Check(kept->state) || PyList_GET_SIZE(kept->state) < 1)
         return 0;
-    long left = PyLong_AsLong(PyList_GET_ITEM(slot->state, 0));
+    long left = PyLong_AsLong(PyList_GET_ITEM(kept->state, 0));
     if (left == -1 && PyErr_Occurred()) {
         PyErr_Clear();
         return 0;
@@ -259,7 +310,7 @@ count_down(Armed *slot)
         PyErr_Clear();
         return 0;
     }
-    PyList_SetItem(slot->state, 0, value); /* steals the reference */
+    PyList_SetItem(kept->state, 0, value); /* steals the reference */
     return 1;
 }
 
@@ -326,42 +377,20 @@ read_clock(HotCall *self)
     return PyObject_CallNoArgs(self->clock);
 }
 
-/* What a call kept in place here uses of the armed state, held from its start: while the
-   user's call runs, another thread's call may arm this wrapper again (the call releases the
-   GIL), and the frame must come off this thread's own stack. */
-typedef struct {
-    PyObject *frames, *light, *sink, *touched, *fields;
-} Kept;
-
-static void
-keep(Armed *slot, Kept *kept)
-{
-    kept->frames = Py_NewRef(slot->frames);
-    kept->light = Py_NewRef(slot->light);
-    kept->sink = Py_NewRef(slot->sink);
-    kept->touched = Py_NewRef(slot->touched);
-    kept->fields = Py_NewRef(slot->fields);
-}
-
-static void
-let_go(Kept *kept)
-{
-    Py_DECREF(kept->frames);
-    Py_DECREF(kept->light);
-    Py_DECREF(kept->sink);
-    Py_DECREF(kept->touched);
-    Py_DECREF(kept->fields);
-}
-
-/* What the Python wrapper does after an unsampled call kept in place (timed_calls.py). Never
-   raises: an error of ours is cleared (the user's call has returned already). */
-static void
+/* What the Python wrapper does after an unsampled call kept in place (timed_calls.py): 0, or -1
+   when an exception that is not an ``Exception`` (KeyboardInterrupt) came up in its Python parts
+   (``settle``, ``touched``): it is left set, for the caller to raise. Any other error of ours is
+   cleared: the user's call has returned already. The frame comes off the stack whatever happens. */
+static int
 finish(HotCall *self, Kept *kept, PyObject *frame, PyObject *start)
 {
     PyObject *now = read_clock(self);
-    if (now == NULL)
-        goto error;
-    if (pop_frame(kept->frames, frame) < 0 || PyObject_SetAttr(frame, s_target, Py_None) < 0)
+    PyObject *type, *value, *traceback;
+    PyErr_Fetch(&type, &value, &traceback); /* a failed clock read: the frame still comes off first */
+    int failed = pop_frame(kept->frames, frame) < 0 || PyObject_SetAttr(frame, s_target, Py_None) < 0;
+    if (type != NULL)
+        PyErr_Restore(type, value, traceback);
+    if (failed || now == NULL)
         goto error;
     int untouched = left_untouched(frame, start);
     if (untouched < 0)
@@ -370,10 +399,18 @@ finish(HotCall *self, Kept *kept, PyObject *frame, PyObject *start)
         PyObject *duration = PyFloat_FromDouble(PyFloat_AsDouble(now) - PyFloat_AsDouble(start));
         if (duration == NULL)
             goto error;
-        int failed = PyList_Append(kept->light, start) < 0 || PyList_Append(kept->light, duration) < 0
-                     || PyList_Append(kept->light, kept->frames) < 0;
+        Py_ssize_t size = PyList_GET_SIZE(kept->light);
+        int appended = PyList_Append(kept->light, start) == 0 && PyList_Append(kept->light, duration) == 0
+                       && PyList_Append(kept->light, kept->frames) == 0;
         Py_DECREF(duration);
-        if (failed || PyObject_SetAttr(kept->frames, s_spare, frame) < 0)
+        if (!appended) { /* never a part of an entry: ``add_light`` reads them three by three */
+            PyObject *saved_type, *saved_value, *saved_traceback;
+            PyErr_Fetch(&saved_type, &saved_value, &saved_traceback);
+            PyList_SetSlice(kept->light, size, PyList_GET_SIZE(kept->light), NULL);
+            PyErr_Restore(saved_type, saved_value, saved_traceback);
+            goto error;
+        }
+        if (PyObject_SetAttr(kept->frames, s_spare, frame) < 0)
             goto error;
         if (PyList_GET_SIZE(kept->light) >= self->light_size) {
             PyObject *done = PyObject_CallOneArg(self->settle, kept->sink);
@@ -389,31 +426,31 @@ finish(HotCall *self, Kept *kept, PyObject *frame, PyObject *start)
         Py_DECREF(done);
     }
     Py_DECREF(now);
-    return;
+    return 0;
 error:
     Py_XDECREF(now);
+    if (PyErr_Occurred() && !PyErr_ExceptionMatches(PyExc_Exception))
+        return -1;
     PyErr_Clear();
+    return 0;
 }
 
 static PyObject *
 hot_vectorcall(HotCall *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-    Armed *slot = nargs < 1 ? NULL : repeats(self, args, nargs, kwnames);
-    if (slot == NULL)
-        return PyObject_Vectorcall(self->slow, args, nargsf, kwnames);
     Kept kept;
-    keep(slot, &kept); /* before anything that may run Python code (and let another thread arm) */
+    if (nargs < 1 || !repeats(self, args, nargs, kwnames, &kept))
+        return PyObject_Vectorcall(self->slow, args, nargsf, kwnames);
     PyObject *result;
     if (PyList_GET_SIZE(kept.frames) > 0) { /* nested in a timed call: part of it */
-        result = PyObject_Vectorcall(self->original, args, nargsf, kwnames);
         let_go(&kept);
-        return result;
+        return PyObject_Vectorcall(self->original, args, nargsf, kwnames);
     }
     PyObject *frame = PyObject_GetAttr(kept.frames, s_spare);
     if (frame == NULL)
         PyErr_Clear();
-    if (frame == NULL || frame == Py_None || !count_down(slot)) {
+    if (frame == NULL || frame == Py_None || !count_down(&kept)) {
         Py_XDECREF(frame);
         let_go(&kept);
         return PyObject_Vectorcall(self->slow, args, nargsf, kwnames);
@@ -432,8 +469,15 @@ hot_vectorcall(HotCall *self, PyObject *const *args, size_t nargsf, PyObject *kw
     result = PyObject_Vectorcall(self->original, args, nargsf, kwnames);
     PyObject *type, *value, *traceback;
     PyErr_Fetch(&type, &value, &traceback);
-    finish(self, &kept, frame, start);
-    PyErr_Restore(type, value, traceback);
+    if (finish(self, &kept, frame, start) < 0) { /* an interrupt in our bookkeeping: it wins, as in Python */
+        Py_XDECREF(result);
+        Py_XDECREF(type);
+        Py_XDECREF(value);
+        Py_XDECREF(traceback);
+        result = NULL;
+    }
+    else
+        PyErr_Restore(type, value, traceback);
     Py_DECREF(start);
     Py_DECREF(frame);
     let_go(&kept);
@@ -473,10 +517,10 @@ hot_init(HotCall *self, PyObject *args, PyObject *kwargs)
 static PyObject *
 hot_arm(HotCall *self, PyObject *args)
 {
-    unsigned long thread;
     PyObject *frames, *target, *code, *parts, *state, *light, *sink, *touched, *fields;
     int lasti, training;
-    if (!PyArg_ParseTuple(args, "kOOOiO!pO!O!OOO!", &thread, &frames, &target, &code, &lasti, &PyTuple_Type,
+    uint64_t thread = PyThreadState_GetID(PyThreadState_Get()); /* arm is called by the calling thread */
+    if (!PyArg_ParseTuple(args, "OOOiO!pO!O!OOO!", &frames, &target, &code, &lasti, &PyTuple_Type,
                           &parts, &training, &PyList_Type, &state, &PyList_Type, &light, &sink, &touched,
                           &PyTuple_Type, &fields))
         return NULL;
@@ -491,7 +535,7 @@ hot_arm(HotCall *self, PyObject *args)
     for (int index = 0; index < SLOTS && slot == NULL; index++) {
         Armed *candidate = &self->slots[index];
         if (candidate->parts != NULL && candidate->thread == thread && candidate->code == code
-            && candidate->lasti == lasti && PyWeakref_GetObject(candidate->target_ref) == target)
+            && candidate->lasti == lasti && refers_to(candidate->target_ref, target))
             slot = candidate;
     }
     if (slot == NULL) {
@@ -541,7 +585,8 @@ bind(PyObject *self, PyObject *obj, PyObject *Py_UNUSED(type))
 
 static PyMethodDef hot_methods[] = {
     {"arm", (PyCFunction)hot_arm, METH_VARARGS,
-     "arm(thread, frames, target, code, lasti, parts, training, state, light, sink, touched, fields): "
+     "arm(frames, target, code, lasti, parts, training, state, light, sink, touched, fields), from the "
+     "calling thread: "
      "calls that repeat this one are kept in place here."},
     {"disarm", (PyCFunction)hot_disarm_method, METH_NOARGS, "every call goes to the Python wrapper."},
     {NULL}

@@ -51,7 +51,6 @@ calls of ``original`` come first in its bytecode.
 from __future__ import annotations
 
 import sys
-import threading
 import weakref
 from typing import Callable
 
@@ -155,15 +154,13 @@ def timed_call_wrapper(original: Callable, api: str, capture, skip: Callable, tr
     # (armed below) go no further than it; every other call comes here. Only for targets whose
     # name is fixed, with no observers: it repeats the call site, not the naming or the observing.
     hot = None  # made below, once ``timed_call`` is
-    get_ident = threading.get_ident
 
     def arm(target, args, code, offset, training, state, light, sink, fields):
         """The compiled wrapper told of a call kept in place: the calls that repeat it stay in C."""
         try:
             kinds = argument_kinds(args)
             if kinds is not None:
-                hot.arm(get_ident(), local.frames, target, code, offset, kinds, bool(training), state, light, sink,
-                        touched, fields)
+                hot.arm(local.frames, target, code, offset, kinds, bool(training), state, light, sink, touched, fields)
         except Exception as exc:  # the call goes on in Python
             hot.disarm()
             warn(f"could not keep {api} calls in the compiled wrapper: {exc.__class__.__name__}: {exc}")
