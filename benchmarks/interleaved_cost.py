@@ -38,37 +38,17 @@ import tensorflow as tf  # noqa: E402
 from tensorflow.python.eager.polymorphic_function import polymorphic_function  # noqa: E402
 
 import tfdiag  # noqa: E402
+from overhead import custom_train_step  # noqa: E402  (benchmarks/overhead.py)
+from retrace_overhead import step, step3  # noqa: E402
 from rounds import hot_path_row, median_interval, pin, without_hot_path  # noqa: E402  (benchmarks/rounds.py)
 
 
 def workloads() -> dict:
-    """name -> (function, its arguments)."""
-    keras = tf.keras
-
-    @tf.function
-    def step(x):
-        return tf.reduce_sum(x * 2.0 + 1.0)
-
-    @tf.function
-    def step3(x, y, scale):
-        return tf.reduce_sum(x * scale + y)
-
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2), keras.layers.Dense(1)])
-    optimizer = keras.optimizers.SGD(0.01)
-
-    @tf.function
-    def train_step(features, labels):
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_mean(tf.square(model(features, training=True) - labels))
-        gradients = tape.gradient(loss, model.trainable_variables)
-        optimizer.apply_gradients(zip(gradients, model.trainable_variables))
-        return loss
-
+    """name -> (function, its arguments): retrace_overhead.py's and overhead.py's."""
+    features = np.random.default_rng(0).normal(size=(32, 4)).astype(np.float32)
+    train_step, train_args = custom_train_step(features, features.sum(axis=1, keepdims=True))
     x, y = tf.ones((8, 8)), tf.ones((8, 8))
-    features = tf.constant(np.random.default_rng(0).normal(size=(32, 4)).astype(np.float32))
-    labels = tf.reduce_sum(features, axis=1, keepdims=True)
-    return {"step(x)": (step, (x,)), "step3(x, y, 2.0)": (step3, (x, y, 2.0)),
-            "train step": (train_step, (features, labels))}
+    return {"step(x)": (step, (x,)), "step3(x, y, 2.0)": (step3, (x, y, 2.0)), "train step": (train_step, train_args)}
 
 
 def one_round(function, args: tuple, calls: int, warm: int) -> tuple[float, float, float]:

@@ -40,6 +40,25 @@ MODES = {"off": None, "off again": None, "on": dict(cprofile=False, tf_profiler=
          "on, pure Python": dict(cprofile=False, tf_profiler=False, **{PURE_PYTHON: True})}
 
 
+def custom_train_step(features, labels) -> tuple:
+    """A custom training loop's step: a tf.function applying gradients (GradientTape, SGD) to
+    its own small model, called once per step; returned with its two argument tensors.
+    interleaved_cost.py times the same."""
+    keras = tf.keras
+    loop_model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2), keras.layers.Dense(1)])
+    optimizer = keras.optimizers.SGD(0.01)
+
+    @tf.function
+    def train_step(features, labels):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(loop_model(features, training=True) - labels))
+        gradients = tape.gradient(loss, loop_model.trainable_variables)
+        optimizer.apply_gradients(zip(gradients, loop_model.trainable_variables))
+        return loss
+
+    return train_step, (tf.constant(features), tf.constant(labels))
+
+
 def workloads(args) -> dict:
     """The loops, by short name: (label, one call, timed calls per block, calls before them).
     memory_overhead.py times the same."""
@@ -51,19 +70,7 @@ def workloads(args) -> dict:
     fit_model.compile(optimizer="sgd", loss="mse")
     fit_x = np.random.default_rng(0).normal(size=(32 * args.fit_steps, 4)).astype(np.float32)
     fit_y = fit_x.sum(axis=1, keepdims=True)
-    # A custom training loop: a tf.function step applying gradients, called once per step.
-    loop_model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2), keras.layers.Dense(1)])
-    optimizer = keras.optimizers.SGD(0.01)
-    loop_x, loop_y = tf.constant(fit_x[:32]), tf.constant(fit_y[:32])
-
-    @tf.function
-    def train_step(features, labels):
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_mean(tf.square(loop_model(features, training=True) - labels))
-        gradients = tape.gradient(loss, loop_model.trainable_variables)
-        optimizer.apply_gradients(zip(gradients, loop_model.trainable_variables))
-        return loss
-
+    train_step, (loop_x, loop_y) = custom_train_step(fit_x[:32], fit_y[:32])
     return {
         "predict": ("predict() loop", lambda: model.predict(x, verbose=0), args.predict_calls, 3),
         "call": ("model(x) loop", lambda: model(x), args.call_calls, 50),
