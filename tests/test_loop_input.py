@@ -123,6 +123,15 @@ def test_the_tf_data_fix_changes_only_what_the_pipeline_does_not_do_yet():
     assert "prefetch(" in tfdata_fix({"map_functions": []})["code"]
 
 
+def test_a_steps_traces_are_not_the_loops_steady_time():
+    """On a short loop the step's first call (its trace) can outweigh every wait: the share sets
+    the wait against the steps' time less their graph creation."""
+    raw = _recording(0.5).to_dict()
+    raw["calls"][0].update(total_s=3.5, phases={"graph_creation": 2.5, "kernel_execution": 1.0})
+    found = [f for f in analyze(Recording.from_dict(raw)).findings if f["code"] == "input-bound"]
+    assert len(found) == 1 and "33% of its time" in found[0]["title"], [f["title"] for f in found]
+
+
 def test_an_eager_steps_time_already_holds_the_loops_wait():
     """An eager step's time runs from one optimizer update to the next (custom_loops.py), so the
     batch the loop waited for is inside it: the share is the wait over the loop's time, not over

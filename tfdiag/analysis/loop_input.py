@@ -30,6 +30,12 @@ def _steps_bysite_file(recording: Recording) -> dict[str, list[dict]]:
     return steps
 
 
+def _running_s(call: dict) -> float:
+    """A step call site's seconds less its graph creation (its traces)."""
+    phases = call.get("phases") if isinstance(call.get("phases"), dict) else {}
+    return max(0.0, (number(call.get("total_s")) or 0.0) - (number(phases.get("graph_creation")) or 0.0))
+
+
 def loop_input_findings(recording: Recording, explained: dict) -> list[Finding]:
     """One finding per loop line whose batches its custom training steps waited for."""
     entries = recording.extra.get("loop_inputs")
@@ -44,8 +50,10 @@ def loop_input_findings(recording: Recording, explained: dict) -> list[Finding]:
             continue
         # An eager step's time is from one optimizer update to the next (custom_loops.py): the loop's
         # wait for the batch is inside it already.
+        # A tf.function step's traces are a one-off (the retrace findings' business), not the loop's
+        # steady state: on a short loop the first call's trace would outweigh every wait.
         eager = sum(number(c.get("total_s")) or 0.0 for c in steps if c.get("api") == training.CUSTOM_STEP)
-        graph = sum(number(c.get("total_s")) or 0.0 for c in steps if c.get("api") != training.CUSTOM_STEP)
+        graph = sum(_running_s(c) for c in steps if c.get("api") != training.CUSTOM_STEP)
         stepped = graph + max(0.0, eager - waited)
         share = waited / (waited + stepped)
         if share >= INPUT_MEDIUM:
