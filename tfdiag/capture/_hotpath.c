@@ -122,14 +122,14 @@ hot_clear(HotCall *self)
     return 0;
 }
 
+/* Both types' dealloc: what their ``tp_clear`` drops, once no weak reference can reach them. */
 static void
-hot_dealloc(HotCall *self)
+wrapper_dealloc(PyObject *self)
 {
     PyObject_GC_UnTrack(self);
-    if (self->weakreflist != NULL)
-        PyObject_ClearWeakRefs((PyObject *)self);
-    hot_clear(self);
-    Py_TYPE(self)->tp_free((PyObject *)self);
+    PyObject_ClearWeakRefs(self);
+    Py_TYPE(self)->tp_clear(self);
+    Py_TYPE(self)->tp_free(self);
 }
 
 /* Whether the weak reference ``ref`` refers to ``obj``. */
@@ -612,7 +612,7 @@ static PyTypeObject HotCallType = {
     .tp_doc = "The timed-call wrapper's common case (see the module's comment).",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)hot_init,
-    .tp_dealloc = (destructor)hot_dealloc,
+    .tp_dealloc = wrapper_dealloc,
     .tp_traverse = (traverseproc)hot_traverse,
     .tp_clear = (inquiry)hot_clear,
     .tp_call = PyVectorcall_Call,
@@ -653,16 +653,6 @@ gate_clear(Gate *self)
     Py_CLEAR(self->slow);
     Py_CLEAR(self->toggle);
     return 0;
-}
-
-static void
-gate_dealloc(Gate *self)
-{
-    PyObject_GC_UnTrack(self);
-    if (self->weakreflist != NULL)
-        PyObject_ClearWeakRefs((PyObject *)self);
-    gate_clear(self);
-    Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
 static PyObject *
@@ -714,7 +704,7 @@ static PyTypeObject GateType = {
     .tp_doc = "A phase entry point's pass-through while no sampled call is open (see the module's comment).",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)gate_init,
-    .tp_dealloc = (destructor)gate_dealloc,
+    .tp_dealloc = wrapper_dealloc,
     .tp_traverse = (traverseproc)gate_traverse,
     .tp_clear = (inquiry)gate_clear,
     .tp_call = PyVectorcall_Call,

@@ -155,12 +155,12 @@ def timed_call_wrapper(original: Callable, api: str, capture, skip: Callable, tr
     # name is fixed, with no observers: it repeats the call site, not the naming or the observing.
     hot = None  # made below, once ``timed_call`` is
 
-    def arm(target, args, code, offset, training, state, light, sink, fields):
+    def arm(frames, target, args, code, offset, training, state, light, sink, fields):
         """The compiled wrapper told of a call kept in place: the calls that repeat it stay in C."""
         try:
             kinds = argument_kinds(args)
             if kinds is not None:
-                hot.arm(local.frames, target, code, offset, kinds, bool(training), state, light, sink, touched, fields)
+                hot.arm(frames, target, code, offset, kinds, bool(training), state, light, sink, touched, fields)
         except Exception as exc:  # the call goes on in Python
             hot.disarm()
             warn(f"could not keep {api} calls in the compiled wrapper: {exc.__class__.__name__}: {exc}")
@@ -324,7 +324,7 @@ def timed_call_wrapper(original: Callable, api: str, capture, skip: Callable, tr
                         light = sink.light
                         weight = 2
                         if hot is not None and not kwargs and code is user_code and code is not None:
-                            arm(target, args, code, offset, training, state, light, sink,
+                            arm(frames, target, args, code, offset, training, state, light, sink,
                                 (api, signature, batch, code, offset, training, name))
                 else:
                     weight = sampled(state)
