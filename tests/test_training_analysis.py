@@ -312,6 +312,12 @@ def test_the_tf_profilers_op_time_decides_when_the_split_says_kernels():
     del slow["alternatives"]
     slow["tf_profiler"] = {"step_sites": [dict(row, model_op_s_per_call=0.0001)]}
     assert "90% of each 1.02 ms step" in one(slow, "step-overhead")["title"]
+    # one of the few profiled steps preempted mid-op (0.9 ms of op time): the median step decides
+    steps = [{"call_number": n, "model_op_s": s} for n, s in ((4, 0.00005), (5, 0.0009), (6, 0.00006))]
+    raw["tf_profiler"]["step_sites"] = [dict(row, model_op_s_per_call=sum(s["model_op_s"] for s in steps) / 3,
+                                             steps=steps)]
+    assert "0.06 ms on the model's ops" in one(raw, "step-overhead")["title"]
+    raw["tf_profiler"]["step_sites"] = [row]
     # the model's ops are most of the step: no finding
     row["model_op_s_per_call"] = 0.0003
     assert findings(raw, "step-overhead") == []

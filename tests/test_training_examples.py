@@ -202,9 +202,20 @@ def tf_keras_recordings(tmp_path_factory):
     return {name: load(out / name / "recording.json") for name in NAMED}
 
 
+def _measured(recording) -> dict:
+    """What the training findings rest on, for a failure's message: the steps' split, the TF
+    Profiler's step windows and per-step op times, and capture's warnings."""
+    section = recording.extra.get("tf_profiler") or {}
+    return {"splits": [c.get("step_phases") for c in recording.calls if c.get("steps")],
+            "windows": section.get("step_windows"),
+            "steps": [s.get("steps") for s in section.get("step_sites") or []],
+            "warnings": recording.warnings}
+
+
 @pytest.mark.parametrize("script", sorted(NAMED))
 def test_tf_keras(tf_keras_recordings, script):
     recording = tf_keras_recordings[script]
     assert recording.environment["keras_flavor"] == "tf-keras"
+    assert EXPECTED[script] in {f["code"] for f in recording.findings}, _measured(recording)
     finding = _finding(recording, EXPECTED[script])
     assert NAMED[script] in _text(finding) + finding["function"], finding

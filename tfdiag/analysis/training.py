@@ -12,6 +12,8 @@ Cost: pure passes over the ``calls`` entries (no TensorFlow); the step timeline 
 
 from __future__ import annotations
 
+import statistics
+
 from ..recording import PHASES, Recording
 from .fields import count, number
 from .phases import STEP_APIS
@@ -123,14 +125,18 @@ def callbacks(call: dict) -> list[dict]:
 def profiled_steps(recording: Recording, call: dict) -> tuple[float, int] | None:
     """(the model's op time per step, steps profiled) that the TF Profiler measured on a few steady
     steps of this call's call site (``tf_profiler.step_sites``: the self time of the graph's ops,
-    tf.data's left out), or None where it did not (no profiler window, or steps it could only
-    time from outside)."""
+    tf.data's left out; the median step where the steps are listed), or None where it did not
+    (no profiler window, or steps it could only time from outside)."""
     section = recording.extra.get("tf_profiler")
     sites = section.get("step_sites") if isinstance(section, dict) else None
     for site in sites if isinstance(sites, list) else []:
         if (isinstance(site, dict) and site.get("measure") == "op_self_time"
                 and (site.get("api"), site.get("call_site")) == (call.get("api"), call.get("call_site"))):
-            seconds = number(site.get("model_op_s_per_call"))
+            # The median profiled step: on a loaded machine one of a few early steps can be
+            # preempted mid-op, and a mean would carry that into every step.
+            per_step = [number(step.get("model_op_s")) for step in site.get("steps") or [] if isinstance(step, dict)]
+            per_step = [seconds for seconds in per_step if seconds is not None and seconds >= 0]
+            seconds = statistics.median(per_step) if per_step else number(site.get("model_op_s_per_call"))
             if seconds is not None and seconds >= 0:
                 return seconds, count(site.get("calls_profiled")) or 0
     return None
