@@ -6,8 +6,9 @@
    the shortest Python path was over 400 of them. This module does the same work for the
    calls that repeat the previous one, in C:
 
-   ``HotCall(original, slow, capture, clock, tape_is_empty, settle, light_size)`` is the
-   callable put on ``Function.__call__``. A call goes the fast way when it repeats what ``arm`` was last told by the Python wrapper (``slow``) for its thread, target,
+   ``HotCall(original, slow, capture, clock, tape_is_empty, settle, light_size[, frame_type,
+   stack_type])`` is the callable put on ``Function.__call__`` (the two types: LightFrame and
+   CallStack, whose fields it then reads and writes in place). A call goes the fast way when it repeats what ``arm`` was last told by the Python wrapper (``slow``) for its thread, target,
    caller code and bytecode offset (SLOTS of them at once): not nested in a timed call, no
    keyword arguments, arguments of the same kinds (an EagerTensor's type, shape and dtype
    enum; a plain value's type), the same training flag (gradient tape), no profiler gate,
@@ -32,7 +33,7 @@
 #include <time.h>
 
 static PyObject *s_spare, *s_target, *s_last, *s_start, *s_extra, *s_stack, *s_users,
-    *s_gates, *s_shape_tuple, *s_datatype_enum, *s_remove;
+    *s_gates, *s_shape_tuple, *s_datatype_enum, *s_remove, *s_tensor_shape, *s_dims;
 
 /* ------------------------------------------------------------------ HotCall */
 
@@ -47,6 +48,19 @@ typedef struct {
     int lasti, training;
 } Armed;
 
+/* Where a ``__slots__`` class keeps the fields this module reads and writes on every call kept in
+   place: an instance of exactly that type is read and written at those offsets, as CPython's
+   member descriptors do it, without an attribute lookup (each one a few cache misses amid
+   TensorFlow's own code); any other object goes through ``getattr``/``setattr``. */
+enum { F_TARGET, F_LAST, F_START, F_EXTRA, F_STACK, FRAME_FIELDS };
+enum { F_SPARE, STACK_FIELDS };
+#define MAX_FIELDS 5
+
+typedef struct {
+    PyTypeObject *type; /* a strong reference, or NULL: no direct access */
+    Py_ssize_t offset[MAX_FIELDS];
+} Layout;
+
 typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall;
@@ -54,6 +68,7 @@ typedef struct {
     PyObject *weakreflist;
     /* fixed */
     PyObject *original, *slow, *capture, *clock, *tape_is_empty, *settle;
+    Layout frame_layout, stack_layout; /* LightFrame's fields; CallStack's ``spare`` */
     Py_ssize_t light_size;
     int monotonic; /* ``clock`` is time.perf_counter: read here, as it reads it (CLOCK_MONOTONIC) */
     Armed slots[SLOTS]; /* ``parts`` NULL: a free slot */
@@ -93,6 +108,8 @@ hot_traverse(HotCall *self, visitproc visit, void *arg)
     Py_VISIT(self->clock);
     Py_VISIT(self->tape_is_empty);
     Py_VISIT(self->settle);
+    Py_VISIT(self->frame_layout.type);
+    Py_VISIT(self->stack_layout.type);
     for (int index = 0; index < SLOTS; index++) {
         Armed *slot = &self->slots[index];
         Py_VISIT(slot->frames);
@@ -118,6 +135,8 @@ hot_clear(HotCall *self)
     Py_CLEAR(self->clock);
     Py_CLEAR(self->tape_is_empty);
     Py_CLEAR(self->settle);
+    Py_CLEAR(self->frame_layout.type);
+    Py_CLEAR(self->stack_layout.type);
     hot_disarm(self);
     return 0;
 }
@@ -150,6 +169,62 @@ refers_to(PyObject *ref, PyObject *obj)
 #endif
 }
 
+static PyObject *s_frame_names[FRAME_FIELDS], *s_stack_names[STACK_FIELDS];
+
+/* ``layout`` for ``type`` (None: none): each of ``names`` must be a writable object slot of its
+   own (a member descriptor, as ``__slots__`` makes), else the type gets no direct access. */
+static void
+layout_init(Layout *layout, PyObject *type, PyObject **names, int count)
+{
+    Py_CLEAR(layout->type);
+    if (type == Py_None || !PyType_Check(type))
+        return;
+    for (int index = 0; index < count; index++) {
+        PyObject *descriptor = PyObject_GetAttr(type, names[index]);
+        if (descriptor == NULL) {
+            PyErr_Clear();
+            return;
+        }
+        int usable = Py_IS_TYPE(descriptor, &PyMemberDescr_Type);
+        if (usable) {
+            PyMemberDef *member = ((PyMemberDescrObject *)descriptor)->d_member;
+            usable = member->type == T_OBJECT_EX && !(member->flags & READONLY);
+            layout->offset[index] = member->offset;
+        }
+        Py_DECREF(descriptor);
+        if (!usable)
+            return;
+    }
+    layout->type = (PyTypeObject *)Py_NewRef(type);
+}
+
+/* ``obj.<field>`` (a new reference; NULL with an error set). */
+static PyObject *
+get_field(Layout *layout, PyObject *obj, int field, PyObject *name)
+{
+    if (layout->type == NULL || Py_TYPE(obj) != layout->type)
+        return PyObject_GetAttr(obj, name);
+    PyObject *value = *(PyObject **)((char *)obj + layout->offset[field]);
+    if (value == NULL) {
+        PyErr_SetObject(PyExc_AttributeError, name);
+        return NULL;
+    }
+    return Py_NewRef(value);
+}
+
+/* ``obj.<field> = value``: 0, or -1 with an error set. */
+static int
+set_field(Layout *layout, PyObject *obj, int field, PyObject *name, PyObject *value)
+{
+    if (layout->type == NULL || Py_TYPE(obj) != layout->type)
+        return PyObject_SetAttr(obj, name, value);
+    PyObject **address = (PyObject **)((char *)obj + layout->offset[field]);
+    PyObject *old = *address;
+    *address = Py_NewRef(value);
+    Py_XDECREF(old);
+    return 0;
+}
+
 /* The calling Python frame's code (a new reference) and bytecode offset (as ``f_lasti``). */
 static PyCodeObject *
 caller_code(int *lasti)
@@ -173,6 +248,29 @@ caller_code(int *lasti)
     return PyFrame_GetCode(frame);
 }
 
+/* An EagerTensor's shape as a tuple (a new reference), or NULL (an error set): the cached
+   TensorShape's ``_dims`` where TensorFlow made it already (``.shape`` caches it on the tensor:
+   every tf.function call reads it to find the call's concrete function), else
+   ``_shape_tuple()``, which builds one (a call into TensorFlow's C++: several times slower). */
+static PyObject *
+shape_of(PyObject *value)
+{
+    PyObject *cached = PyObject_GetAttr(value, s_tensor_shape);
+    if (cached == NULL)
+        PyErr_Clear();
+    else if (cached != Py_None) {
+        PyObject *dims = PyObject_GetAttr(cached, s_dims);
+        Py_DECREF(cached);
+        if (dims != NULL && PyTuple_CheckExact(dims))
+            return dims;
+        Py_XDECREF(dims);
+        PyErr_Clear();
+    }
+    else
+        Py_DECREF(cached);
+    return PyObject_CallMethodNoArgs(value, s_shape_tuple);
+}
+
 /* 1: ``value`` is of the kind ``part`` says (a type: that exact type; a tuple (type, shape tuple,
    dtype enum): an EagerTensor of that shape and dtype); 0: not; -1: an error (cleared). */
 static int
@@ -184,7 +282,7 @@ same_kind(PyObject *value, PyObject *part)
         return 0;
     if ((PyObject *)Py_TYPE(value) != PyTuple_GET_ITEM(part, 0))
         return 0;
-    PyObject *shape = PyObject_CallMethodNoArgs(value, s_shape_tuple);
+    PyObject *shape = shape_of(value);
     if (shape == NULL) {
         PyErr_Clear();
         return -1;
@@ -335,23 +433,24 @@ pop_frame(PyObject *frames, PyObject *frame)
    switch (each sets ``last``: while it is still the start's object, no time was charged) and
    its stack at rest. */
 static int
-left_untouched(PyObject *frame, PyObject *start)
+left_untouched(HotCall *self, PyObject *frame, PyObject *start)
 {
-    PyObject *value = PyObject_GetAttr(frame, s_extra);
+    Layout *layout = &self->frame_layout;
+    PyObject *value = get_field(layout, frame, F_EXTRA, s_extra);
     if (value == NULL)
         return -1;
     int untouched = value == Py_None;
     Py_DECREF(value);
     if (!untouched)
         return 0;
-    value = PyObject_GetAttr(frame, s_last);
+    value = get_field(layout, frame, F_LAST, s_last);
     if (value == NULL)
         return -1;
     untouched = value == start;
     Py_DECREF(value);
     if (!untouched)
         return 0;
-    value = PyObject_GetAttr(frame, s_stack);
+    value = get_field(layout, frame, F_STACK, s_stack);
     if (value == NULL)
         return -1;
     untouched = PyList_Check(value) && PyList_GET_SIZE(value) == 1;
@@ -387,12 +486,13 @@ finish(HotCall *self, Kept *kept, PyObject *frame, PyObject *start)
     PyObject *now = read_clock(self);
     PyObject *type, *value, *traceback;
     PyErr_Fetch(&type, &value, &traceback); /* a failed clock read: the frame still comes off first */
-    int failed = pop_frame(kept->frames, frame) < 0 || PyObject_SetAttr(frame, s_target, Py_None) < 0;
+    int failed = pop_frame(kept->frames, frame) < 0
+                 || set_field(&self->frame_layout, frame, F_TARGET, s_target, Py_None) < 0;
     if (type != NULL)
         PyErr_Restore(type, value, traceback);
     if (failed || now == NULL)
         goto error;
-    int untouched = left_untouched(frame, start);
+    int untouched = left_untouched(self, frame, start);
     if (untouched < 0)
         goto error;
     if (untouched) {
@@ -410,7 +510,7 @@ finish(HotCall *self, Kept *kept, PyObject *frame, PyObject *start)
             PyErr_Restore(saved_type, saved_value, saved_traceback);
             goto error;
         }
-        if (PyObject_SetAttr(kept->frames, s_spare, frame) < 0)
+        if (set_field(&self->stack_layout, kept->frames, F_SPARE, s_spare, frame) < 0)
             goto error;
         if (PyList_GET_SIZE(kept->light) >= self->light_size) {
             PyObject *done = PyObject_CallOneArg(self->settle, kept->sink);
@@ -447,7 +547,7 @@ hot_vectorcall(HotCall *self, PyObject *const *args, size_t nargsf, PyObject *kw
         let_go(&kept);
         return PyObject_Vectorcall(self->original, args, nargsf, kwnames);
     }
-    PyObject *frame = PyObject_GetAttr(kept.frames, s_spare);
+    PyObject *frame = get_field(&self->stack_layout, kept.frames, F_SPARE, s_spare);
     if (frame == NULL)
         PyErr_Clear();
     if (frame == NULL || frame == Py_None || !count_down(&kept)) {
@@ -456,9 +556,11 @@ hot_vectorcall(HotCall *self, PyObject *const *args, size_t nargsf, PyObject *kw
         return PyObject_Vectorcall(self->slow, args, nargsf, kwnames);
     }
     PyObject *start = read_clock(self);
-    if (start == NULL || PyObject_SetAttr(kept.frames, s_spare, Py_None) < 0
-        || PyObject_SetAttr(frame, s_target, args[0]) < 0 || PyObject_SetAttr(frame, s_last, start) < 0
-        || PyObject_SetAttr(frame, s_start, start) < 0 || PyList_Append(kept.frames, frame) < 0) {
+    Layout *layout = &self->frame_layout;
+    if (start == NULL || set_field(&self->stack_layout, kept.frames, F_SPARE, s_spare, Py_None) < 0
+        || set_field(layout, frame, F_TARGET, s_target, args[0]) < 0
+        || set_field(layout, frame, F_LAST, s_last, start) < 0
+        || set_field(layout, frame, F_START, s_start, start) < 0 || PyList_Append(kept.frames, frame) < 0) {
         PyErr_Clear();
         Py_XDECREF(start);
         Py_DECREF(frame);
@@ -487,10 +589,11 @@ hot_vectorcall(HotCall *self, PyObject *const *args, size_t nargsf, PyObject *kw
 static int
 hot_init(HotCall *self, PyObject *args, PyObject *kwargs)
 {
-    PyObject *original, *slow, *capture, *clock, *tape_is_empty, *settle;
+    PyObject *original, *slow, *capture, *clock, *tape_is_empty, *settle, *frame_type = Py_None,
+        *stack_type = Py_None;
     Py_ssize_t light_size;
-    if (!PyArg_ParseTuple(args, "OOOOOOn", &original, &slow, &capture, &clock, &tape_is_empty, &settle,
-                          &light_size))
+    if (!PyArg_ParseTuple(args, "OOOOOOn|OO", &original, &slow, &capture, &clock, &tape_is_empty, &settle,
+                          &light_size, &frame_type, &stack_type))
         return -1;
     hot_clear(self);
     self->original = Py_NewRef(original);
@@ -500,6 +603,8 @@ hot_init(HotCall *self, PyObject *args, PyObject *kwargs)
     self->tape_is_empty = Py_NewRef(tape_is_empty);
     self->settle = Py_NewRef(settle);
     self->light_size = light_size;
+    layout_init(&self->frame_layout, frame_type, s_frame_names, FRAME_FIELDS);
+    layout_init(&self->stack_layout, stack_type, s_stack_names, STACK_FIELDS);
     self->monotonic = 0;
     PyObject *time = PyImport_ImportModule("time");
     if (time == NULL)
@@ -732,12 +837,15 @@ PyInit__hotpath(void)
         {&s_spare, "spare"}, {&s_target, "target"}, {&s_last, "last"}, {&s_start, "start"},
         {&s_extra, "extra"}, {&s_stack, "stack"}, {&s_users, "users"},
         {&s_gates, "gates"}, {&s_shape_tuple, "_shape_tuple"}, {&s_datatype_enum, "_datatype_enum"},
-        {&s_remove, "remove"},
+        {&s_remove, "remove"}, {&s_tensor_shape, "_tensor_shape"}, {&s_dims, "_dims"},
     };
     for (size_t index = 0; index < sizeof(names) / sizeof(names[0]); index++) {
         if (*names[index].name == NULL && (*names[index].name = PyUnicode_InternFromString(names[index].text)) == NULL)
             return NULL;
     }
+    PyObject *frame_names[FRAME_FIELDS] = {s_target, s_last, s_start, s_extra, s_stack};
+    memcpy(s_frame_names, frame_names, sizeof frame_names);
+    s_stack_names[F_SPARE] = s_spare;
     if (PyType_Ready(&HotCallType) < 0 || PyType_Ready(&GateType) < 0)
         return NULL;
     PyObject *module = PyModule_Create(&hotpath_module);

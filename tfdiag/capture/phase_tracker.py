@@ -59,24 +59,24 @@ class CallFrame:
 
 class LightFrame:
     """A ``CallFrame`` for an unsampled call at a known call site (most calls: timed_calls.py
-    sets ``target``, ``start`` and ``last``). The other fields are class defaults, set on the
-    instance only by a hook that changes them: the same fields as a CallFrame, read the same way.
+    sets ``target``, ``start`` and ``last``): the same fields, read the same way, the others at a
+    CallFrame's defaults until a hook changes them. ``__slots__``: the compiled wrapper reads and
+    writes them in place (_hotpath.c).
 
     Each thread keeps one spare (``CallStack.spare``), reused by its next unsampled call while a
     call leaves it as it found it (no phase switch: each one sets ``last``, so ``last`` is still
-    the very object ``start`` is; its stack back to "other"; no record of its own): making a frame, its totals and its stack was about 4 us of such a call on a
-    tf.function loop, three allocations in the middle of TensorFlow's own."""
+    the very object ``start`` is; its stack back to "other"; no record of its own): making a
+    frame, its totals and its stack was about 4 us of such a call on a tf.function loop, three
+    allocations in the middle of TensorFlow's own."""
 
-    weight = 0
-    off_thread_s = 0.0
-    teardown_base = None
-    teardown_s = 0.0
-    extra = None
-    target = None
+    __slots__ = CallFrame.__slots__
 
     def __init__(self) -> None:
         self.totals = dict.fromkeys(PHASES, 0.0)
         self.stack = ["other"]
+        self.last = self.start = self.target = self.teardown_base = self.extra = None
+        self.weight = 0
+        self.off_thread_s = self.teardown_s = 0.0
 
 
 class CallStack(list):

@@ -56,7 +56,7 @@ from typing import Callable
 
 from . import callsite, gates
 from .call_log import FIELDS, FLUSH_EVERY, CallLog
-from .phase_tracker import CallFrame, LightFrame, PhaseTracker
+from .phase_tracker import CallFrame, CallStack, LightFrame, PhaseTracker
 
 try:  # the common case compiled (_hotpath.c); without it the wrapper below does all of it
     from ._hotpath import HotCall
@@ -331,7 +331,8 @@ def timed_call_wrapper(original: Callable, api: str, capture, skip: Callable, tr
 
     argument_kinds = getattr(capture, "argument_kinds", None)
     if HotCall is not None and argument_kinds is not None and fixed_names and not observers and positional is None:
-        hot = HotCall(original, timed_call, capture, clock, tape_is_empty, log.settle, light_size)
+        hot = HotCall(original, timed_call, capture, clock, tape_is_empty, log.settle, light_size, LightFrame,
+                      CallStack)
     wrapper = timed_call if hot is None else hot
     wrapper.__name__ = getattr(original, "__name__", api)
     wrapper.__qualname__ = getattr(original, "__qualname__", api)
