@@ -1,6 +1,7 @@
 """The compiled common case of the timed-call wrapper (tfdiag/capture/_hotpath.c): built, and
 recording exactly what the pure-Python wrapper records, on real tf.functions."""
 
+import inspect
 import threading
 import types
 
@@ -36,7 +37,8 @@ def test_a_gate_calls_the_original_until_a_sampled_call_holds_the_toggle():
 
 
 def _loop(tf, step, step3, failing):
-    """One run's calls: a loop at one line, two signatures alternating, a retracing Python float,
+    """One run's calls: a loop at one line, two signatures alternating, new tensors of three
+    signatures, a retracing Python float,
     keyword arguments, threads at once and one after another, calls that raise, two functions
     in one loop."""
     x, small = tf.ones((8, 8)), tf.ones((4, 8))
@@ -44,6 +46,8 @@ def _loop(tf, step, step3, failing):
         step(x)
     for index in range(60):
         step(small if index % 2 else x)
+    for index in range(60):  # a new tensor per call (no TensorShape cached on it yet); another dtype
+        step(tf.ones((8, 8), tf.float64) if index % 20 == 19 else tf.ones((8, 8)) if index % 3 else tf.ones((4, 8)))
     for index in range(40):
         step3(x, small[:1], 2.0 if index < 20 else 3.0)  # a new float: one retrace
     for _ in range(30):
@@ -75,6 +79,14 @@ def _loop(tf, step, step3, failing):
         worker = threading.Thread(target=lambda: [step(x) for _ in range(40)], name=f"later{index}")
         worker.start()
         worker.join()
+
+
+def _line_of(function, text: str) -> int:
+    lines, first = inspect.getsourcelines(function)
+    return next(first + index for index, line in enumerate(lines) if text in line)
+
+
+_NEW_TENSORS_LINE = _line_of(_loop, "tf.float64) if index")
 
 
 def _run(tf, tfdiag, compiled: bool, monkeypatch):
@@ -130,11 +142,13 @@ def test_compiled_and_python_wrappers_record_the_same_calls(monkeypatch):
     assert fast > 500  # the calls that repeat the last of their thread, function and line (300 + 2 x 100 + ...)
     counts = {key: c["count"] for key, c in compiled.items()}
     assert counts == {key: c["count"] for key, c in python.items()}
-    assert sum(counts.values()) == 300 + 60 + 40 + 30 + 4 * 50 + 50 + 3 + 40 + 200 + 60 + 4 * 40
+    assert sum(counts.values()) == 300 + 60 + 60 + 40 + 30 + 4 * 50 + 50 + 3 + 40 + 200 + 60 + 4 * 40
     by_target: dict = {}
     for (target, _, _, _), call in compiled.items():
         by_target[target] = by_target.get(target, 0) + call["count"]
-    assert by_target == {"step": 940, "step3": 140, "failing": 63}
+    assert by_target == {"step": 1000, "step3": 140, "failing": 63}
+    new = {key[2]: c["count"] for key, c in compiled.items() if key[1] == str(_NEW_TENSORS_LINE)}
+    assert new == {"float32[8, 8]": 38, "float32[4, 8]": 19, "float64[8, 8]": 3}
     for calls in (compiled, python):
         (retraced, alternating) = sorted((c for (target, *_), c in calls.items() if target == "step3"),
                                          key=lambda c: c["count"])

@@ -248,18 +248,71 @@ caller_code(int *lasti)
     return PyFrame_GetCode(frame);
 }
 
-/* An EagerTensor's shape as a tuple (a new reference), or NULL (an error set): the cached
-   TensorShape's ``_dims`` where TensorFlow made it already (``.shape`` caches it on the tensor:
-   every tf.function call reads it to find the call's concrete function), else
-   ``_shape_tuple()``, which builds one (a call into TensorFlow's C++: several times slower). */
+/* How an EagerTensor's shape and dtype are read, found once from its type (``tensor``): its
+   ``_tensor_shape`` getter (the TensorShape TensorFlow caches on the tensor: every tf.function
+   call reads ``.shape`` to find the call's concrete function), that TensorShape's ``_dims`` slot,
+   and its ``_datatype_enum`` method, each called or read directly, as the attribute lookup would
+   find them (no lookup: a few cache misses each amid TensorFlow's own code). ``state``: 0 not
+   looked at yet, 1 found, -1 not found (then, and for any other type, the attributes are looked
+   up by name). Where the tensor has no cached TensorShape yet, ``_shape_tuple()`` builds the
+   tuple (a call into TensorFlow's C++: several times slower). */
+static struct {
+    int state;
+    PyTypeObject *tensor, *shape;
+    getter shape_get;
+    void *shape_closure;
+    Py_ssize_t dims_offset;
+    PyCFunction dtype_enum;
+} eager;
+
+static void
+eager_init(PyTypeObject *tensor, PyObject *cached)
+{
+    eager.state = -1;
+    PyObject *getset = PyObject_GetAttr((PyObject *)tensor, s_tensor_shape);
+    PyObject *method = PyObject_GetAttr((PyObject *)tensor, s_datatype_enum);
+    PyObject *dims = PyObject_GetAttr((PyObject *)Py_TYPE(cached), s_dims);
+    PyErr_Clear();
+    if (getset != NULL && Py_IS_TYPE(getset, &PyGetSetDescr_Type) && method != NULL
+        && Py_IS_TYPE(method, &PyMethodDescr_Type) && dims != NULL && Py_IS_TYPE(dims, &PyMemberDescr_Type)) {
+        PyGetSetDef *def = ((PyGetSetDescrObject *)getset)->d_getset;
+        PyMethodDef *meth = ((PyMethodDescrObject *)method)->d_method;
+        PyMemberDef *member = ((PyMemberDescrObject *)dims)->d_member;
+        if (def->get != NULL && (meth->ml_flags & (METH_NOARGS | METH_VARARGS | METH_KEYWORDS | METH_O
+                                                   | METH_FASTCALL)) == METH_NOARGS
+            && member->type == T_OBJECT_EX) {
+            eager.tensor = (PyTypeObject *)Py_NewRef(tensor);
+            eager.shape = (PyTypeObject *)Py_NewRef(Py_TYPE(cached));
+            eager.shape_get = def->get;
+            eager.shape_closure = def->closure;
+            eager.dims_offset = member->offset;
+            eager.dtype_enum = meth->ml_meth;
+            eager.state = 1;
+        }
+    }
+    Py_XDECREF(getset);
+    Py_XDECREF(method);
+    Py_XDECREF(dims);
+}
+
+/* An EagerTensor's shape as a tuple (a new reference), or NULL (an error set). */
 static PyObject *
 shape_of(PyObject *value)
 {
-    PyObject *cached = PyObject_GetAttr(value, s_tensor_shape);
+    int direct = eager.state == 1 && Py_TYPE(value) == eager.tensor;
+    PyObject *cached = direct ? eager.shape_get(value, eager.shape_closure) : PyObject_GetAttr(value, s_tensor_shape);
     if (cached == NULL)
         PyErr_Clear();
     else if (cached != Py_None) {
-        PyObject *dims = PyObject_GetAttr(cached, s_dims);
+        if (eager.state == 0)
+            eager_init(Py_TYPE(value), cached);
+        PyObject *dims;
+        if (eager.state == 1 && Py_TYPE(cached) == eager.shape) {
+            dims = *(PyObject **)((char *)cached + eager.dims_offset);
+            Py_XINCREF(dims);
+        }
+        else
+            dims = PyObject_GetAttr(cached, s_dims);
         Py_DECREF(cached);
         if (dims != NULL && PyTuple_CheckExact(dims))
             return dims;
@@ -269,6 +322,15 @@ shape_of(PyObject *value)
     else
         Py_DECREF(cached);
     return PyObject_CallMethodNoArgs(value, s_shape_tuple);
+}
+
+/* An EagerTensor's dtype enum (a new reference), or NULL (an error set). */
+static PyObject *
+dtype_of(PyObject *value)
+{
+    if (eager.state == 1 && Py_TYPE(value) == eager.tensor)
+        return eager.dtype_enum(value, NULL);
+    return PyObject_CallMethodNoArgs(value, s_datatype_enum);
 }
 
 /* 1: ``value`` is of the kind ``part`` says (a type: that exact type; a tuple (type, shape tuple,
@@ -294,7 +356,7 @@ same_kind(PyObject *value, PyObject *part)
             PyErr_Clear();
         return same;
     }
-    PyObject *dtype = PyObject_CallMethodNoArgs(value, s_datatype_enum);
+    PyObject *dtype = dtype_of(value);
     if (dtype == NULL) {
         PyErr_Clear();
         return -1;
