@@ -40,6 +40,27 @@ def test_fast_call_sites_are_sampled_less_often_unless_the_user_chose_the_rate()
         sampler.sampled(state)
         gaps.append(state[0])
     assert 80 < sum(gaps) / len(gaps) < 125
+    # A countdown drawn at one in 32 (after the first calls, before any call was kept in place to
+    # tell their time) runs out at a call site that calls for one in ~100: the call is sampled with
+    # probability 32/100, else a new countdown at the new rate starts.
+    kept = 0
+    for _ in range(4000):
+        state = [1, sampling.FIRST_CALLS, site(budget / 100), sampling.EVERY]
+        taken = sampler.sampled(state)
+        kept += taken
+        assert state[3] == pytest.approx(100, abs=12) and state[0] >= 1
+    assert 0.27 < kept / 4000 < 0.37
+    # Call by call: the first calls, a countdown drawn at one in 32 (nothing kept in place yet),
+    # then calls kept in place tell their time: about one in 100 from there on.
+    stats = CallStats("tf.function", "step", "loop.py:3", "(8, 8) float32", False)
+    fresh = PhaseSampler(seed=3)
+    weights = [fresh.weight("loop")]
+    fresh.sites["loop"][2] = stats  # (linked by the collector after the first call)
+    weights += [fresh.weight("loop") for _ in range(sampling.FIRST_CALLS)]
+    assert weights == [1] * (1 + sampling.FIRST_CALLS) and fresh.sites["loop"][3] == sampling.EVERY
+    stats.light.extend(site(budget / 100).light)
+    later = [fresh.weight("loop") for _ in range(20000)]
+    assert 0.007 < sum(later) / len(later) < 0.014
     chosen = PhaseSampler(every=8)  # the user's rate is kept
     state = [1, sampling.FIRST_CALLS, site(budget / 100)]
     means = []

@@ -19,7 +19,12 @@ sampled, but 80-100 us at one call in 16 or fewer, and 100-190 us with the memor
 call's loop. The rate is ``1 / max(every, SAMPLED_CALL_S / (BUDGET * t))``, ``t`` the call
 site's typical unsampled call (the median of its last three kept in place), at most one in
 ``MAX_EVERY``: only call sites under about 1.6 ms sample less often, and their calls are many
-(a 0.1 ms call: one in 500, 40 samples in 20,000 calls, and always its first 5). Calls a profiler takes (cProfile, the TF Profiler) are never
+(a 0.1 ms call: one in 500, 40 samples in 20,000 calls, and always its first 5). The countdown
+after the first calls is drawn before any call was kept in place to tell ``t``: when it runs
+out, the call is sampled with probability (its rate) / (the rate ``t`` now calls for), else a
+new countdown starts at that rate (thinning: the sampled calls stay one in ``every`` at random;
+without it, a 200-call loop of a 0.2 ms training step paid one more sampled call, about 0.5%
+of its time). Calls a profiler takes (cProfile, the TF Profiler) are never
 sampled and use up none of the countdown: a profiler slows a call's Python, not in
 proportion to its phases. Graph creation is measured on every call (its entry points stay
 on), so a rare retrace is counted exactly, never estimated.
@@ -58,10 +63,11 @@ class PhaseSampler:
     """Per call site, a countdown to its next sampled call.
 
     ``sites[key]`` is ``[calls until the next sampled one, sampled calls after the first, the
-    call site's statistics]`` (a list: the timed-call wrapper counts down in place, one dict
-    lookup per call); a key in ``sites`` has had its first call. The third item is None until
-    the call site's first call is in the collector, then its ``CallStats`` (False: looked for,
-    not there yet): the wrapper adds unsampled calls to it in place (timed_calls.py).
+    call site's statistics, the rate that countdown was drawn at]`` (a list: the timed-call
+    wrapper counts down in place, one dict lookup per call); a key in ``sites`` has had its
+    first call. The third item is None until the call site's first call is in the collector,
+    then its ``CallStats`` (False: looked for, not there yet): the wrapper adds unsampled calls
+    to it in place (timed_calls.py). The fourth is ``every`` of the current countdown.
     """
 
     def __init__(self, every: int | None = None, first: int = FIRST_CALLS, seed: int = 0) -> None:
@@ -95,23 +101,39 @@ class PhaseSampler:
         """A call site's first call: its countdown starts (its first ``first`` calls after it are sampled)."""
         if len(self.sites) >= MAX_KEYS:
             self.sites.clear()
-        state = self.sites[key] = [1 if self.first > 0 else self.gap(), 0, None]
+        state = self.sites[key] = [1 if self.first > 0 else self.gap(), 0, None, self.every]
         if self.memory is not None:
             self.memory(state)
         return state
 
     def sampled(self, state: list) -> int:
-        """A call whose countdown ran out: it is sampled; the countdown to the next one starts."""
+        """A call whose countdown ran out: 1, it is sampled, and the countdown to the next one
+        starts. Or 0, not sampled, with a new countdown: at an adaptive call site whose countdown
+        was drawn at a higher rate than its calls now call for (the one after its first calls,
+        drawn before any call was kept in place to tell their time), the call is kept with
+        probability old rate / new rate. Thinned so, the sampled calls are one in ``every`` at
+        random, as if drawn at the new rate from the start."""
+        drawn = state[3] if len(state) > 3 else self.every
+        if self.adaptive and state[1] >= self.first and state[2]:
+            every = self.site_every(state[2])
+            if every > drawn and self._random() * every >= drawn:
+                self._restart(state, every)
+                return 0
         if self.memory is not None:
             self.memory(state)
         state[1] += 1
         if state[1] < self.first:
             state[0] = 1
-        elif self.adaptive and state[2]:
-            state[0] = self.gap(self.site_every(state[2]))
         else:
-            state[0] = self.gap()
+            self._restart(state, self.site_every(state[2]) if self.adaptive and state[2] else self.every)
         return 1
+
+    def _restart(self, state: list, every: int) -> None:
+        state[0] = self.gap(every)
+        if len(state) > 3:
+            state[3] = every
+        else:
+            state.append(every)
 
     def site_every(self, stats) -> int:
         """One call in how many to sample at the call site of ``stats`` (its CallStats: ``light``,
