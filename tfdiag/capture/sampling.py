@@ -219,7 +219,7 @@ class Reservoir:
         if start:
             kept.extend(map(make, range(start)))
             self.seen += start
-        while start < count:
+        while start < count and self._weight is None:  # just filled: ``keep`` draws the first skip
             index = start + self.next - self.seen - 1  # item number ``next``, if this batch has it
             if index >= count:
                 self.seen += count - start
@@ -227,6 +227,24 @@ class Reservoir:
             self.seen = self.next
             self.keep(make(index))
             start = index + 1
+        if start >= count:
+            return
+        # ``keep``, inline, its state in locals: early in a run a batch keeps hundreds of items
+        # (size x ln(seen after / seen before)), and a method call each was most of their cost.
+        draw, size, weight, upcoming, seen = self._random, self.size, self._weight, self.next, self.seen
+        try:
+            while True:
+                index = start + upcoming - seen - 1
+                if index >= count:
+                    seen += count - start
+                    return
+                seen = upcoming
+                kept[int(draw() * size)] = make(index)  # (made first, then the slot drawn: as ``keep``)
+                weight *= _exp(_log(1.0 - draw()) / size)
+                upcoming = seen + 1 if weight >= 1.0 else seen + int(_log(1.0 - draw()) / _log1p(-weight)) + 1
+                start = index + 1
+        finally:
+            self._weight, self.next, self.seen = weight, upcoming, seen
 
     def keep(self, item) -> None:
         """Item number ``seen``, offered to a full reservoir when ``seen`` reached ``next``."""
