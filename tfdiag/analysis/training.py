@@ -134,7 +134,9 @@ def profiled_steps(recording: Recording, call: dict) -> tuple[float, int] | None
                 and (site.get("api"), site.get("call_site")) == (call.get("api"), call.get("call_site"))):
             # The median profiled step: on a loaded machine one of a few early steps can be
             # preempted mid-op, and a mean would carry that into every step.
-            per_step = [number(step.get("model_op_s")) for step in site.get("steps") or [] if isinstance(step, dict)]
+            steps = site.get("steps")
+            per_step = [number(step.get("model_op_s")) for step in (steps if isinstance(steps, list) else [])
+                        if isinstance(step, dict)]
             per_step = [seconds for seconds in per_step if seconds is not None and seconds >= 0]
             seconds = statistics.median(per_step) if per_step else number(site.get("model_op_s_per_call"))
             if seconds is not None and seconds >= 0:

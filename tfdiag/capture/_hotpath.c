@@ -171,6 +171,15 @@ refers_to(PyObject *ref, PyObject *obj)
 
 static PyObject *s_frame_names[FRAME_FIELDS], *s_stack_names[STACK_FIELDS];
 
+/* 1 when ``descriptor`` is of kind ``kind`` and belongs to ``type`` or a base of it (what
+   CPython checks before it reads an instance at a descriptor's offset). */
+static int
+descriptor_of(PyObject *descriptor, PyTypeObject *kind, PyTypeObject *type)
+{
+    return descriptor != NULL && Py_IS_TYPE(descriptor, kind)
+           && PyType_IsSubtype(type, PyDescr_TYPE((PyDescrObject *)descriptor));
+}
+
 /* ``layout`` for ``type`` (None: none): each of ``names`` must be a writable object slot of its
    own (a member descriptor, as ``__slots__`` makes), else the type gets no direct access. */
 static void
@@ -185,7 +194,7 @@ layout_init(Layout *layout, PyObject *type, PyObject **names, int count)
             PyErr_Clear();
             return;
         }
-        int usable = Py_IS_TYPE(descriptor, &PyMemberDescr_Type);
+        int usable = descriptor_of(descriptor, &PyMemberDescr_Type, (PyTypeObject *)type);
         if (usable) {
             PyMemberDef *member = ((PyMemberDescrObject *)descriptor)->d_member;
             usable = member->type == T_OBJECT_EX && !(member->flags & READONLY);
@@ -270,11 +279,13 @@ eager_init(PyTypeObject *tensor, PyObject *cached)
 {
     eager.state = -1;
     PyObject *getset = PyObject_GetAttr((PyObject *)tensor, s_tensor_shape);
+    PyErr_Clear();
     PyObject *method = PyObject_GetAttr((PyObject *)tensor, s_datatype_enum);
+    PyErr_Clear();
     PyObject *dims = PyObject_GetAttr((PyObject *)Py_TYPE(cached), s_dims);
     PyErr_Clear();
-    if (getset != NULL && Py_IS_TYPE(getset, &PyGetSetDescr_Type) && method != NULL
-        && Py_IS_TYPE(method, &PyMethodDescr_Type) && dims != NULL && Py_IS_TYPE(dims, &PyMemberDescr_Type)) {
+    if (descriptor_of(getset, &PyGetSetDescr_Type, tensor) && descriptor_of(method, &PyMethodDescr_Type, tensor)
+        && descriptor_of(dims, &PyMemberDescr_Type, Py_TYPE(cached))) {
         PyGetSetDef *def = ((PyGetSetDescrObject *)getset)->d_getset;
         PyMethodDef *meth = ((PyMethodDescrObject *)method)->d_method;
         PyMemberDef *member = ((PyMemberDescrObject *)dims)->d_member;

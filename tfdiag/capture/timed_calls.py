@@ -331,8 +331,11 @@ def timed_call_wrapper(original: Callable, api: str, capture, skip: Callable, tr
 
     argument_kinds = getattr(capture, "argument_kinds", None)
     if HotCall is not None and argument_kinds is not None and fixed_names and not observers and positional is None:
-        hot = HotCall(original, timed_call, capture, clock, tape_is_empty, log.settle, light_size, LightFrame,
-                      CallStack)
+        try:
+            hot = HotCall(original, timed_call, capture, clock, tape_is_empty, log.settle, light_size, LightFrame,
+                          CallStack)
+        except TypeError as exc:  # an extension built from an older _hotpath.c (not rebuilt): the Python wrapper
+            warn(f"the compiled wrapper does not fit this tfdiag ({exc}); `pip install -e .` rebuilds it")
     wrapper = timed_call if hot is None else hot
     wrapper.__name__ = getattr(original, "__name__", api)
     wrapper.__qualname__ = getattr(original, "__qualname__", api)
