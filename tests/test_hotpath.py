@@ -159,3 +159,28 @@ def test_compiled_and_python_wrappers_record_the_same_calls(monkeypatch):
         assert {"float32[8, 8]", "float32[4, 8]"} < signatures  # the alternating calls told apart
         for call in calls.values():
             assert sum(call["phases"].values()) == pytest.approx(call["total_s"], rel=1e-6)
+
+
+@pytest.mark.tf
+def test_an_extension_built_from_older_code_leaves_the_python_wrapper(monkeypatch):
+    """A compiled wrapper that does not take this tfdiag's arguments (an editable install not
+    rebuilt): the calls are timed by the Python wrapper, and the recording says why."""
+    import tensorflow as tf
+
+    import tfdiag
+
+    def older(original, slow, capture, clock, tape_is_empty, settle, light_size):  # the old signature
+        raise AssertionError("never called with the old arguments")
+
+    monkeypatch.setattr(timed_calls, "HotCall", older)
+
+    @tf.function
+    def step(x):
+        return x + 1.0
+
+    with tfdiag.diagnose(cprofile=False, tf_profiler=False) as diagnosis:
+        for _ in range(40):
+            step(tf.ones(3))
+    (call,) = [c for c in diagnosis.recording.calls if c["target"] == "step"]
+    assert call["count"] == 40
+    assert any("does not fit this tfdiag" in w["message"] for w in diagnosis.recording.warnings)
