@@ -184,3 +184,35 @@ def test_an_extension_built_from_older_code_leaves_the_python_wrapper(monkeypatc
     (call,) = [c for c in diagnosis.recording.calls if c["target"] == "step"]
     assert call["count"] == 40
     assert any("does not fit this tfdiag" in w["message"] for w in diagnosis.recording.warnings)
+
+
+@pytest.mark.tf
+def test_a_call_site_warmed_up_on_one_thread_and_served_by_others_is_kept_in_place():
+    """The first call on the main thread (its record in that thread's buffer), then threads
+    calling the same line: their calls are linked to the call site's statistics and repeat in C."""
+    from tensorflow.python.eager.polymorphic_function import polymorphic_function
+    import tensorflow as tf
+
+    import tfdiag
+
+    @tf.function
+    def step(x):
+        return tf.reduce_sum(x * 2.0)
+
+    x = tf.ones((8, 8))
+
+    def serve(count):
+        for _ in range(count):
+            step(x)
+
+    with tfdiag.diagnose(cprofile=False, tf_profiler=False) as diagnosis:
+        serve(1)  # the warm-up, on this thread: its only call
+        wrapper = polymorphic_function.Function.__dict__["__call__"]
+        workers = [threading.Thread(target=serve, args=(100,)) for _ in range(2)]
+        for worker in workers:
+            worker.start()
+            worker.join()  # one after another: each thread's calls repeat its own last call
+        fast = wrapper.fast_calls
+    (call,) = [c for c in diagnosis.recording.calls if c["target"] == "step"]
+    assert call["count"] == 201
+    assert fast >= 150, fast  # without the link, none: every call of theirs recorded by the Python wrapper

@@ -81,11 +81,19 @@ class CallLog:
     def link(self, state: list):
         """A call site's statistics for the wrapper to keep its unsampled calls in place
         (``state``: its sampler state): once, at its first unsampled call, this thread's buffer is
-        flushed (its first call is most often there); False while the collector does not have it
-        (a flush from the thread that has it links it later)."""
+        flushed (its first call is most often there), else every thread's (a warm-up call on
+        the main thread, then a pool of threads serving: its record would wait in the main
+        thread's buffer, and every call of theirs take the slow path until it was flushed); False
+        while the collector does not have it (its first call has not ended yet: a flush from the
+        thread that has it links it later)."""
         entry = getattr(self.local, "entry", None)
         if entry is not None:
             self.flush_full(entry)
+        if state[2] is None:
+            try:
+                self.flush_all()
+            except Exception as exc:
+                self.collector.warn(f"could not record calls: {exc.__class__.__name__}: {exc}")
         if state[2] is None:
             state[2] = False
         return state[2]
@@ -107,7 +115,9 @@ class CallLog:
                 self.collector.warn(f"call observer failed: {exc.__class__.__name__}: {exc}")
 
     def flush_all(self) -> None:
-        """Every thread's buffered calls into the collector (at the end of the diagnosis)."""
+        """Every thread's buffered calls into the collector (at the end of the diagnosis, or to
+        link a call site whose first call another thread made). A thread's buffer is flushed
+        under the lock; its owner appends a whole call in one ``extend`` meanwhile (atomic)."""
         with self._lock:
             entries = [entry for entry, _ in self._buffers]
         for name, buffer in entries:
