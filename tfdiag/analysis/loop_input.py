@@ -31,9 +31,18 @@ def _steps_bysite_file(recording: Recording) -> dict[str, list[dict]]:
 
 
 def _running_s(call: dict) -> float:
-    """A step call site's seconds less its graph creation (its traces)."""
+    """A step call site's seconds at its steady rate: the mean of its calls after the first, less
+    their graph creation (retraces), for each of its calls. The first call's trace and first-run
+    setup are one-offs (the report's first-call figures): on a short loop they would outweigh every
+    wait. One call: its seconds less its graph creation."""
     phases = call.get("phases") if isinstance(call.get("phases"), dict) else {}
-    return max(0.0, (number(call.get("total_s")) or 0.0) - (number(phases.get("graph_creation")) or 0.0))
+    total, graph = number(call.get("total_s")) or 0.0, number(phases.get("graph_creation")) or 0.0
+    calls, first = count(call.get("count")) or 0, number(call.get("first_s"))
+    if calls < 2 or first is None:
+        return max(0.0, total - graph)
+    first_phases = call.get("first_phases") if isinstance(call.get("first_phases"), dict) else {}
+    later_graph = max(0.0, graph - (number(first_phases.get("graph_creation")) or 0.0))
+    return max(0.0, total - first - later_graph) * calls / (calls - 1)
 
 
 def loop_input_findings(recording: Recording, explained: dict) -> list[Finding]:
@@ -50,8 +59,8 @@ def loop_input_findings(recording: Recording, explained: dict) -> list[Finding]:
             continue
         # An eager step's time is from one optimizer update to the next (custom_loops.py): the loop's
         # wait for the batch is inside it already.
-        # A tf.function step's traces are a one-off (the retrace findings' business), not the loop's
-        # steady state: on a short loop the first call's trace would outweigh every wait.
+        # A tf.function step's first call and traces are one-offs (the first-call figures, the
+        # retrace findings' business), not the loop's steady state (``_running_s``).
         eager = sum(number(c.get("total_s")) or 0.0 for c in steps if c.get("api") == training.CUSTOM_STEP)
         graph = sum(_running_s(c) for c in steps if c.get("api") != training.CUSTOM_STEP)
         stepped = graph + max(0.0, eager - waited)
