@@ -33,7 +33,7 @@ def test_fast_call_sites_are_sampled_less_often_unless_the_user_chose_the_rate()
     early.count, early.total_s, early.first_s = 3, 0.2 + 2 * budget / 300, 0.2
     assert sampler.site_every(early) == pytest.approx(300, abs=2)  # the calls after the first
     # Measured: one in ~100 at such a call site, drawn at random.
-    state = [1, sampling.FIRST_CALLS, site(budget / 100)]
+    state = [1, sampling.FIRST_CALLS, site(budget / 100), sampling.EVERY]
     gaps = []
     for _ in range(2000):
         state[0] = 1
@@ -62,7 +62,7 @@ def test_fast_call_sites_are_sampled_less_often_unless_the_user_chose_the_rate()
     later = [fresh.weight("loop") for _ in range(20000)]
     assert 0.007 < sum(later) / len(later) < 0.014
     chosen = PhaseSampler(every=8)  # the user's rate is kept
-    state = [1, sampling.FIRST_CALLS, site(budget / 100)]
+    state = [1, sampling.FIRST_CALLS, site(budget / 100), 8]
     means = []
     for _ in range(2000):
         chosen.sampled(state)

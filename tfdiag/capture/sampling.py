@@ -113,7 +113,7 @@ class PhaseSampler:
         drawn before any call was kept in place to tell their time), the call is kept with
         probability old rate / new rate. Thinned so, the sampled calls are one in ``every`` at
         random, as if drawn at the new rate from the start."""
-        drawn = state[3] if len(state) > 3 else self.every
+        drawn = state[3]
         if self.adaptive and state[1] >= self.first and state[2]:
             every = self.site_every(state[2])
             if every > drawn and self._random() * every >= drawn:
@@ -129,11 +129,7 @@ class PhaseSampler:
         return 1
 
     def _restart(self, state: list, every: int) -> None:
-        state[0] = self.gap(every)
-        if len(state) > 3:
-            state[3] = every
-        else:
-            state.append(every)
+        state[0], state[3] = self.gap(every), every
 
     def site_every(self, stats) -> int:
         """One call in how many to sample at the call site of ``stats`` (its CallStats: ``light``,
