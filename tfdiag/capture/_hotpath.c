@@ -62,6 +62,7 @@ enum { F_SPARE, STACK_FIELDS };
 
 typedef struct {
     PyTypeObject *type; /* a strong reference, or NULL: no direct access */
+    PyObject **names;   /* the fields' names, by index (for any other object) */
     Py_ssize_t offset[MAX_FIELDS];
 } Layout;
 
@@ -190,6 +191,7 @@ static void
 layout_init(Layout *layout, PyObject *type, PyObject **names, int count)
 {
     Py_CLEAR(layout->type);
+    layout->names = names;
     if (type == Py_None || !PyType_Check(type))
         return;
     for (int index = 0; index < count; index++) {
@@ -213,13 +215,13 @@ layout_init(Layout *layout, PyObject *type, PyObject **names, int count)
 
 /* ``obj.<field>`` (a new reference; NULL with an error set). */
 static PyObject *
-get_field(Layout *layout, PyObject *obj, int field, PyObject *name)
+get_field(Layout *layout, PyObject *obj, int field)
 {
     if (layout->type == NULL || Py_TYPE(obj) != layout->type)
-        return PyObject_GetAttr(obj, name);
+        return PyObject_GetAttr(obj, layout->names[field]);
     PyObject *value = *(PyObject **)((char *)obj + layout->offset[field]);
     if (value == NULL) {
-        PyErr_SetObject(PyExc_AttributeError, name);
+        PyErr_SetObject(PyExc_AttributeError, layout->names[field]);
         return NULL;
     }
     return Py_NewRef(value);
@@ -227,10 +229,10 @@ get_field(Layout *layout, PyObject *obj, int field, PyObject *name)
 
 /* ``obj.<field> = value``: 0, or -1 with an error set. */
 static int
-set_field(Layout *layout, PyObject *obj, int field, PyObject *name, PyObject *value)
+set_field(Layout *layout, PyObject *obj, int field, PyObject *value)
 {
     if (layout->type == NULL || Py_TYPE(obj) != layout->type)
-        return PyObject_SetAttr(obj, name, value);
+        return PyObject_SetAttr(obj, layout->names[field], value);
     PyObject **address = (PyObject **)((char *)obj + layout->offset[field]);
     PyObject *old = *address;
     *address = Py_NewRef(value);
@@ -513,21 +515,21 @@ static int
 left_untouched(HotCall *self, PyObject *frame, PyObject *start)
 {
     Layout *layout = &self->frame_layout;
-    PyObject *value = get_field(layout, frame, F_EXTRA, s_extra);
+    PyObject *value = get_field(layout, frame, F_EXTRA);
     if (value == NULL)
         return -1;
     int untouched = value == Py_None;
     Py_DECREF(value);
     if (!untouched)
         return 0;
-    value = get_field(layout, frame, F_LAST, s_last);
+    value = get_field(layout, frame, F_LAST);
     if (value == NULL)
         return -1;
     untouched = value == start;
     Py_DECREF(value);
     if (!untouched)
         return 0;
-    value = get_field(layout, frame, F_STACK, s_stack);
+    value = get_field(layout, frame, F_STACK);
     if (value == NULL)
         return -1;
     untouched = PyList_Check(value) && PyList_GET_SIZE(value) == 1;
@@ -564,7 +566,7 @@ finish(HotCall *self, Kept *kept, PyObject *frame, PyObject *start)
     PyObject *type, *value, *traceback;
     PyErr_Fetch(&type, &value, &traceback); /* a failed clock read: the frame still comes off first */
     int failed = pop_frame(kept->frames, frame) < 0
-                 || set_field(&self->frame_layout, frame, F_TARGET, s_target, Py_None) < 0;
+                 || set_field(&self->frame_layout, frame, F_TARGET, Py_None) < 0;
     if (type != NULL)
         PyErr_Restore(type, value, traceback);
     if (failed || now == NULL)
@@ -587,7 +589,7 @@ finish(HotCall *self, Kept *kept, PyObject *frame, PyObject *start)
             PyErr_Restore(saved_type, saved_value, saved_traceback);
             goto error;
         }
-        if (set_field(&self->stack_layout, kept->frames, F_SPARE, s_spare, frame) < 0)
+        if (set_field(&self->stack_layout, kept->frames, F_SPARE, frame) < 0)
             goto error;
         if (PyList_GET_SIZE(kept->light) >= self->light_size) {
             PyObject *done = PyObject_CallOneArg(self->settle, kept->sink);
@@ -624,7 +626,7 @@ hot_vectorcall(HotCall *self, PyObject *const *args, size_t nargsf, PyObject *kw
         let_go(&kept);
         return PyObject_Vectorcall(self->original, args, nargsf, kwnames);
     }
-    PyObject *frame = get_field(&self->stack_layout, kept.frames, F_SPARE, s_spare);
+    PyObject *frame = get_field(&self->stack_layout, kept.frames, F_SPARE);
     if (frame == NULL)
         PyErr_Clear();
     if (frame == NULL || frame == Py_None || !count_down(&kept)) {
@@ -634,10 +636,10 @@ hot_vectorcall(HotCall *self, PyObject *const *args, size_t nargsf, PyObject *kw
     }
     PyObject *start = read_clock(self);
     Layout *layout = &self->frame_layout;
-    if (start == NULL || set_field(&self->stack_layout, kept.frames, F_SPARE, s_spare, Py_None) < 0
-        || set_field(layout, frame, F_TARGET, s_target, args[0]) < 0
-        || set_field(layout, frame, F_LAST, s_last, start) < 0
-        || set_field(layout, frame, F_START, s_start, start) < 0 || PyList_Append(kept.frames, frame) < 0) {
+    if (start == NULL || set_field(&self->stack_layout, kept.frames, F_SPARE, Py_None) < 0
+        || set_field(layout, frame, F_TARGET, args[0]) < 0
+        || set_field(layout, frame, F_LAST, start) < 0
+        || set_field(layout, frame, F_START, start) < 0 || PyList_Append(kept.frames, frame) < 0) {
         PyErr_Clear();
         Py_XDECREF(start);
         Py_DECREF(frame);
