@@ -13,7 +13,13 @@ functions.
 from __future__ import annotations
 
 import inspect
+from threading import get_ident
 from time import thread_time
+
+try:  # a thread's CPU clock, readable from another thread (POSIX)
+    from time import clock_gettime, pthread_getcpuclockid
+except ImportError:  # Windows
+    pass
 
 from . import callsite
 
@@ -24,7 +30,7 @@ def timed_producer(generator_fn, clock, log=None, frame=None, describe=None):
     """``generator_fn`` (what a data adapter hands to ``tf.data.Dataset.from_generator``) timed
     batch by batch, on whatever thread runs it, into ``log`` (a training call's) or, without
     one, into ``frame.off_thread_s`` (a predict call's; see ``PhaseTracker.end_sampled``). ``log``: a
-    steps.StepLog (its ``produced_s``, ``produced_cpu``, ``batches``, ``ready``, ``consumed``).
+    steps.StepLog (its ``made``, ``batches``, ``ready``, ``consumed``).
     ``describe(batch)``, if given, describes a training call's first batch as the producer's
     ``batch_spec`` (the shapes a fix's ``output_signature`` needs)."""
 
@@ -35,14 +41,20 @@ def timed_producer(generator_fn, clock, log=None, frame=None, describe=None):
         number = 0
         while True:
             start, cpu = clock(), thread_time()
+            if log is not None:  # the batch in the making counts from now (StepLog.produced)
+                log.made = log.made[:2] + (start, _cpu_since(cpu))
             try:
                 batch = next(batches)
-            except StopIteration:
-                return
+            except BaseException as error:  # the end of the pass, or the user's error
+                if log is not None:
+                    log.made = log.made[:2] + (None, None)
+                if isinstance(error, StopIteration):
+                    return
+                raise
             if log is not None:
                 done = clock()
-                log.produced_s += done - start
-                log.produced_cpu += thread_time() - cpu
+                seconds, cpu_seconds = log.made[:2]
+                log.made = (seconds + done - start, cpu_seconds + thread_time() - cpu, None, None)
                 log.batches += 1
                 if len(log.ready) < MAX_READY:
                     log.ready[number] = done
@@ -57,6 +69,16 @@ def timed_producer(generator_fn, clock, log=None, frame=None, describe=None):
             yield batch
 
     return timed_generator_fn
+
+
+def _cpu_since(cpu: float):
+    """A function that reads, from any thread, the CPU seconds this thread has spent since its
+    ``thread_time()`` was ``cpu`` (None where the platform has no per-thread CPU clock)."""
+    try:
+        clock_id = pthread_getcpuclockid(get_ident())
+    except (NameError, OSError):
+        return None
+    return lambda: clock_gettime(clock_id) - cpu
 
 
 # -- what a call's data is ------------------------------------------------------------------

@@ -12,9 +12,11 @@ bounded: a call keeps every ``stride``-th step duration (stride doubles past ``M
 at most ``MAX_EPOCHS`` epoch starts, and one entry per callback class.
 
 Batches produced on tf.data's threads (a PyDataset, a Sequence, a generator) are waited for
-inside the train function's graph, which shows as kernel time on the call's thread: at each
-step's end, up to the production seconds finished during the step move from kernel_execution
-to data_adapter (as ``PhaseTracker.end_sampled`` does for predict's ``off_thread_s``).
+inside the train function's graph, which shows as kernel time on the call's thread, and a
+producer in Python holds the GIL that Keras's own Python around the call then waits for
+(``other``): at each step's end, up to the production seconds that overlapped the step move
+from kernel_execution, then from other, to data_adapter (as ``PhaseTracker.end_sampled`` does
+for predict's ``off_thread_s``).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ MAX_POINTS = 2000
 FIRST_STEPS = 6  # a sampled call's steps measured before one in the sampler's gap is
 MAX_EPOCHS = 1000
 STEP_RESERVOIR = 4096
+HELD_IN = ("kernel_execution", "other")  # where a step's wait for its producer shows (``held_marks``)
 
 
 class StepLog:
@@ -37,10 +40,10 @@ class StepLog:
     steps), None for train_on_batch/test_on_batch (no steps). ``settings``: the model's
     steps_per_execution, run_eagerly, jit_compile; ``producer``: ``describe_producer`` of its x."""
 
-    __slots__ = ("mode", "settings", "producer", "steps", "begin", "marks", "produced_s", "produced_mark",
+    __slots__ = ("mode", "settings", "producer", "steps", "begin", "marks", "made", "produced_mark",
                  "batches", "durations", "stride", "first_phases", "phase_sums", "phase_steps", "epoch_starts",
-                 "callbacks", "in_callback", "sampled", "teardown", "kernel_mark", "countdown", "measured",
-                 "per_op", "gap", "paused", "unmeasured_s", "produced_cpu", "steady_s", "steady_n", "ready", "consumed", "last_end", "gap_marks", "gap_produced", "window", "in_window", "profiled_steps", "profiler_s")
+                 "callbacks", "in_callback", "sampled", "teardown", "held_marks", "countdown", "measured",
+                 "per_op", "gap", "paused", "unmeasured_s", "steady_s", "steady_n", "ready", "consumed", "last_end", "gap_marks", "gap_produced", "window", "in_window", "profiled_steps", "profiler_s")
 
     def __init__(self, mode: str | None, settings: dict, producer: dict | None, sampled: bool,
                  per_op=None, gap=None) -> None:
@@ -48,11 +51,13 @@ class StepLog:
         self.steps = 0
         self.begin = None  # the open step's begin mark (None between steps)
         self.marks = None  # the frame's phase totals at the begin mark (sampled calls)
-        self.produced_s = 0.0  # seconds the producer spent on batches (any thread)
-        # Of those, the producer thread's CPU seconds: a producer in pure Python holds the GIL that
-        # long, and the training thread's Python (Keras's loop, the graph call, callbacks) waits for
-        # it even when the batch itself is ready in time.
-        self.produced_cpu = 0.0
+        # What the producer has spent on batches (producers.py writes it, on any thread, as one
+        # tuple so a reader never sees half an update): (seconds, CPU seconds, when the batch it is
+        # making began or None, a function reading that batch's CPU seconds so far or None). Its
+        # CPU seconds matter: a producer in pure Python holds the GIL that long, and the training
+        # thread's Python (Keras's loop, the graph call, callbacks) waits for it even when the
+        # batch itself is ready in time. ``produced(now)`` counts the batch in the making.
+        self.made = (0.0, 0.0, None, None)
         # When each batch of the producer's current pass was ready (batch number -> clock), and how
         # many of them this call's steps have taken: a step waited for its batch only if that batch
         # was made after the step began (Keras runs the producer a batch or more ahead).
@@ -64,7 +69,7 @@ class StepLog:
         # sampled frame (the start of the next measured step's split).
         self.last_end = None
         self.gap_marks = None
-        self.gap_produced = (0.0, 0.0)  # (produced_s, produced_cpu) at the last step's end
+        self.gap_produced = (0.0, 0.0)  # ``produced()`` at the last step's end
         self.produced_mark = (0.0, 0.0)  # the same at the open step's begin
         self.batches = 0
         self.durations: list = []
@@ -83,7 +88,7 @@ class StepLog:
         # begin to the next measured step or epoch hook the frame is unsampled (``paused``), and
         # those seconds are spread in the measured steps' shares (``finish``). (A retrace while
         # paused charges its time so far to ``other``.)
-        self.kernel_mark, self.countdown, self.measured = 0.0, 1, 0
+        self.held_marks, self.countdown, self.measured = (0.0, 0.0), 1, 0
         self.per_op = per_op
         self.gap = gap
         self.paused = None  # the frame, while an unmeasured step runs with it unsampled
@@ -109,8 +114,8 @@ class StepLog:
         where the step is measured (``CallbackList`` hooks: training_calls.py)."""
         if mode != self.mode:
             self.begin = now
-            self.produced_mark = (self.produced_s, self.produced_cpu)
-            self.kernel_mark = frame.totals["kernel_execution"]
+            self.produced_mark = self.produced(now)
+            self.held_marks = (frame.totals["kernel_execution"], frame.totals["other"])
             self.marks = None
             return
         self.measured += 1
@@ -118,8 +123,8 @@ class StepLog:
         if self.last_end is not None and self.gap_marks is not None:
             self.begin, self.marks, self.produced_mark = self.last_end, self.gap_marks, self.gap_produced
         else:
-            self.begin, self.marks, self.produced_mark = now, frame.totals.copy(), (self.produced_s, self.produced_cpu)
-        self.kernel_mark = self.marks["kernel_execution"]
+            self.begin, self.marks, self.produced_mark = now, frame.totals.copy(), self.produced(now)
+        self.held_marks = (self.marks["kernel_execution"], self.marks["other"])
 
     def start(self, now: float) -> None:
         """An unmeasured (or unsampled) step's begin hook: the step began at the previous one's end."""
@@ -128,7 +133,22 @@ class StepLog:
     def mark_gap(self, frame) -> None:
         """The frame runs sampled again after a step's end: the next step's split starts here."""
         self.gap_marks = frame.totals.copy()
-        self.gap_produced = (self.produced_s, self.produced_cpu)
+        self.gap_produced = self.produced(frame.last)
+
+    def produced(self, now: float) -> tuple:
+        """(seconds, CPU seconds) the producer has spent on batches by ``now``, the batch it is
+        making counted so far: a step is charged the production that overlapped it, not the
+        batches that happened to finish in it. (Without a readable CPU clock, the batch in the
+        making counts as wall time only, its CPU when it is done.)"""
+        seconds, cpu, since, cpu_so_far = self.made
+        if since is None or now <= since:
+            return seconds, cpu
+        if cpu_so_far is not None:
+            try:
+                cpu += cpu_so_far()
+            except OSError:  # its thread is gone
+                pass
+        return seconds + (now - since), cpu
 
     def pause(self, frame, now: float) -> None:
         """An unmeasured step begins: the frame runs unsampled (its time so far is charged)."""
@@ -177,17 +197,22 @@ class StepLog:
                 self.ready.pop(number, None)
         if frame is not None:
             totals = frame.totals
-            produced = self.produced_s - self.produced_mark[0]
+            produced_s, produced_cpu = self.produced(now)
+            produced = produced_s - self.produced_mark[0]
             if produced > 0:
                 # The producer's cost to the step: the wait until the step's (last) batch was made,
                 # if after the step began, or the GIL its Python held meanwhile (its CPU time),
                 # whichever is more; without a batch's ready time, what it spent during the step.
-                held = self.produced_cpu - self.produced_mark[1]
+                held = produced_cpu - self.produced_mark[1]
                 waited = produced if not own or ready is None else max(0.0, ready - begin, min(held, produced))
-                moved = min(waited, totals["kernel_execution"] - self.kernel_mark)
-                if moved > 0:
-                    totals["kernel_execution"] -= moved
-                    totals["data_adapter"] += moved
+                # It shows in the graph call (which waits for the batch inside) and, where the GIL
+                # was held, in Keras's own Python around it (``other``): moved from those, in turn.
+                for phase, mark in zip(HELD_IN, self.held_marks):
+                    moved = min(waited, totals[phase] - mark)
+                    if moved > 0:
+                        totals[phase] -= moved
+                        totals["data_adapter"] += moved
+                        waited -= moved
         if not own:
             return
         n = self.steps
@@ -207,7 +232,7 @@ class StepLog:
                 self.stride *= 2
         self.last_end = now
         self.gap_marks = totals.copy() if totals is not None else None
-        self.gap_produced = (self.produced_s, self.produced_cpu)
+        self.gap_produced = self.produced(now)
         marks = self.marks
         if totals is not None and marks is not None:
             if n == 0:
@@ -300,10 +325,10 @@ class SiteSteps:
             if self.producer is None:
                 self.producer = dict(log.producer)
             if sampled and log.batches:
-                self.producer["seconds"] = (self.producer["seconds"] or 0.0) + log.produced_s
+                self.producer["seconds"] = (self.producer["seconds"] or 0.0) + log.made[0]
                 # of them, the producer thread's CPU seconds (little: it waited on I/O, a sleep, a
                 # lock-free NumPy/TF op or a worker queue; most: pure Python holding the GIL)
-                self.producer["cpu_seconds"] = (self.producer.get("cpu_seconds") or 0.0) + log.produced_cpu
+                self.producer["cpu_seconds"] = (self.producer.get("cpu_seconds") or 0.0) + log.made[1]
                 self.producer["batches"] = (self.producer["batches"] or 0) + log.batches
         if not sampled:
             return
