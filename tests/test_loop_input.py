@@ -9,7 +9,7 @@ import pytest
 from tfdiag.analysis import analyze
 from tfdiag.recording import Recording
 
-SLEEP_S = 0.004  # per element, in the map's py_function
+SLEEP_S = 0.01  # per element, in the map's py_function (a batch of 40 ms: tf.data prefetches it while a ~1-5 ms step runs)
 ELEMENTS, BATCH = 32, 4
 
 
@@ -58,8 +58,8 @@ def test_the_loop_line_gets_its_wait_and_its_pipeline(loop_run):
     (entry,) = recording.extra["loop_inputs"]
     assert entry["call_site"].endswith("test_loop_input.py:48")  # the ``for x, y in ds`` line
     assert entry["count"] == ELEMENTS // BATCH  # every batch (the StopIteration that ends the loop is none)
-    assert entry["total_s"] >= 0.8 * ELEMENTS * SLEEP_S
-    assert entry["median_s"] >= 0.8 * BATCH * SLEEP_S
+    assert entry["total_s"] >= 0.75 * ELEMENTS * SLEEP_S
+    assert entry["median_s"] >= 0.75 * BATCH * SLEEP_S
     producer = entry["producer"]
     assert producer["kind"] == "tf.data"
     assert [(m["name"], m["parallel"], m["py_function"]) for m in producer["map_functions"]] == [

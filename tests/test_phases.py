@@ -89,7 +89,9 @@ def test_large_batch_predict_is_kernel_bound(probe):
 
 
 def test_slow_input_batches_are_data_adapter_time(probe):
-    shares = _shares(_call(probe, "predict", "fed", "SlowBatches"))
+    call = _call(probe, "predict", "fed", "SlowBatches")
+    # the first call's tracing is CPU work, the batches' 30 ms sleeps are not: shares of the rest
+    shares = {p: v / (call["total_s"] - call["phases"]["graph_creation"]) for p, v in call["phases"].items()}
     assert shares["data_adapter"] > 0.6, shares
     assert shares["kernel_execution"] < 0.2, shares
 

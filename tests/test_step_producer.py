@@ -47,6 +47,21 @@ def test_a_batch_still_in_the_making_is_charged_to_the_step_it_overlapped():
     assert log.first_phases["callbacks"] == pytest.approx(0.001)  # the user's callback keeps its time
 
 
+def test_a_producer_holding_no_gil_leaves_kerass_own_python_alone():
+    """A producer that sleeps (I/O) overlapping the whole step, with no ready time for the step's
+    batch: the graph call's wait is its, Keras's Python around the call is not."""
+    clock = Clock(1.0)
+    log = steps.StepLog("train", {}, None, True)
+    log.made = (0.5, 0.0, 0.995, lambda: 0.0)
+    frame = _frame(1.0)
+    log.open(1.0, frame, "train")
+    _spend(frame, kernel_execution=0.004, other=0.005, callbacks=0.001)
+    log.close(1.010, frame, "train")
+    assert log.first_phases["data_adapter"] == pytest.approx(0.004)
+    assert log.first_phases["kernel_execution"] == pytest.approx(0.0)
+    assert log.first_phases["other"] == pytest.approx(0.005)
+
+
 def test_production_that_did_not_overlap_the_step_is_not_charged_to_it():
     clock = Clock(1.0)
     log = steps.StepLog("train", {}, None, True)

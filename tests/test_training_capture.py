@@ -24,7 +24,7 @@ FIT = """
             return 6
 
         def __getitem__(self, i):
-            time.sleep(0.02)
+            time.sleep(0.04)
             return np.ones((8, 4), "float32"), np.ones((8, 1), "float32")
 
     class SlowCallback(keras.callbacks.Callback):
@@ -66,13 +66,14 @@ def test_fit_steps_callbacks_and_producer(tmp_path, keras, dataset):
     timeline = fit["step_timeline"]
     assert timeline["stride"] == 1 and len(timeline["durations_s"]) == 12 and timeline["epoch_starts"] == [0, 6]
     assert fit["first_step_s"] == timeline["durations_s"][0] > fit["step_median_s"]
-    # Each step waits for a 20 ms batch made on tf.data's thread, and sleeps 10 ms in the callback.
-    assert 0.02 <= fit["step_median_s"] < 0.05
+    # Each step waits for a 40 ms batch made on tf.data's thread (made while the step's 10 ms
+    # callback and its few ms of work run), and sleeps 10 ms in the callback.
+    assert 0.04 <= fit["step_median_s"] < 0.07
     steady = fit["step_phases"]
     assert set(steady) == set(PHASES)
     assert abs(sum(steady.values()) - fit["step_median_s"]) < 0.01
     assert 0.008 <= steady["callbacks"] < 0.015
-    assert steady["data_adapter"] > 0.005 and steady["other"] < 0.003
+    assert steady["data_adapter"] > 0.015 and steady["other"] < 0.003
     assert fit["first_step_phases"]["graph_creation"] > 0
     slow = fit["callbacks"][0]
     assert slow["name"] == "SlowCallback" and slow["user"] is True and slow["calls"] == 12
@@ -81,7 +82,7 @@ def test_fit_steps_callbacks_and_producer(tmp_path, keras, dataset):
     producer = fit["data_producer"]
     assert producer["kind"] == dataset and producer["name"] == "SlowData.__getitem__"
     assert producer["defined_at"] == f"{script}:{_line(body, 'def __getitem__')}" and producer["batches"] >= 12
-    assert producer["seconds"] >= 0.02 * 12
+    assert producer["seconds"] >= 0.04 * 12
     assert abs(fit["phases"]["callbacks"] - 12 * 0.01) < 0.03
     evaluate = calls["evaluate"]
     assert evaluate["training"] is False and evaluate["steps"] == 4

@@ -21,7 +21,7 @@ keras = tf.keras
 x = np.random.rand(512, 8).astype("float32"); y = np.random.rand(512, 1).astype("float32")
 def slow(a, b):
     def py(a):
-        time.sleep(0.005)
+        time.sleep(0.02)
         return a
     a = tf.py_function(py, [a], tf.float32)
     a.set_shape([None, 8])
@@ -41,7 +41,7 @@ def _check_slow_pipeline(recording: dict) -> None:
     fit = _fit(recording["calls"])
     split = fit["step_phases"]
     step = sum(split.values())
-    assert split["data_adapter"] > 0.5 * step, split  # 5 ms of a ~5.6 ms step is the pipeline
+    assert split["data_adapter"] > 0.5 * step, split  # ~20 ms of a ~21 ms step is the pipeline
     assert split["data_adapter"] > split["kernel_execution"], split
     # the profiler's in-graph wait, plus what Python's own data_adapter entry points took per step
     moved = fit["graph_tf_data_s_per_step"]

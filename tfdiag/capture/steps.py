@@ -32,7 +32,6 @@ MAX_POINTS = 2000
 FIRST_STEPS = 6  # a sampled call's steps measured before one in the sampler's gap is
 MAX_EPOCHS = 1000
 STEP_RESERVOIR = 4096
-HELD_IN = ("kernel_execution", "other")  # where a step's wait for its producer shows (``held_marks``)
 
 
 class StepLog:
@@ -203,16 +202,17 @@ class StepLog:
                 # The producer's cost to the step: the wait until the step's (last) batch was made,
                 # if after the step began, or the GIL its Python held meanwhile (its CPU time),
                 # whichever is more; without a batch's ready time, what it spent during the step.
-                held = produced_cpu - self.produced_mark[1]
-                waited = produced if not own or ready is None else max(0.0, ready - begin, min(held, produced))
-                # It shows in the graph call (which waits for the batch inside) and, where the GIL
-                # was held, in Keras's own Python around it (``other``): moved from those, in turn.
-                for phase, mark in zip(HELD_IN, self.held_marks):
-                    moved = min(waited, totals[phase] - mark)
+                held = min(produced_cpu - self.produced_mark[1], produced)
+                waited = produced if not own or ready is None else max(0.0, ready - begin, held)
+                # It shows in the graph call, which waits for the batch inside; what the GIL held
+                # beyond that kept Keras's own Python around the call waiting (``other``).
+                kernel_mark, other_mark = self.held_marks
+                in_graph = min(waited, totals["kernel_execution"] - kernel_mark)
+                in_python = min(waited - max(0.0, in_graph), held, totals["other"] - other_mark)
+                for phase, moved in (("kernel_execution", in_graph), ("other", in_python)):
                     if moved > 0:
                         totals[phase] -= moved
                         totals["data_adapter"] += moved
-                        waited -= moved
         if not own:
             return
         n = self.steps
