@@ -114,3 +114,40 @@ def test_the_producer_is_not_left_in_the_making_after_its_end_or_its_error():
     assert log.produced(5.0) == (log.made[0], log.made[1])
     done = producers.timed_producer(lambda: iter([1]), clock, log=log)()
     assert list(done) == [1] and log.made[2] is None and log.batches == 2
+
+
+def test_without_a_per_thread_cpu_clock_the_batch_in_the_making_counts_its_wall_only(monkeypatch):
+    monkeypatch.setattr(producers, "pthread_getcpuclockid", None)
+    clock = Clock(0.0)
+    log = steps.StepLog("train", {}, None, True)
+    seen = []
+
+    def batches():
+        clock.now = 0.004
+        seen.append(log.produced(clock.now))
+        yield 1
+
+    assert list(producers.timed_producer(batches, clock, log=log)()) == [1]
+    assert seen == [(pytest.approx(0.004), 0.0)]  # its CPU counts when the batch is done
+    assert log.made[0] == pytest.approx(0.004) and log.made[1] >= 0.0
+
+
+@pytest.mark.skipif(producers.pthread_getcpuclockid is None, reason="no per-thread CPU clock here")
+def test_the_batch_in_the_making_counts_the_cpu_its_thread_spent_so_far():
+    from time import thread_time
+
+    clock = Clock(0.0)
+    log = steps.StepLog("train", {}, None, True)
+    seen = []
+
+    def batches():
+        began = thread_time()
+        while thread_time() - began < 0.02:  # 20 ms of pure Python, the GIL held
+            pass
+        clock.now = 0.03
+        seen.append(log.produced(clock.now))
+        yield 1
+
+    assert list(producers.timed_producer(batches, clock, log=log)()) == [1]
+    (wall, cpu), = seen
+    assert wall == pytest.approx(0.03) and cpu >= 0.02

@@ -18,8 +18,8 @@ from time import thread_time
 
 try:  # a thread's CPU clock, readable from another thread (POSIX)
     from time import clock_gettime, pthread_getcpuclockid
-except ImportError:  # Windows
-    pass
+except ImportError:  # Windows, macOS
+    clock_gettime = pthread_getcpuclockid = None
 
 from . import callsite
 
@@ -74,9 +74,11 @@ def timed_producer(generator_fn, clock, log=None, frame=None, describe=None):
 def _cpu_since(cpu: float):
     """A function that reads, from any thread, the CPU seconds this thread has spent since its
     ``thread_time()`` was ``cpu`` (None where the platform has no per-thread CPU clock)."""
+    if pthread_getcpuclockid is None:
+        return None
     try:
         clock_id = pthread_getcpuclockid(get_ident())
-    except (NameError, OSError):
+    except OSError:
         return None
     return lambda: clock_gettime(clock_id) - cpu
 
