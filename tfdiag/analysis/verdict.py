@@ -85,7 +85,8 @@ def _run_share(recording: Recording, seconds: float) -> str:
 
 
 def training_verdict(recording: Recording, found: list[dict]) -> str:
-    """Training dominates: the busiest training call site, which phase dominates its step, the top finding."""
+    """Training dominates the timed work: the busiest training call site, which phase dominates its
+    step, the top finding."""
     row = training.training_view(recording)[0]
     site = short_site(row["call_site"]) or "an unknown call site"
     if training.is_step(row):
@@ -102,7 +103,11 @@ def training_verdict(recording: Recording, found: list[dict]) -> str:
             epochs = f" in {calls} calls ({row['steps'] / calls:.3g} per call)"
         what = f"`{row['api']}()` of `{row['target']}` at `{site}` ran {steps}{epochs}"
     kind = "Evaluation" if row.get("api") in ("evaluate", "test_on_batch") else "Training"
-    text = f"{kind} dominates this run: {what}"
+    seconds, wall = training.training_seconds(recording)[0], recording.run.get("wall_s")
+    if isinstance(wall, (int, float)) and 0 < seconds < 0.5 * wall:  # the rest of the run is not TensorFlow's
+        text = f"{kind} is most of this run's TensorFlow time ({duration(seconds)} of the {duration(wall)} run): {what}"
+    else:
+        text = f"{kind} dominates this run: {what}"
     median = row["step_median_s"]
     if median is not None and median > 0:
         text += f", median step {duration(median)}"
