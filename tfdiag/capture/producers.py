@@ -30,7 +30,7 @@ def timed_producer(generator_fn, clock, log=None, frame=None, describe=None):
     """``generator_fn`` (what a data adapter hands to ``tf.data.Dataset.from_generator``) timed
     batch by batch, on whatever thread runs it, into ``log`` (a training call's) or, without
     one, into ``frame.off_thread_s`` (a predict call's; see ``PhaseTracker.end_sampled``). ``log``: a
-    steps.StepLog (its ``made``, ``batches``, ``ready``, ``consumed``).
+    steps.StepLog (its ``made``, ``making``, ``batches``, ``ready``, ``consumed``).
     ``describe(batch)``, if given, describes a training call's first batch as the producer's
     ``batch_spec`` (the shapes a fix's ``output_signature`` needs)."""
 
@@ -42,19 +42,22 @@ def timed_producer(generator_fn, clock, log=None, frame=None, describe=None):
         while True:
             start, cpu = clock(), thread_time()
             if log is not None:  # the batch in the making counts from now (StepLog.produced)
-                log.made = log.made[:2] + (start, _cpu_since(cpu))
+                me = get_ident()
+                log.making[me] = (start, _cpu_since(me, cpu))
             try:
                 batch = next(batches)
             except BaseException as error:  # the end of the pass, or the user's error
                 if log is not None:
-                    log.made = log.made[:2] + (None, None)
+                    log.making.pop(me, None)
                 if isinstance(error, StopIteration):
                     return
                 raise
             if log is not None:
                 done = clock()
-                seconds, cpu_seconds = log.made[:2]
-                log.made = (seconds + done - start, cpu_seconds + thread_time() - cpu, None, None)
+                wall, used = done - start, thread_time() - cpu
+                log.making.pop(me, None)
+                seconds, cpu_seconds = log.made
+                log.made = (seconds + wall, cpu_seconds + used)  # no call in between: no thread switch
                 log.batches += 1
                 if len(log.ready) < MAX_READY:
                     log.ready[number] = done
@@ -71,13 +74,14 @@ def timed_producer(generator_fn, clock, log=None, frame=None, describe=None):
     return timed_generator_fn
 
 
-def _cpu_since(cpu: float):
-    """A function that reads, from any thread, the CPU seconds this thread has spent since its
-    ``thread_time()`` was ``cpu`` (None where the platform has no per-thread CPU clock)."""
+def _cpu_since(thread: int, cpu: float):
+    """A function that reads, from any thread, the CPU seconds ``thread`` (the calling thread) has
+    spent since its ``thread_time()`` was ``cpu`` (None where the platform has no per-thread CPU
+    clock)."""
     if pthread_getcpuclockid is None:
         return None
     try:
-        clock_id = pthread_getcpuclockid(get_ident())
+        clock_id = pthread_getcpuclockid(thread)
     except OSError:
         return None
     return lambda: clock_gettime(clock_id) - cpu

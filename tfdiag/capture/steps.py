@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import linecache
 import random
+from time import thread_time
 
 from ..recording import PHASES
 from . import callsite
@@ -39,10 +40,10 @@ class StepLog:
     steps), None for train_on_batch/test_on_batch (no steps). ``settings``: the model's
     steps_per_execution, run_eagerly, jit_compile; ``producer``: ``describe_producer`` of its x."""
 
-    __slots__ = ("mode", "settings", "producer", "steps", "begin", "marks", "made", "produced_mark",
+    __slots__ = ("mode", "settings", "producer", "steps", "begin", "marks", "made", "making", "produced_mark",
                  "batches", "durations", "stride", "first_phases", "phase_sums", "phase_steps", "epoch_starts",
                  "callbacks", "in_callback", "sampled", "teardown", "held_marks", "countdown", "measured",
-                 "per_op", "gap", "paused", "unmeasured_s", "steady_s", "steady_n", "ready", "consumed", "last_end", "gap_marks", "gap_produced", "window", "in_window", "profiled_steps", "profiler_s")
+                 "per_op", "gap", "paused", "unmeasured_s", "steady_s", "steady_n", "ready", "consumed", "last_end", "gap_marks", "gap_produced", "gap_cpu", "window", "in_window", "profiled_steps", "profiler_s")
 
     def __init__(self, mode: str | None, settings: dict, producer: dict | None, sampled: bool,
                  per_op=None, gap=None) -> None:
@@ -50,13 +51,15 @@ class StepLog:
         self.steps = 0
         self.begin = None  # the open step's begin mark (None between steps)
         self.marks = None  # the frame's phase totals at the begin mark (sampled calls)
-        # What the producer has spent on batches (producers.py writes it, on any thread, as one
-        # tuple so a reader never sees half an update): (seconds, CPU seconds, when the batch it is
-        # making began or None, a function reading that batch's CPU seconds so far or None). Its
-        # CPU seconds matter: a producer in pure Python holds the GIL that long, and the training
-        # thread's Python (Keras's loop, the graph call, callbacks) waits for it even when the
-        # batch itself is ready in time. ``produced(now)`` counts the batch in the making.
-        self.made = (0.0, 0.0, None, None)
+        # What the producer has spent on finished batches (producers.py writes it, on any thread,
+        # as one tuple so a reader never sees half an update): (seconds, CPU seconds); and the
+        # batches in the making, per producing thread (a fit's validation pass may overlap the
+        # training pass): thread -> (when it began, a function reading its CPU seconds so far, or
+        # None). The CPU seconds matter: a producer in pure Python holds the GIL that long, and the
+        # training thread's Python (Keras's loop, the graph call, callbacks) waits for it even when
+        # the batch itself is ready in time. ``produced(now)`` counts the batches in the making.
+        self.made = (0.0, 0.0)
+        self.making: dict = {}
         # When each batch of the producer's current pass was ready (batch number -> clock), and how
         # many of them this call's steps have taken: a step waited for its batch only if that batch
         # was made after the step began (Keras runs the producer a batch or more ahead).
@@ -69,6 +72,7 @@ class StepLog:
         self.last_end = None
         self.gap_marks = None
         self.gap_produced = (0.0, 0.0)  # ``produced()`` at the last step's end
+        self.gap_cpu = 0.0  # the training thread's CPU seconds then (``held_marks``)
         self.produced_mark = (0.0, 0.0)  # the same at the open step's begin
         self.batches = 0
         self.durations: list = []
@@ -87,7 +91,9 @@ class StepLog:
         # begin to the next measured step or epoch hook the frame is unsampled (``paused``), and
         # those seconds are spread in the measured steps' shares (``finish``). (A retrace while
         # paused charges its time so far to ``other``.)
-        self.held_marks, self.countdown, self.measured = (0.0, 0.0), 1, 0
+        # At the open step's begin: its kernel_execution and other seconds, and the training
+        # thread's CPU seconds (how long it was off the CPU bounds its wait for the GIL).
+        self.held_marks, self.countdown, self.measured = (0.0, 0.0, 0.0), 1, 0
         self.per_op = per_op
         self.gap = gap
         self.paused = None  # the frame, while an unmeasured step runs with it unsampled
@@ -114,16 +120,18 @@ class StepLog:
         if mode != self.mode:
             self.begin = now
             self.produced_mark = self.produced(now)
-            self.held_marks = (frame.totals["kernel_execution"], frame.totals["other"])
+            self.held_marks = (frame.totals["kernel_execution"], frame.totals["other"], thread_time())
             self.marks = None
             return
         self.measured += 1
         self.countdown = 1 if self.measured < FIRST_STEPS or self.gap is None else self.gap()
         if self.last_end is not None and self.gap_marks is not None:
             self.begin, self.marks, self.produced_mark = self.last_end, self.gap_marks, self.gap_produced
+            cpu = self.gap_cpu
         else:
             self.begin, self.marks, self.produced_mark = now, frame.totals.copy(), self.produced(now)
-        self.held_marks = (self.marks["kernel_execution"], self.marks["other"])
+            cpu = thread_time()
+        self.held_marks = (self.marks["kernel_execution"], self.marks["other"], cpu)
 
     def start(self, now: float) -> None:
         """An unmeasured (or unsampled) step's begin hook: the step began at the previous one's end."""
@@ -133,21 +141,23 @@ class StepLog:
         """The frame runs sampled again after a step's end: the next step's split starts here."""
         self.gap_marks = frame.totals.copy()
         self.gap_produced = self.produced(frame.last)
+        self.gap_cpu = thread_time()
 
     def produced(self, now: float) -> tuple:
         """(seconds, CPU seconds) the producer has spent on batches by ``now``, the batch it is
         making counted so far: a step is charged the production that overlapped it, not the
         batches that happened to finish in it. (Without a readable CPU clock, the batch in the
         making counts as wall time only, its CPU when it is done.)"""
-        seconds, cpu, since, cpu_so_far = self.made
-        if since is None or now <= since:
-            return seconds, cpu
-        if cpu_so_far is not None:
-            try:
-                cpu += cpu_so_far()
-            except OSError:  # its thread is gone
-                pass
-        return seconds + (now - since), cpu
+        seconds, cpu = self.made
+        for since, cpu_so_far in list(self.making.values()):
+            if now > since:
+                seconds += now - since
+                if cpu_so_far is not None:
+                    try:
+                        cpu += cpu_so_far()
+                    except OSError:  # its thread is gone
+                        pass
+        return seconds, cpu
 
     def pause(self, frame, now: float) -> None:
         """An unmeasured step begins: the frame runs unsampled (its time so far is charged)."""
@@ -205,10 +215,12 @@ class StepLog:
                 held = min(produced_cpu - self.produced_mark[1], produced)
                 waited = produced if not own or ready is None else max(0.0, ready - begin, held)
                 # It shows in the graph call, which waits for the batch inside; what the GIL held
-                # beyond that kept Keras's own Python around the call waiting (``other``).
-                kernel_mark, other_mark = self.held_marks
-                in_graph = min(waited, totals["kernel_execution"] - kernel_mark)
-                in_python = min(waited - max(0.0, in_graph), held, totals["other"] - other_mark)
+                # beyond that kept Keras's own Python around the call waiting (``other``), for no
+                # longer than the training thread was off the CPU (its own CPU time is its own).
+                kernel_mark, other_mark, cpu_mark = self.held_marks
+                in_graph = max(0.0, min(waited, totals["kernel_execution"] - kernel_mark))
+                off_cpu = (now - begin) - (thread_time() - cpu_mark) - in_graph
+                in_python = min(waited - in_graph, held, totals["other"] - other_mark, off_cpu)
                 for phase, moved in (("kernel_execution", in_graph), ("other", in_python)):
                     if moved > 0:
                         totals[phase] -= moved
@@ -233,6 +245,8 @@ class StepLog:
         self.last_end = now
         self.gap_marks = totals.copy() if totals is not None else None
         self.gap_produced = self.produced(now)
+        if totals is not None:
+            self.gap_cpu = thread_time()
         marks = self.marks
         if totals is not None and marks is not None:
             if n == 0:
@@ -325,10 +339,11 @@ class SiteSteps:
             if self.producer is None:
                 self.producer = dict(log.producer)
             if sampled and log.batches:
-                self.producer["seconds"] = (self.producer["seconds"] or 0.0) + log.made[0]
+                made_s, made_cpu = log.made
+                self.producer["seconds"] = (self.producer["seconds"] or 0.0) + made_s
                 # of them, the producer thread's CPU seconds (little: it waited on I/O, a sleep, a
                 # lock-free NumPy/TF op or a worker queue; most: pure Python holding the GIL)
-                self.producer["cpu_seconds"] = (self.producer.get("cpu_seconds") or 0.0) + log.made[1]
+                self.producer["cpu_seconds"] = (self.producer.get("cpu_seconds") or 0.0) + made_cpu
                 self.producer["batches"] = (self.producer["batches"] or 0) + log.batches
         if not sampled:
             return
