@@ -137,11 +137,10 @@ class StepLog:
         """An unmeasured (or unsampled) step's begin hook: the step began at the previous one's end."""
         self.begin = self.last_end if self.last_end is not None else now
 
-    def mark_gap(self, frame) -> None:
-        """The frame runs sampled again after a step's end: the next step's split starts here."""
-        self.gap_marks = frame.totals.copy()
-        self.gap_produced = self.produced(frame.last)
-        self.gap_cpu = thread_time()
+    def mark_gap(self, totals: dict, now: float) -> None:
+        """The call's frame (its phase ``totals``) runs sampled at ``now``, after a step's end: the
+        next measured step's split starts here (``open``)."""
+        self.gap_marks, self.gap_produced, self.gap_cpu = totals.copy(), self.produced(now), thread_time()
 
     def produced(self, now: float) -> tuple:
         """(seconds, CPU seconds) the producer has spent on batches by ``now``, the batch it is
@@ -243,10 +242,10 @@ class StepLog:
                 self.durations = durations[::2]
                 self.stride *= 2
         self.last_end = now
-        self.gap_marks = totals.copy() if totals is not None else None
-        self.gap_produced = self.produced(now)
         if totals is not None:
-            self.gap_cpu = thread_time()
+            self.mark_gap(totals, now)
+        else:
+            self.gap_marks = None
         marks = self.marks
         if totals is not None and marks is not None:
             if n == 0:

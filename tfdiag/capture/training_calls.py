@@ -259,7 +259,7 @@ class TrainingCallCapture:
                           and not (log.window is not None and log.window.wants(log.steps + 1))):
                         # the next step is measured: from this end on, including the wait for its batch
                         log.resume(clock())
-                        log.mark_gap(frame)
+                        log.mark_gap(frame.totals, frame.last)
             stack, totals = frame.stack, frame.totals
             now = clock()
             top = stack[-1]
